@@ -1,0 +1,139 @@
+"""Load a vision-language model and its processor by name: the embedded tiny LLaVA or a real one.
+
+    model, processor = load_model("tiny")                         # ships with the package, CPU
+    model, processor = load_model("llava-hf/llava-1.5-7b-hf")      # Colab / GPU, fp16
+    model, processor = load_model("Salesforce/instructblip-vicuna-7b", quantization="4bit")
+
+Weights are read from safetensors only and remote code is never trusted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoProcessor,
+    InstructBlipForConditionalGeneration,
+    LlavaForConditionalGeneration,
+    PreTrainedModel,
+    ProcessorMixin,
+)
+
+TINY = "tiny"
+# Hub ids this project knows how to drive, with their model class.
+HUB_MODELS = {
+    "llava-hf/llava-1.5-7b-hf": LlavaForConditionalGeneration,
+    "llava-hf/llava-1.5-13b-hf": LlavaForConditionalGeneration,
+    "Salesforce/instructblip-vicuna-7b": InstructBlipForConditionalGeneration,
+    "Salesforce/instructblip-vicuna-13b": InstructBlipForConditionalGeneration,
+}
+ALIASES = {"llava": "llava-hf/llava-1.5-7b-hf", "instructblip": "Salesforce/instructblip-vicuna-7b"}
+CLASSES_BY_TYPE = {"llava": LlavaForConditionalGeneration, "instructblip": InstructBlipForConditionalGeneration}
+QUANTIZATIONS = (None, "4bit", "8bit")
+
+
+def known_models() -> list[str]:
+    """Every name ``load_model`` accepts besides local paths."""
+    return [TINY, *ALIASES, *HUB_MODELS]
+
+
+def tiny_model_path() -> Path:
+    """Folder of the embedded tiny LLaVA inside the installed package."""
+    return Path(str(resources.files("avisc_lib.tiny") / "weights"))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA (as the paper ran), fp32 on CPU (fp16 matmuls are slow or missing there)."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def resolve(name: str) -> tuple[str | Path, type[PreTrainedModel]]:
+    """Map a model name to where its files are and which class loads them."""
+    if not isinstance(name, (str, Path)):
+        raise TypeError(f"model name must be a string or a path, got {type(name).__name__}")
+    name = ALIASES.get(str(name), name)
+    if name == TINY:
+        path = tiny_model_path()
+        if not (path / "model.safetensors").exists():
+            raise FileNotFoundError(
+                f"the embedded tiny model is missing from {path}; reinstall the package or train it "
+                "with `python -m avisc_lib.tiny.train --install`"
+            )
+        return path, LlavaForConditionalGeneration
+    if name in HUB_MODELS:
+        return name, HUB_MODELS[name]
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path, _class_from_config(path)
+    hint = ", ".join(known_models())
+    looks_like_path = str(name).startswith((".", "/", "~")) or (len(path.parts) > 1 and path.parent.is_dir())
+    if looks_like_path:
+        raise FileNotFoundError(f"no model folder at {str(path)!r}; known model names: {hint}")
+    raise ValueError(f"unknown model {str(name)!r}; known model names: {hint}, or a local folder")
+
+
+def _class_from_config(path: Path) -> type[PreTrainedModel]:
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{path} has no config.json, so it is not a saved model folder")
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    if model_type not in CLASSES_BY_TYPE:
+        raise ValueError(
+            f"{path} holds a {model_type!r} model; supported model types: {sorted(CLASSES_BY_TYPE)}"
+        )
+    return CLASSES_BY_TYPE[model_type]
+
+
+def _quantization_config(quantization: str | None):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization is None:
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+        raise RuntimeError(f"{quantization} loading needs a CUDA GPU and `pip install bitsandbytes`")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16,
+                              bnb_4bit_quant_type="nf4")
+
+
+def load_model(
+    name: str = TINY,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    quantization: str | None = None,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load ``(model, processor)`` in eval mode.
+
+    ``name``: "tiny" (embedded), "llava" / "instructblip" (the 7B checkpoints), a known hub id,
+    or a local folder saved with ``save_pretrained``. ``device`` defaults to CUDA when
+    available; ``dtype`` to fp16 on CUDA and fp32 on CPU; ``quantization`` "4bit"/"8bit" needs
+    bitsandbytes and a GPU.
+    """
+    quant = _quantization_config(quantization)
+    source, model_class = resolve(name)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    model = model_class.from_pretrained(
+        source,
+        dtype=dtype,
+        use_safetensors=True,
+        trust_remote_code=False,
+        quantization_config=quant,
+        device_map={"": device} if quant is not None else None,
+    )
+    if quant is None:
+        model.to(device)
+    processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
+    return model.eval(), processor

@@ -1,0 +1,111 @@
+"""Build the embedded tiny LLaVA: word-level tokenizer, processor and model from configs.
+
+The model is a real ``LlavaForConditionalGeneration`` (CLIP vision tower, 2-layer MLP
+projector, Llama language model), only small: about 1.25 M parameters, 64x64 images cut into
+8x8-pixel patches, i.e. 64 image tokens (LLaVA-1.5 uses 576).
+"""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+from ..world.questions import vocabulary
+from ..world.scenes import IMAGE_SIZE
+
+PATCH_SIZE = 8
+NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+PUNCTUATION = [".", ",", "?", ":", "!", "'"]
+ROLE_WORDS = ["user", "assistant"]
+
+# llava-1.5 style: "USER: <image>\n{question} ASSISTANT: {answer}</s>". BOS comes from the
+# tokenizer's post-processor, as with the real Llama tokenizer.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: "
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %} {% else %}ASSISTANT: "
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A lower-casing word-level fast tokenizer over the synthetic world's vocabulary."""
+    words = SPECIAL_TOKENS + PUNCTUATION + ROLE_WORDS + vocabulary()
+    tk = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.normalizer = normalizers.Lowercase()
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()  # splits words from punctuation
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)]
+    )
+    tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words, tidies " ." and " ,"
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        padding_side="left",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def build_processor() -> LlavaProcessor:
+    """``LlavaProcessor`` with a CLIP image processor at 64 px and the llava-1.5 chat template."""
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=build_tokenizer(),
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the CLS token that the "default" strategy drops
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlavaForConditionalGeneration:
+    """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded)."""
+    import torch
+
+    vision = CLIPVisionConfig(
+        hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=128,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=NUM_IMAGE_TOKENS,
+        vision_feature_layer=-1,  # a from-scratch tower: its last layer is the trained one
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlavaForConditionalGeneration(config)

@@ -1,0 +1,226 @@
+"""Train the embedded tiny LLaVA in three LLaVA-style stages on the synthetic world.
+
+    python -m avisc_lib.tiny.train --out runs/tiny            # ~10-15 min on 2 CPU cores
+    python -m avisc_lib.tiny.train --out runs/tiny --install  # also copy into the package
+
+Stage 0 pretrains the vision tower alone (the stand-in for CLIP pretraining): per-patch class
+fractions, multi-label presence and object count from mean-pooled patch tokens, through small
+heads that are thrown away afterwards. Stage 1 aligns the projector on captions with the tower
+and language model frozen (LLaVA stage 1). Stage 2 instruction-tunes projector + language model
+on all question families with balanced yes/no answers, tower frozen (LLaVA stage 2).
+
+Every stage checkpoints to ``--out``; a rerun skips the stages already finished. Deterministic
+for a given ``--seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..world import questions as Q
+from ..world.scenes import CATEGORIES, CATEGORY_ID, make_scene, patch_labels
+from .build import PATCH_SIZE, build_model, build_processor
+from .data import existence_report, existence_set, pixel_values, training_batch, yes_no_margin
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+STAGE2_MIX = {"existence": 0.45, "caption": 0.15, "colour": 0.1, "shape": 0.1, "count": 0.12, "position": 0.08}
+# Scene indices of the train split used by each stage (disjoint ranges).
+STAGE_OFFSET = {0: 0, 1: 10_000_000, 2: 20_000_000}
+
+
+def lr_schedule(step: int, total: int, warmup: int = 100) -> float:
+    """Linear warm-up then cosine decay, as a multiplier of the base learning rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def optimise(params, steps: int, lr: float, batch_fn, loss_fn, desc: str, on_eval=None, every=250):
+    """The shared loop: AdamW(0.9, 0.98), wd 0.01, warm-up + cosine, grad-clip 1.0."""
+    params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, steps))
+    history = []
+    bar = tqdm(range(steps), desc=desc, mininterval=5)
+    for step in bar:
+        loss = loss_fn(batch_fn(step))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if on_eval is not None and ((step + 1) % every == 0 or step + 1 == steps):
+            history.append({"step": step + 1, "loss": loss.item(), **on_eval()})
+            tqdm.write(f"[{desc}] step {step + 1}: " + json.dumps(history[-1]))
+    return history
+
+
+# ---------------------------------------------------------------- stage 0: the vision tower
+class TowerHeads(nn.Module):
+    """Throw-away heads: per-patch class (13 incl. background), presence (12), count (3)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.patch = nn.Linear(width, len(CATEGORIES) + 1)
+        self.presence = nn.Linear(width, len(CATEGORIES))
+        self.count = nn.Linear(width, 3)
+
+
+def stage0_targets(scenes) -> dict[str, torch.Tensor]:
+    presence = torch.zeros(len(scenes), len(CATEGORIES))
+    for i, s in enumerate(scenes):
+        for c in s.categories:
+            presence[i, CATEGORY_ID[c] - 1] = 1
+    return {
+        "pixels": pixel_values([s.image for s in scenes]),
+        "patch": torch.from_numpy(np.stack([patch_labels(s.label_map, PATCH_SIZE) for s in scenes])),
+        "presence": presence,
+        "count": torch.tensor([len(s.objects) - 1 for s in scenes]),
+    }
+
+
+def tower_forward(tower, heads, pixels):
+    tokens = tower(pixel_values=pixels).last_hidden_state[:, 1:]  # drop CLS, as LLaVA does
+    pooled = tokens.mean(1)
+    return heads.patch(tokens), heads.presence(pooled), heads.count(pooled)
+
+
+def stage0_loss(tower, heads, batch):
+    patch, presence, count = tower_forward(tower, heads, batch["pixels"])
+    patch_ce = -(batch["patch"] * patch.log_softmax(-1)).sum(-1).mean()
+    return (
+        patch_ce
+        + nn.functional.binary_cross_entropy_with_logits(presence, batch["presence"])
+        + 0.5 * nn.functional.cross_entropy(count, batch["count"])
+    )
+
+
+@torch.no_grad()
+def stage0_eval(tower, heads, n: int = 512) -> dict[str, float]:
+    scenes = [make_scene("validation", i) for i in range(n)]
+    batch = stage0_targets(scenes)
+    patch, presence, count = tower_forward(tower, heads, batch["pixels"])
+    truth = batch["patch"].argmax(-1)
+    on_object = truth > 0
+    return {
+        "patch_object_acc": (patch.argmax(-1) == truth)[on_object].float().mean().item(),
+        "patch_background_acc": (patch.argmax(-1) == truth)[~on_object].float().mean().item(),
+        "presence_acc": ((presence > 0).float() == batch["presence"]).float().mean().item(),
+        "count_acc": (count.argmax(-1) == batch["count"]).float().mean().item(),
+    }
+
+
+def run_stage0(model, args) -> list[dict]:
+    tower = model.model.vision_tower
+    heads = TowerHeads(tower.config.hidden_size)
+    torch.manual_seed(args.seed)
+    nn.init.normal_(heads.patch.weight, std=0.02)
+
+    def batch_fn(step):
+        base = STAGE_OFFSET[0] + step * args.bs0
+        return stage0_targets([make_scene("train", base + i) for i in range(args.bs0)])
+
+    params = list(tower.parameters()) + list(heads.parameters())
+    return optimise(params, args.steps0, 1e-3, batch_fn, lambda b: stage0_loss(tower, heads, b),
+                    "stage 0 (tower)", on_eval=lambda: stage0_eval(tower, heads), every=500)
+
+
+# ---------------------------------------------------------------- stages 1 and 2: the LM side
+def question_batch(tokenizer, stage: int, step: int, bs: int, mix: dict[str, float], seed: int):
+    rng = np.random.default_rng([seed, stage, step])
+    families, weights = list(mix), np.array(list(mix.values()))
+    scenes, qs = [], []
+    i = 0
+    while len(qs) < bs:
+        scene = make_scene("train", STAGE_OFFSET[stage] + step * bs * 2 + i)
+        i += 1
+        q = Q.sample_question(scene, families[rng.choice(len(families), p=weights / weights.sum())], rng)
+        if q is not None:
+            scenes.append(scene)
+            qs.append(q)
+    return training_batch(tokenizer, scenes, qs)
+
+
+def lm_eval(model, tokenizer, items) -> dict[str, float]:
+    model.eval()
+    report = existence_report(yes_no_margin(model, tokenizer, items), items)
+    model.train()
+    return {k: round(v, 4) for k, v in report.items()}
+
+
+def run_lm_stage(model, tokenizer, stage: int, args, items) -> list[dict]:
+    trainable = {1: ["multi_modal_projector"], 2: ["multi_modal_projector", "language_model"]}[stage]
+    for name, p in model.named_parameters():
+        p.requires_grad = any(f".{t}." in f".{name}" for t in trainable)
+    steps, mix = (args.steps1, {"caption": 1.0}) if stage == 1 else (args.steps2, STAGE2_MIX)
+    torch.manual_seed(args.seed + stage)
+    model.train()
+    return optimise(
+        model.parameters(), steps, 5e-4,
+        lambda step: question_batch(tokenizer, stage, step, args.bs, mix, args.seed),
+        lambda b: model(**b).loss,
+        f"stage {stage} ({'projector' if stage == 1 else 'projector + LM'})",
+        on_eval=lambda: lm_eval(model, tokenizer, items),
+    )
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/tiny"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps0", type=int, default=1500)
+    ap.add_argument("--steps1", type=int, default=200)
+    ap.add_argument("--steps2", type=int, default=2000)
+    ap.add_argument("--bs0", type=int, default=64)
+    ap.add_argument("--bs", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--install", action="store_true", help=f"copy the final model to {PACKAGE_WEIGHTS}")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "train_log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {"args": {}, "stages": {}}
+    log["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+    processor = build_processor()
+    model = build_model(processor.tokenizer, seed=args.seed)
+    items = existence_set("validation", 300)
+    for stage in (0, 1, 2):
+        ckpt = args.out / f"stage{stage}.pt"
+        if ckpt.exists():
+            model.load_state_dict(torch.load(ckpt, weights_only=True))
+            print(f"stage {stage}: reusing {ckpt}")
+            continue
+        start = time.time()
+        history = run_stage0(model, args) if stage == 0 else run_lm_stage(model, processor.tokenizer, stage, args, items)
+        log["stages"][str(stage)] = {"minutes": round((time.time() - start) / 60, 2), "history": history}
+        torch.save(model.state_dict(), ckpt)
+        log_path.write_text(json.dumps(log, indent=1))
+
+    final = args.out / "model"
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad = True
+    model.save_pretrained(final)
+    processor.save_pretrained(final)
+    print(f"saved {final}")
+    if args.install:
+        shutil.rmtree(PACKAGE_WEIGHTS, ignore_errors=True)
+        shutil.copytree(final, PACKAGE_WEIGHTS)
+        shutil.copy(log_path, PACKAGE_WEIGHTS / "train_log.json")
+        print(f"installed into {PACKAGE_WEIGHTS}")
+
+
+if __name__ == "__main__":
+    main()
