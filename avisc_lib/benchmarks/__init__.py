@@ -1,0 +1,53 @@
+"""Benchmark scoring for POPE, MME and AMBER with the official rules, and the ``avisc-eval`` CLI.
+
+Loaders read the official file formats, named parsers (:mod:`.parsers`) turn free text into
+yes/no, and the scorers are pure functions over (labels, answers). See each module's
+docstring for the exact rules and every deliberate difference from the official scripts.
+"""
+
+from .amber import Vocabulary, get_backend, load_annotations, load_queries, load_responses, score_amber
+from .download import fetch
+from .mme import load_release, load_results_dir, load_sheet, score_mme
+from .parsers import UnparseableAnswer, available_parsers, get_parser, register
+from .pope import (
+    FormatError,
+    ObjectStats,
+    PopeAnswer,
+    PopeQuestion,
+    build_pope,
+    coco_image_objects,
+    load_answers,
+    load_questions,
+    pope_metrics,
+    save_questions,
+    score_pope,
+)
+
+__all__ = [
+    "FormatError",
+    "ObjectStats",
+    "PopeAnswer",
+    "PopeQuestion",
+    "UnparseableAnswer",
+    "Vocabulary",
+    "available_parsers",
+    "build_pope",
+    "coco_image_objects",
+    "fetch",
+    "get_backend",
+    "get_parser",
+    "load_annotations",
+    "load_answers",
+    "load_queries",
+    "load_questions",
+    "load_release",
+    "load_responses",
+    "load_results_dir",
+    "load_sheet",
+    "pope_metrics",
+    "register",
+    "save_questions",
+    "score_amber",
+    "score_mme",
+    "score_pope",
+]
