@@ -1,6 +1,28 @@
 """AvisC (Attentional Vision Calibration) on Hugging Face vision-language models."""
 
+from .attention import image_attention
+from .blind import select_blind_tokens
+from .decoding import decode
+from .generation import answer_logits, candidate_token_ids, generate
+from .masking import mask_image_tokens
 from .models import known_models, load_model
+from .profiles import Profile, environment_report, resolve_profile
+from .prompts import build_prompt, encode
 
-__all__ = ["known_models", "load_model"]
+__all__ = [
+    "Profile",
+    "answer_logits",
+    "build_prompt",
+    "candidate_token_ids",
+    "decode",
+    "encode",
+    "environment_report",
+    "generate",
+    "image_attention",
+    "known_models",
+    "load_model",
+    "mask_image_tokens",
+    "resolve_profile",
+    "select_blind_tokens",
+]
 __version__ = "0.1.0"

@@ -75,3 +75,22 @@ def resolve_profile(name: str | None = None, *, gpu_gib: float | None = None) ->
             )
         quantization = "4bit"
     return Profile(name, ALIASES[name], "cuda", torch.float16, quantization, "coco", 200, None, 8)
+
+
+def environment_report(profile: Profile) -> dict[str, str]:
+    """What the notebook will run on: device, GPU, bf16 support, dtype and library versions."""
+    import transformers
+
+    cuda = torch.cuda.is_available()
+    return {
+        "profile": profile.name,
+        "model": profile.model,
+        "device": profile.device,
+        "gpu": torch.cuda.get_device_name(0) if cuda else "none",
+        "gpu memory (GiB)": f"{gpu_memory_gib():.1f}" if cuda else "-",
+        "bf16 supported": str(cuda and torch.cuda.is_bf16_supported()),
+        "dtype": str(profile.dtype).replace("torch.", ""),
+        "quantization": profile.quantization or "none",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }

@@ -187,3 +187,13 @@ def patch_labels(label_map: np.ndarray, patch: int = 8) -> np.ndarray:
     blocks = label_map.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, -1)
     onehot = np.eye(len(CATEGORIES) + 1, dtype=np.float32)[blocks]
     return onehot.mean(axis=1)
+
+
+def object_tokens(scene: Scene, grid: int = 8) -> np.ndarray:
+    """``bool[grid * grid]``: True for image tokens whose patch shows any object pixel.
+
+    ``grid`` is the model's token grid over the (square) image: 8 for the tiny model, 24 for
+    LLaVA-1.5, whose processor resizes the 64-px scene to 336 px.
+    """
+    objects = Image.fromarray(((scene.label_map > 0) * 255).astype(np.uint8))
+    return np.asarray(objects.resize((grid, grid), Image.Resampling.BOX)).reshape(-1) > 0

@@ -1,0 +1,77 @@
+"""From images and questions to answer strings, and first-answer-token logits for yes/no probes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, ProcessorMixin
+
+from . import compat
+from .decoding import decode
+from .masking import embed_prompt, replace_image_tokens
+from .prompts import encode
+
+
+def generate(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    images: Sequence[Image.Image],
+    questions: Sequence[str],
+    *,
+    method: str,
+    prompt_style: str | None = None,
+    batch_size: int = 8,
+    **decode_kwargs,
+) -> list[str]:
+    """Answer each ``questions[i]`` about ``images[i]`` with ``decode(method=...)``; stripped strings.
+
+    Prompts follow ``prompt_style`` (see ``build_prompt``). Inputs go through ``decode`` in batches of
+    ``batch_size``; with a ``seed``, batch k uses ``seed + k``. A progress bar shows when there is
+    more than one batch.
+    """
+    if len(images) != len(questions):
+        raise ValueError(f"got {len(images)} images for {len(questions)} questions")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    seed = decode_kwargs.pop("seed", None)
+    starts = range(0, len(questions), batch_size)
+    answers: list[str] = []
+    for k, start in enumerate(tqdm(starts, desc=method, disable=len(starts) <= 1)):
+        batch = encode(model, processor, images[start:start + batch_size], questions[start:start + batch_size],
+                       prompt_style)
+        tokens = decode(model, batch, method=method, seed=None if seed is None else seed + k, **decode_kwargs)
+        answers += [text.strip() for text in processor.batch_decode(tokens, skip_special_tokens=True)]
+    return answers
+
+
+def candidate_token_ids(processor: ProcessorMixin, words: Sequence[str]) -> list[int]:
+    """First token id of each candidate answer word (e.g. ``["Yes", "No"]``) as the model would start it."""
+    tokenizer = processor.tokenizer
+    ids = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words]
+    unknown = [w for w, i in zip(words, ids) if i == tokenizer.unk_token_id]
+    if unknown:
+        raise ValueError(f"the tokenizer does not know {unknown}")
+    return ids
+
+
+@torch.no_grad()
+def answer_logits(
+    model: PreTrainedModel,
+    inputs: Mapping[str, torch.Tensor],
+    token_ids: Sequence[int],
+    *,
+    replace: torch.Tensor | None = None,
+    scheme: str = "zeros",
+) -> torch.Tensor:
+    """Logits of ``token_ids`` as the first answer token, float32 ``[B, K]``.
+
+    ``replace [B, N]``: image tokens to replace per ``scheme`` first (e.g. the non-blind ones, which
+    gives AvisC's biased branch), or None for the model's own prediction.
+    """
+    prompt = embed_prompt(model, inputs)
+    features = prompt.features if replace is None else replace_image_tokens(prompt.features, replace, scheme)
+    logits, _ = compat.language_model_forward(model, prompt.with_images(features), prompt.attention_mask)
+    return logits[:, list(token_ids)].float()
