@@ -31,6 +31,11 @@ def save_figure(fig: plt.Figure, name: str) -> Path:
     return path
 
 
+def is_grid(num_tokens: int) -> bool:
+    """True when ``num_tokens`` image tokens form a square patch grid (LLaVA, not Q-Former queries)."""
+    return math.isqrt(num_tokens) ** 2 == num_tokens
+
+
 def processed_image(processor, pixel_values: torch.Tensor) -> np.ndarray:
     """The crop the model sees, ``float[H, W, 3]`` in [0, 1], from one ``pixel_values [3, H, W]``."""
     ip = processor.image_processor
@@ -91,4 +96,16 @@ def frequency_map(blind: torch.Tensor, ax=None, title: str = ""):
     sns.heatmap(data, ax=ax, cmap="rocket_r", vmin=0, vmax=1, square=grid * grid == freq.numel(),
                 cbar_kws={"label": "fraction of images where blind"})
     ax.set(title=title, xticks=[], yticks=[])
+    return ax
+
+
+def top_tokens(scores: torch.Tensor, tokenizer, k: int = 6, ax=None, title: str = ""):
+    """Horizontal bars of the ``k`` most probable tokens under ``softmax(scores [V])``."""
+    ax = ax or plt.gca()
+    probs = scores.float().softmax(-1)
+    top = probs.topk(k)
+    names = tokenizer.convert_ids_to_tokens(top.indices.tolist())
+    ax.barh(range(k)[::-1], top.values.numpy(), color="tab:purple")
+    ax.set_yticks(range(k)[::-1], names)
+    ax.set(xlim=(0, 1), xlabel="probability", title=title)
     return ax
