@@ -1,0 +1,38 @@
+"""Notebook hygiene: committed without outputs, neutral kernel, the shared parameters cell, short cells."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_series_is_present():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names[:4] == ["00_setup", "01_attention_bias", "02_blind_token_ablation", "03_avisc_decoding"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_clean(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert all(len("".join(c["source"]).splitlines()) <= 40 for c in code)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=lambda p: p.stem)
+def test_same_configuration_cell(path):
+    first = json.loads(NOTEBOOKS[0].read_text())
+    cells = json.loads(path.read_text())["cells"]
+    reference = next(c for c in first["cells"] if "parameters" in c["metadata"].get("tags", []))
+    params = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    assert len(params) == 1 and params[0]["source"] == reference["source"]
+    assert "AVISC_PROFILE" in "".join(params[0]["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_tells_a_story(path):
+    markdown = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+    assert "**Question.**" in markdown and "## Summary" in markdown and "## Exercises" in markdown
