@@ -156,3 +156,18 @@ def concat_caches(first: DynamicCache, second: DynamicCache, config) -> DynamicC
         [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(first, second, strict=True)],
         config=config,
     )
+
+
+def normalise_processor(processor):
+    """Give an InstructBLIP processor the ``AddedToken`` image token it dereferences (``.content``).
+
+    Why: in 5.24 ``InstructBlipProcessor`` reads ``image_token.content``, but a tokenizer that
+    declares its image token through ``extra_special_tokens`` (as the project's word-level
+    tokenizer does) hands over a plain string. Hub checkpoints are unaffected. Remove when the
+    processor accepts both.
+    """
+    from transformers import AddedToken, InstructBlipProcessor
+
+    if isinstance(processor, InstructBlipProcessor) and isinstance(processor.image_token, str):
+        processor.image_token = AddedToken(processor.image_token, normalized=False, special=True)
+    return processor

@@ -23,6 +23,8 @@ from transformers import (
     ProcessorMixin,
 )
 
+from . import compat
+
 TINY = "tiny"
 # Hub ids this project knows how to drive, with their model class.
 HUB_MODELS = {
@@ -135,5 +137,5 @@ def load_model(
     )
     if quant is None:
         model.to(device)
-    processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
+    processor = compat.normalise_processor(AutoProcessor.from_pretrained(source, trust_remote_code=False))
     return model.eval(), processor

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -52,8 +52,15 @@ def resolve_profile(name: str | None = None, *, gpu_gib: float | None = None) ->
 
     ``gpu_gib`` overrides the detected GPU memory (for tests and planning). A 7B profile on a
     GPU too small for fp16 falls back to 4-bit when bitsandbytes is installed, and otherwise
-    raises an error that says what to do.
+    raises an error that says what to do. ``$AVISC_MODEL``, when set, replaces the profile's
+    model by any name ``load_model`` accepts (a hub id or a local folder), keeping the rest.
     """
+    profile = _hardware_profile(name, gpu_gib)
+    override = os.environ.get("AVISC_MODEL")
+    return replace(profile, model=override) if override else profile
+
+
+def _hardware_profile(name: str | None, gpu_gib: float | None) -> Profile:
     gpu_gib = gpu_memory_gib() if gpu_gib is None else gpu_gib
     name = name or os.environ.get("AVISC_PROFILE") or ("llava" if gpu_gib else "tiny")
     if name not in PROFILES:

@@ -57,3 +57,9 @@ def test_t4_with_bitsandbytes_falls_back_to_4bit(monkeypatch):
                         lambda name: object() if name == "bitsandbytes" else real(name))
     p = resolve_profile("llava", gpu_gib=14.7)
     assert (p.quantization, p.dtype, p.device) == ("4bit", torch.float16, "cuda")
+
+
+def test_model_override_keeps_the_rest(monkeypatch):
+    monkeypatch.setenv("AVISC_MODEL", "/models/my-llava")
+    p = resolve_profile("tiny", gpu_gib=0)
+    assert (p.model, p.device, p.dataset) == ("/models/my-llava", "cpu", "synthetic")
