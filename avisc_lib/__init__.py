@@ -1,10 +1,10 @@
 """AvisC (Attentional Vision Calibration) on Hugging Face vision-language models."""
 
-from .attention import image_attention
+from .attention import image_attention, record_last_query_attention
 from .blind import select_blind_tokens
 from .decoding import decode
 from .generation import answer_logits, candidate_token_ids, generate
-from .masking import mask_image_tokens
+from .masking import mask_image_tokens, replace_image_tokens
 from .models import known_models, load_model
 from .profiles import Profile, environment_report, resolve_profile
 from .prompts import build_prompt, encode
@@ -22,6 +22,8 @@ __all__ = [
     "known_models",
     "load_model",
     "mask_image_tokens",
+    "record_last_query_attention",
+    "replace_image_tokens",
     "resolve_profile",
     "select_blind_tokens",
 ]
