@@ -2,17 +2,8 @@
 
 import pytest
 import torch
-from transformers import (
-    BlipImageProcessorPil,
-    CLIPVisionConfig,
-    InstructBlipConfig,
-    InstructBlipForConditionalGeneration,
-    InstructBlipProcessor,
-    InstructBlipQFormerConfig,
-    InstructBlipVisionConfig,
-    LlamaConfig,
-    LlavaForConditionalGeneration,
-)
+from conftest import instructblip_processor, tiny_instructblip
+from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, LlavaForConditionalGeneration
 
 import avisc_lib
 from avisc_lib import models
@@ -69,26 +60,10 @@ def test_local_llava_folder_round_trips(tmp_path):
         torch.testing.assert_close(a.to(torch.bfloat16), b, msg=name)
 
 
-def _tiny_instructblip(tokenizer):
-    config = InstructBlipConfig(
-        vision_config=InstructBlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                               num_attention_heads=2, image_size=32, patch_size=8),
-        qformer_config=InstructBlipQFormerConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                                 num_attention_heads=2, intermediate_size=64),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                num_hidden_layers=1, num_attention_heads=2),
-        num_query_tokens=4,
-        image_token_index=tokenizer.image_token_id,
-    )
-    return InstructBlipForConditionalGeneration(config)
-
-
 def test_local_instructblip_folder_loads(tmp_path):
-    tokenizer = build_processor().tokenizer
-    model = _tiny_instructblip(tokenizer)
-    image_processor = BlipImageProcessorPil(size={"height": 32, "width": 32})
-    InstructBlipProcessor(image_processor, tokenizer, tokenizer, num_query_tokens=4).save_pretrained(tmp_path)
-    model.save_pretrained(tmp_path)
+    processor = instructblip_processor()
+    processor.save_pretrained(tmp_path)
+    tiny_instructblip(processor.tokenizer).save_pretrained(tmp_path)
     loaded, processor = avisc_lib.load_model(tmp_path, device="cpu")
     assert isinstance(loaded, InstructBlipForConditionalGeneration)
     assert loaded.dtype == torch.float32

@@ -77,24 +77,24 @@ def existence(scene: Scene, rng: np.random.Generator, positive: bool, kind: str 
     }
 
 
-def colour_question(scene: Scene, rng: np.random.Generator) -> dict | None:
-    """'What colour is the circle?' for a shape that is unique in the scene."""
-    shapes = [o.shape for o in scene.objects]
-    unique = [o for o in scene.objects if shapes.count(o.shape) == 1]
+def _attribute_question(scene: Scene, rng: np.random.Generator, given: str, asked: str, template: str):
+    """Ask for attribute ``asked`` of an object named by attribute ``given``, unique in the scene."""
+    values = [getattr(o, given) for o in scene.objects]
+    unique = [o for o in scene.objects if values.count(getattr(o, given)) == 1]
     if not unique:
         return None
     obj = unique[rng.integers(len(unique))]
-    return {"family": "colour", "question": f"What colour is the {obj.shape}?", "answer": obj.colour}
+    return {"family": asked, "question": template.format(getattr(obj, given)), "answer": getattr(obj, asked)}
+
+
+def colour_question(scene: Scene, rng: np.random.Generator) -> dict | None:
+    """'What colour is the circle?' for a shape that is unique in the scene."""
+    return _attribute_question(scene, rng, "shape", "colour", "What colour is the {}?")
 
 
 def shape_question(scene: Scene, rng: np.random.Generator) -> dict | None:
     """'What shape is the red object?' for a colour that is unique in the scene."""
-    colours = [o.colour for o in scene.objects]
-    unique = [o for o in scene.objects if colours.count(o.colour) == 1]
-    if not unique:
-        return None
-    obj = unique[rng.integers(len(unique))]
-    return {"family": "shape", "question": f"What shape is the {obj.colour} object?", "answer": obj.shape}
+    return _attribute_question(scene, rng, "colour", "shape", "What shape is the {} object?")
 
 
 def count_question(scene: Scene, rng: np.random.Generator) -> dict:
