@@ -1,8 +1,11 @@
-"""Benchmark scoring for POPE, MME and AMBER with the official rules, and the ``avisc-eval`` CLI.
+"""Benchmark scoring for POPE, MME and AMBER with the official rules, a runner, and the ``avisc-eval`` CLI.
 
 Loaders read the official file formats, named parsers (:mod:`.parsers`) turn free text into
 yes/no, and the scorers are pure functions over (labels, answers). See each module's
 docstring for the exact rules and every deliberate difference from the official scripts.
+:mod:`.synthetic` builds seeded counterparts from the synthetic world, :mod:`.tasks` puts a
+benchmark in the runner's terms, and :func:`run_benchmark` (:mod:`.runner`) answers and scores
+it, resumably and across ``accelerate`` processes.
 """
 
 from .amber import Vocabulary, get_backend, load_annotations, load_queries, load_responses, score_amber
@@ -22,6 +25,8 @@ from .pope import (
     save_questions,
     score_pope,
 )
+from .runner import run_benchmark
+from .tasks import build_task
 
 __all__ = [
     "FormatError",
@@ -32,6 +37,7 @@ __all__ = [
     "Vocabulary",
     "available_parsers",
     "build_pope",
+    "build_task",
     "coco_image_objects",
     "fetch",
     "get_backend",
@@ -46,6 +52,7 @@ __all__ = [
     "load_sheet",
     "pope_metrics",
     "register",
+    "run_benchmark",
     "save_questions",
     "score_amber",
     "score_mme",

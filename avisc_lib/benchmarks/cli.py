@@ -1,13 +1,17 @@
-"""``avisc-eval``: score saved answers with the official benchmark rules.
+"""``avisc-eval``: run a model on a benchmark, or score saved answers with the official rules.
 
 ::
 
+    avisc-eval run {pope,mme,amber} --model NAME --method METHOD --out DIR [--dataset D] [--split S]
+        [--limit N] [--batch-size B] [--seed S] [--parser P] [decode options]
     avisc-eval score pope --questions Q --answers A [--parser official|avisc|strict]
     avisc-eval score mme --results-dir DIR
     avisc-eval score amber --responses R --annotations A [--task d|g|a]
 
-Each prints one JSON object on stdout; errors go to stderr with exit status 1. Commands are
-added by the functions in :data:`COMMANDS`, each taking the top-level subparsers object.
+``run`` prints a table of the metrics (and writes DIR/metrics.json; see
+:mod:`.runner`); it also runs under ``accelerate launch``. Each ``score`` prints one JSON
+object on stdout. Errors go to stderr with exit status 1. Commands are added by the functions
+in :data:`COMMANDS`, each taking the top-level subparsers object.
 """
 
 from __future__ import annotations
@@ -17,8 +21,14 @@ import json
 import sys
 from pathlib import Path
 
+from accelerate import PartialState
+
+from ..decoding import METHODS
 from . import amber, mme, pope
 from .parsers import available_parsers
+from .report import metrics_frame
+from .runner import DECODE_OPTIONS, run_benchmark
+from .tasks import DATASETS, DEFAULT_DATA_DIR, DEFAULT_PARSERS, SPLITS
 
 ERRORS = (ValueError, OSError, ImportError)  # bad input (FormatError, UnparseableAnswer), missing files
 
@@ -90,7 +100,70 @@ def add_score_command(commands: argparse._SubParsersAction) -> None:
     a.set_defaults(func=_score_amber)
 
 
-COMMANDS = [add_score_command]
+def _run(args: argparse.Namespace) -> int:
+    decode = {name: getattr(args, name) for name in DECODE_OPTIONS if getattr(args, name) is not None}
+    metrics = run_benchmark(
+        args.benchmark,
+        model_name=args.model,
+        method=args.method,
+        out_dir=args.out,
+        dataset=args.dataset,
+        split=args.split,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        parser=args.parser,
+        prompt_style=args.prompt_style,
+        image_dir=args.image_dir,
+        data_dir=args.data_dir,
+        **decode,
+    )
+    if PartialState().is_main_process:
+        run = f"{args.benchmark} {args.dataset}/{args.split}"
+        print(f"{run}: {args.model}, {args.method}, parser {args.parser}")
+        print(metrics_frame(metrics, args.benchmark).round(4).to_string())
+        print(f"avisc-eval: answers and metrics in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("decoding (omitted: the library defaults, see avisc_lib.decode)")
+    group.add_argument("--alpha", type=float, help="contrast strength (AvisC, VCD)")
+    group.add_argument("--beta", type=float, help="plausibility cut in (0, 1]")
+    group.add_argument("--lam", type=float, help="AvisC blind-token threshold")
+    group.add_argument("--layer-gamma", type=float, help="AvisC share of layers")
+    group.add_argument("--do-sample", action="store_true", default=None, help="sample (contrastive methods)")
+    group.add_argument("--temperature", type=float)
+    group.add_argument("--top-p", type=float)
+    group.add_argument("--top-k", type=int)
+    group.add_argument("--max-new-tokens", type=int)
+    group.add_argument("--noise-step", type=int, help="VCD diffusion step (0-999)")
+    group.add_argument("--gamma-decay", type=float, help="M3ID decay")
+
+
+def add_run_command(commands: argparse._SubParsersAction) -> None:
+    """``run {pope,mme,amber}``."""
+    run = commands.add_parser("run", help="answer a benchmark with a model, resumably, and score it")
+    benchmarks = run.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, datasets in DATASETS.items():
+        p = benchmarks.add_parser(name, help=f"{name}: datasets {', '.join(datasets)}")
+        p.add_argument("--model", required=True, help="'tiny', a known hub id or a local model folder")
+        p.add_argument("--method", required=True, choices=METHODS)
+        p.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
+        p.add_argument("--dataset", choices=datasets, default="synthetic")
+        p.add_argument("--split", choices=SPLITS[name], default=SPLITS[name][0])
+        p.add_argument("--limit", type=int, help="first N questions (MME: per subtask, AMBER: per section)")
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--seed", type=int, default=0, help="synthetic questions, decoding (batch k: S + k)")
+        p.add_argument("--parser", choices=available_parsers(name), default=DEFAULT_PARSERS[name])
+        p.add_argument("--prompt-style", help="see avisc_lib.build_prompt (default: the model's first)")
+        p.add_argument("--image-dir", type=Path, help="image folder of a real dataset")
+        p.add_argument("--data-dir", type=Path, help=f"benchmark file cache (default {DEFAULT_DATA_DIR})")
+        _add_decode_options(p)
+        p.set_defaults(func=_run)
+
+
+COMMANDS = [add_score_command, add_run_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,205 @@
+"""Run a benchmark end to end: resumable, sharded across processes, scored with the official rules.
+
+    metrics = run_benchmark("pope", model_name="tiny", method="avisc", split="adversarial", out_dir="runs/a")
+
+Questions (:mod:`.tasks`) are cut into global batches of ``batch_size`` consecutive questions;
+batch k is decoded with seed ``seed + k`` (as :func:`avisc_lib.generate` numbers its batches).
+The batches still unanswered in ``out_dir`` (:mod:`.store`) are split between the processes
+of an ``accelerate launch`` (contiguous shares, :meth:`PartialState.split_between_processes`),
+so the answers, and therefore the metrics, do not depend on the number of processes or on
+where a killed run was resumed. (One exception: a batch torn by a kill mid-write is redone
+for its missing questions only, as a smaller batch; with sampling those can differ.) The main
+process then merges the answers in question order, scores them and writes ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from PIL import Image
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, ProcessorMixin
+
+from ..decoding import DecodeSettings
+from ..generation import generate
+from ..models import load_model
+from .store import RunFolder
+from .tasks import Question, Task, build_task
+
+DECODE_OPTIONS = (
+    "alpha",
+    "beta",
+    "lam",
+    "layer_gamma",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_new_tokens",
+    "noise_step",
+    "gamma_decay",
+)
+Batch = tuple[int, list[Question]]  # (global batch index, its unanswered questions)
+
+
+def run_benchmark(
+    benchmark: str,
+    *,
+    model_name: str,
+    method: str,
+    out_dir: str | Path,
+    dataset: str = "synthetic",
+    split: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    parser: str | None = None,
+    prompt_style: str | None = None,
+    image_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    **decode_options,
+) -> dict:
+    """Answer every question of the task (see :func:`.tasks.build_task`), score, return the metrics.
+
+    Writes ``out_dir/{config.json, answers.jsonl, metrics.json}`` (see :mod:`.store`). Rerunning
+    the same call resumes: answers already in ``out_dir`` are kept, only missing ones computed.
+    ``decode_options`` (``alpha``, ``beta``, ``lam``, ``layer_gamma``, ``do_sample``,
+    ``temperature``, ``top_p``, ``top_k``, ``max_new_tokens``, ``noise_step``, ``gamma_decay``)
+    go to :func:`avisc_lib.decode`; omitted ones keep the library defaults.
+    """
+    unknown = sorted(set(decode_options) - set(DECODE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown decode option(s) {', '.join(unknown)}; expected some of {DECODE_OPTIONS}")
+    _require_int("batch_size", batch_size, minimum=1)
+    _require_int("seed", seed)
+    settings = DecodeSettings(method=method, seed=seed, **decode_options)  # validates every value
+    where = {"image_dir": image_dir, "data_dir": data_dir}
+    task = build_task(benchmark, dataset, split, seed=seed, limit=limit, parser=parser, **where)
+    config = run_config(task, model_name, settings, limit, batch_size, prompt_style)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    folder = RunFolder(out_dir)
+    folder.check_config(config)  # every process, before any waits on another
+    if state.is_main_process:
+        folder.write_config(config)
+        folder.repair()
+    state.wait_for_everyone()
+    todo = pending_batches(task.questions, set(folder.read(task.questions)), batch_size)
+    if state.is_main_process:
+        count, total = sum(len(batch) for _, batch in todo), len(task.questions)
+        processes = f"{state.num_processes} process(es)"
+        print(f"avisc-eval: {count} of {total} questions to answer on {processes}", file=sys.stderr)
+    with state.split_between_processes(todo) as mine:
+        if mine:
+            model, processor = load_model(model_name, device=state.device)
+            decoder = Decoder(model, processor, method, prompt_style, decode_options)
+            answer_batches(task, mine, decoder, folder, state.process_index, seed, state.is_main_process)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        records = folder.merge(task.questions)
+        folder.write_metrics(task.score({r["id"]: r["answer"] for r in records}))
+    state.wait_for_everyone()
+    return folder.read_metrics()
+
+
+def _require_int(name: str, value, minimum: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"{name} must be an int{bound}, got {value!r}")
+
+
+def run_config(
+    task: Task,
+    model_name: str,
+    settings: DecodeSettings,
+    limit: int | None,
+    batch_size: int,
+    prompt_style: str | None,
+) -> dict:
+    """Everything that decides the answers and metrics of a run (decode values resolved)."""
+    decode = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in DECODE_OPTIONS}
+    return {
+        "benchmark": task.benchmark,
+        "dataset": task.dataset,
+        "split": task.split,
+        "limit": limit,
+        "model": str(model_name),
+        "method": settings.method,
+        "seed": settings.seed,
+        "batch_size": batch_size,
+        "prompt_style": prompt_style,
+        "decode": decode,
+        "scoring": task.scoring,
+    }
+
+
+def pending_batches(questions: Sequence[Question], done: set[int], batch_size: int) -> list[Batch]:
+    """``(k, unanswered questions of batch k)`` for every global batch with some left."""
+    batches = []
+    for k, start in enumerate(range(0, len(questions), batch_size)):
+        left = [q for q in questions[start : start + batch_size] if q.id not in done]
+        if left:
+            batches.append((k, left))
+    return batches
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A loaded model and the decoding of a run."""
+
+    model: PreTrainedModel
+    processor: ProcessorMixin
+    method: str
+    prompt_style: str | None
+    options: dict
+
+    def answer(self, images: Sequence[Image.Image], questions: Sequence[str], seed: int) -> list[str]:
+        """Answers to one batch, decoded with ``seed``."""
+        return generate(
+            self.model,
+            self.processor,
+            images,
+            questions,
+            method=self.method,
+            prompt_style=self.prompt_style,
+            batch_size=len(questions),
+            seed=seed,
+            **self.options,
+        )
+
+
+def answer_record(question: Question, answer: str, method: str) -> dict:
+    """One line of ``answers.jsonl``."""
+    return {
+        "id": question.id,
+        "question": question.text,
+        "answer": answer,
+        "label": question.label,
+        "method": method,
+        "image": question.image,
+        "group": question.group,
+    }
+
+
+def answer_batches(
+    task: Task,
+    batches: Sequence[Batch],
+    decoder: Decoder,
+    folder: RunFolder,
+    rank: int,
+    seed: int,
+    progress: bool,
+) -> None:
+    """Answer ``batches`` in order, appending each to this process's answer file as it completes."""
+    total = sum(len(batch) for _, batch in batches)
+    with tqdm(total=total, unit="q", desc=f"{task.benchmark} {decoder.method}", disable=not progress) as bar:
+        for k, batch in batches:
+            images = [task.load_image(q.image) for q in batch]
+            answers = decoder.answer(images, [q.text for q in batch], seed=seed + k)
+            folder.append(rank, [answer_record(q, a, decoder.method) for q, a in zip(batch, answers)])
+            bar.update(len(batch))

@@ -1,0 +1,201 @@
+"""``build_task``: limits, and the real datasets (pinned files + an image folder) on tiny fixture files."""
+
+import json
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from avisc_lib.benchmarks import download, runner, synthetic
+from avisc_lib.benchmarks.tasks import build_task
+
+SCENES = [synthetic.image_name("test", i) for i in range(3)]
+
+
+def _pin(monkeypatch, data_dir: Path, name: str, text: str) -> None:
+    """Put ``text`` where ``fetch(name, data_dir)`` looks, and pin the registry entry to it."""
+    entry = download.get_file(name)
+    path = data_dir / entry.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    pinned = download.BenchmarkFile(name, entry.path, download.sha256sum(path))
+    monkeypatch.setitem(download.REGISTRY, name, pinned)
+
+
+def _images(folder: Path, names) -> Path:
+    """Synthetic scenes saved under the given file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for scene, name in zip(SCENES * len(names), names):
+        synthetic.load_image(scene).save(folder / name)
+    return folder
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_limits():
+    assert len(build_task("pope", limit=7).questions) == 7
+    groups = [q.group for q in build_task("mme", limit=3).questions]  # rounded up to whole pairs
+    assert groups == [g for g in ("existence", "count", "position", "color") for _ in range(4)]
+    amber = build_task("amber", limit=2).questions
+    sections = ("generative", "attribute", "existence", "relation")
+    assert [q.group for q in amber] == [section for section in sections for _ in range(2)]
+    existence = build_task("amber", "synthetic", "existence", limit=5).questions
+    assert [q.group for q in existence] == ["existence"] * 5
+    assert build_task("amber", "synthetic", "discriminative").scoring == {"parser": "normalised"}
+
+
+def test_synthetic_mme_is_the_hallucination_subset():
+    with pytest.raises(ValueError, match="only the hallucination subtasks"):
+        build_task("mme", "synthetic", "all")
+
+
+# --------------------------------------------------------------------------- POPE
+
+
+@pytest.fixture
+def coco(tmp_path, monkeypatch):
+    records = [
+        {"question_id": i + 1, "image": f"COCO_val2014_00000000000{i // 2}.jpg", "text": t, "label": label}
+        for i, (t, label) in enumerate(
+            [("Is there a red circle in the image?", "yes"), ("Is there a blue square in the image?", "no")]
+            * 2
+        )
+    ]
+    data = tmp_path / "cache"
+    _pin(monkeypatch, data, "pope/coco/adversarial", "\r\n".join(json.dumps(r) for r in records) + "\r\n")
+    return data, sorted({r["image"] for r in records})
+
+
+def test_pope_coco_from_pinned_file_and_image_folder(coco, tmp_path):
+    data, images = coco
+    folder = _images(tmp_path / "val2014", images)
+    task = build_task("pope", "coco", "adversarial", data_dir=data, image_dir=folder)
+    assert [q.id for q in task.questions] == [1, 2, 3, 4] and task.questions[0].image == images[0]
+    assert task.load_image(images[1]).size == (64, 64)
+    metrics = runner.run_benchmark(
+        "pope", model_name="tiny", method="greedy", dataset="coco", split="adversarial",
+        data_dir=data, image_dir=folder, out_dir=tmp_path / "out",
+    )  # fmt: skip
+    assert metrics["TP"] + metrics["FP"] + metrics["TN"] + metrics["FN"] == 4
+
+
+def test_pope_missing_images(coco, tmp_path):
+    data, images = coco
+    folder = _images(tmp_path / "val2014", images[:1])
+    with pytest.raises(FileNotFoundError, match=rf"1 image\(s\) missing from {folder}, e.g. {images[1]}"):
+        build_task("pope", "coco", "adversarial", data_dir=data, image_dir=folder)
+    limited = build_task("pope", "coco", "adversarial", data_dir=data, image_dir=folder, limit=2)
+    assert len(limited.questions) == 2
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_task("pope", "coco", "adversarial", data_dir=data, image_dir=tmp_path / "nowhere")
+
+
+def test_pope_file_not_downloadable(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
+    with pytest.raises(OSError, match="could not download pope/gqa/random"):
+        build_task("pope", "gqa", "random", data_dir=tmp_path, image_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- MME
+
+
+def _mme_release(root: Path) -> Path:
+    """Two layouts, as in the release: question files beside the images, or in questions_answers_YN/."""
+    questions = {
+        "existence": "Is there a red circle in this image? Please answer yes or no.\tYes\n"
+        "Is there a green square in this image? Please answer yes or no.\tNo\n",
+        "count": "Are there two objects in the image?\tYes\nAre there three objects in the image?\tNo\n",
+        "position": "Is the red circle above the blue square?\tYes\n"
+        "Is the red circle below the blue square?\tNo\n",
+        "color": "Is the circle red?\tYes\nIs the circle blue?\tNo\n",
+    }
+    for subtask, text in questions.items():
+        folder = root / subtask
+        if subtask == "color":
+            _images(folder / "images", ["000000000001.jpg"])
+            (folder / "questions_answers_YN").mkdir()
+            (folder / "questions_answers_YN" / "000000000001.txt").write_text(text)
+        else:
+            _images(folder, ["000000000001.jpg"])
+            (folder / "000000000001.txt").write_text(text)
+    return root
+
+
+def test_mme_release_folder(tmp_path):
+    root = _mme_release(tmp_path / "MME_Benchmark_release_version")
+    task = build_task("mme", "official", image_dir=root)
+    assert [q.image for q in task.questions[::2]] == [
+        "existence/000000000001.jpg", "count/000000000001.jpg", "position/000000000001.jpg",
+        "color/images/000000000001.jpg",
+    ]  # fmt: skip
+    assert [q.label for q in task.questions] == ["yes", "no"] * 4
+    assert task.load_image(task.questions[-1].image).size == (64, 64)
+    perfect = task.score({q.id: q.label.title() for q in task.questions})
+    assert perfect["hallucination"] == 800
+    with pytest.raises(FileNotFoundError, match="posters does not exist"):
+        build_task("mme", "official", "all", image_dir=root)
+
+
+def test_mme_release_missing_image(tmp_path):
+    root = _mme_release(tmp_path / "release")
+    (root / "count" / "000000000001.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="no image for"):
+        build_task("mme", "official", image_dir=root)
+
+
+# --------------------------------------------------------------------------- AMBER
+
+
+@pytest.fixture
+def amber_files(tmp_path, monkeypatch):
+    data = tmp_path / "cache"
+    annotations = [
+        {"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["cat"]},
+        {"id": 2, "type": "discriminative-hallucination", "truth": "no"},
+        {"id": 3, "type": "discriminative-attribute-state", "truth": "yes"},
+        {"id": 4, "type": "relation", "truth": "no"},
+    ]
+    queries = [
+        {"id": 1, "image": "AMBER_1.jpg", "query": "Describe this image."},
+        {"id": 2, "image": "AMBER_1.jpg", "query": "Is there a cat in this image?"},
+        {"id": 3, "image": "AMBER_2.jpg", "query": "Is the dog brown in this image?"},
+        {"id": 4, "image": "AMBER_2.jpg", "query": "Is there direct contact between the dog and grass?"},
+    ]
+    _pin(monkeypatch, data, "amber/annotations", json.dumps(annotations))
+    _pin(monkeypatch, data, "amber/query/all", json.dumps(queries))
+    relation = {"dog": ["puppy"], "grass": [], "cat": [], "car": []}
+    _pin(monkeypatch, data, "amber/relation", json.dumps(relation))
+    _pin(monkeypatch, data, "amber/safe_words", "orange\n")
+    return data, _images(tmp_path / "amber_images", ["AMBER_1.jpg", "AMBER_2.jpg"])
+
+
+def test_amber_official_files(amber_files):
+    data, images = amber_files
+    task = build_task("amber", "official", data_dir=data, image_dir=images)
+    assert [(q.id, q.group, q.label) for q in task.questions] == [
+        (1, "generative", "dog, grass"),
+        (2, "existence", "no"),
+        (3, "attribute", "yes"),
+        (4, "relation", "no"),
+    ]
+    result = task.score({1: "A puppy and a cat near a car.", 2: "No", 3: "yes.", 4: "No"})
+    assert result["discriminative"]["overall"]["accuracy"] == 100.0  # the "normalised" parser reads "yes."
+    # puppy covers dog (an association word); cat (a hallu object) and car are hallucinated
+    expected = {"chair": pytest.approx(200 / 3), "cover": 50.0, "hal": 100.0, "cog": 100.0}
+    assert result["generative"] == expected
+    discriminative = build_task("amber", "official", "discriminative", data_dir=data, image_dir=images)
+    assert [q.id for q in discriminative.questions] == [2, 3, 4] and "generative" not in discriminative.score(
+        {2: "No", 3: "Yes", 4: "Yes"}
+    )
+
+
+def test_amber_missing_images(amber_files):
+    data, images = amber_files
+    (images / "AMBER_2.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match="AMBER_2.jpg"):
+        build_task("amber", "official", data_dir=data, image_dir=images)
+    assert len(build_task("amber", "official", "generative", data_dir=data, image_dir=images).questions) == 1
