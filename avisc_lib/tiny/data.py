@@ -55,21 +55,18 @@ def existence_set(split: str, n_scenes: int, start: int = 0) -> list[tuple[Scene
     return items
 
 
-@torch.no_grad()
-def yes_no_margin(model, tokenizer, items, batch_size: int = 100) -> torch.Tensor:
+def yes_no_margin(model, processor, items, batch_size: int = 100) -> torch.Tensor:
     """``float[N]``: logit(yes) - logit(no) at the answer position for (scene, question) items."""
-    yes, no = tokenizer.convert_tokens_to_ids(["yes", "no"])
+    from ..generation import answer_logits, candidate_token_ids
+    from ..prompts import encode
+
+    yes_no = candidate_token_ids(processor, ["yes", "no"])
     margins = []
     for k in range(0, len(items), batch_size):
         chunk = items[k : k + batch_size]
-        enc = tokenizer([prompt_text(q["question"]) for _, q in chunk], padding=True, return_tensors="pt")
-        position_ids = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            **enc, position_ids=position_ids, pixel_values=pixel_values([s.image for s, _ in chunk]),
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1].float()
-        margins.append(logits[:, yes] - logits[:, no])
+        inputs = encode(model, processor, [s.image for s, _ in chunk], [q["question"] for _, q in chunk])
+        logits = answer_logits(model, inputs, yes_no)
+        margins.append(logits[:, 0] - logits[:, 1])
     return torch.cat(margins)
 
 

@@ -152,14 +152,14 @@ def question_batch(tokenizer, stage: int, step: int, bs: int, mix: dict[str, flo
     return training_batch(tokenizer, scenes, qs)
 
 
-def lm_eval(model, tokenizer, items) -> dict[str, float]:
+def lm_eval(model, processor, items) -> dict[str, float]:
     model.eval()
-    report = existence_report(yes_no_margin(model, tokenizer, items), items)
+    report = existence_report(yes_no_margin(model, processor, items), items)
     model.train()
     return {k: round(v, 4) for k, v in report.items()}
 
 
-def run_lm_stage(model, tokenizer, stage: int, args, items) -> list[dict]:
+def run_lm_stage(model, processor, stage: int, args, items) -> list[dict]:
     trainable = {1: ["multi_modal_projector"], 2: ["multi_modal_projector", "language_model"]}[stage]
     for name, p in model.named_parameters():
         p.requires_grad = any(f".{t}." in f".{name}" for t in trainable)
@@ -168,10 +168,10 @@ def run_lm_stage(model, tokenizer, stage: int, args, items) -> list[dict]:
     model.train()
     return optimise(
         model.parameters(), steps, 5e-4,
-        lambda step: question_batch(tokenizer, stage, step, args.bs, mix, args.seed),
+        lambda step: question_batch(processor.tokenizer, stage, step, args.bs, mix, args.seed),
         lambda b: model(**b).loss,
         f"stage {stage} ({'projector' if stage == 1 else 'projector + LM'})",
-        on_eval=lambda: lm_eval(model, tokenizer, items),
+        on_eval=lambda: lm_eval(model, processor, items),
     )
 
 
@@ -203,7 +203,7 @@ def main(argv=None) -> None:
             print(f"stage {stage}: reusing {ckpt}")
             continue
         start = time.time()
-        history = run_stage0(model, args) if stage == 0 else run_lm_stage(model, processor.tokenizer, stage, args, items)
+        history = run_stage0(model, args) if stage == 0 else run_lm_stage(model, processor, stage, args, items)
         log["stages"][str(stage)] = {"minutes": round((time.time() - start) / 60, 2), "history": history}
         torch.save(model.state_dict(), ckpt)
         log_path.write_text(json.dumps(log, indent=1))
