@@ -1,0 +1,255 @@
+"""Small views for the evaluation notebooks (04 POPE, 05 MME, 06 AMBER).
+
+* :func:`paper_pope`, :func:`paper_mme`, :func:`paper_amber`: the paper's LLaVA-1.5 numbers
+  (``shared/docs/AVISC.md`` §5, transcribed from the result images) as DataFrames, to put
+  beside ours.
+* :func:`first_token_controls`: AvisC's contrast on the first answer token against honest
+  controls, the same contrast with a random same-size mask or an all-zero image as the
+  "other" branch.
+* :func:`mark_caption` / :func:`phrase_pattern`: a caption as markdown with the objects that
+  are in the ground truth in **bold** and the hallucinated ones struck through.
+* :func:`mean_std`: "mean ± std" cells over seeds, as the paper reports MME and AMBER.
+* :func:`run_loaded`: :func:`.benchmarks.run_benchmark` for a model the notebook has already
+  loaded (one process): the same folder format, batches and seeds, so the same answers, without
+  loading a second copy of a 7B model for every run.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+import torch
+from transformers import PreTrainedModel, ProcessorMixin
+
+from .analysis import ablation_logits
+from .benchmarks.runner import DECODE_OPTIONS, Decoder, answer_batches, pending_batches, run_config
+from .benchmarks.store import RunFolder
+from .benchmarks.tasks import build_task
+from .attention import image_attention
+from .blind import select_blind_tokens
+from .decoding import DecodeSettings, contrast_logits, plausibility_cut
+from .prompts import encode
+from .world.scenes import COLOURS, SHAPES
+
+PAPER_METHODS = {"base": "sample", "VCD": "vcd", "M3ID": "m3id", "AvisC": "avisc"}
+
+# POPE, LLaVA-1.5, multinomial sampling, one run (AVISC.md §5.1): accuracy precision recall F1.
+_POPE = """
+COCO random 84.47 83.35 86.13 84.72 | 84.80 83.00 87.53 85.20 | 86.00 85.11 87.27 86.18 | 87.93 88.24 87.53 87.88
+COCO popular 82.23 79.72 86.47 82.95 | 82.27 79.19 87.53 83.15 | 82.83 79.62 88.27 83.72 | 84.33 81.71 88.47 84.96
+COCO adversarial 77.10 72.57 87.13 79.19 | 76.10 71.50 86.80 78.41 | 77.70 73.23 87.33 79.66 | 77.53 72.82 87.87 79.64
+A-OKVQA random 82.73 77.43 92.40 84.26 | 81.30 75.45 92.80 83.23 | 83.57 77.86 93.80 85.09 | 84.60 79.29 93.67 85.88
+A-OKVQA popular 76.10 69.86 91.80 79.34 | 75.43 68.58 93.87 79.26 | 76.80 70.20 93.13 80.06 | 78.83 72.10 94.07 81.63
+A-OKVQA adversarial 67.90 62.11 91.80 74.09 | 67.43 61.50 93.20 74.11 | 68.10 61.99 93.60 74.58 | 68.97 62.70 93.67 75.11
+GQA random 82.40 77.03 92.33 83.99 | 82.27 75.85 94.67 84.22 | 82.83 76.64 94.47 84.62 | 85.00 78.81 95.73 86.45
+GQA popular 72.03 65.57 92.80 76.84 | 71.77 64.90 94.80 77.05 | 72.83 66.04 94.00 77.58 | 74.80 67.46 95.80 79.17
+GQA adversarial 68.73 62.54 93.40 74.92 | 68.27 62.00 94.40 74.84 | 68.13 61.88 94.47 74.78 | 69.20 62.61 95.33 75.58
+"""
+
+# MME hallucination subset, LLaVA-1.5, mean (std) over seeds (AVISC.md §5.2).
+_MME = """method,existence,existence_std,count,count_std,position,position_std,color,color_std,total,total_std
+base,173.57,8.16,110.00,15.82,100.47,18.78,125.24,15.91,509.28,30.57
+VCD,172.14,8.09,117.14,8.76,103.33,20.56,119.52,8.58,512.14,31.82
+M3ID,178.33,6.83,107.22,14.78,96.39,5.52,127.50,8.28,509.44,22.52
+AvisC,189.29,1.82,104.76,11.66,106.19,13.93,127.86,9.13,528.09,24.70
+"""
+
+# AMBER, LLaVA-1.5 column, mean (std) over runs (AVISC.md §5.4); discriminative blocks pooled.
+_AMBER = """metric,base,base_std,VCD,VCD_std,M3ID,M3ID_std,AvisC,AvisC_std
+chair,7.95,0.64,6.70,0.42,6.00,0.14,6.25,0.07
+cover,44.45,0.21,46.50,0.28,48.90,0.28,46.55,0.64
+hal,31.00,2.83,27.80,1.70,26.00,0.28,25.60,1.70
+cog,2.15,0.35,1.95,0.35,1.45,0.07,2.00,0.04
+accuracy,67.00,0.71,67.30,1.41,67.25,0.21,70.70,0.57
+precision,85.45,0.49,86.10,1.70,86.50,0.57,85.45,0.21
+recall,60.95,1.20,60.55,1.34,60.05,0.07,67.55,0.92
+f1,71.10,0.99,71.10,1.56,70.90,0.14,75.45,0.64
+amber_score,81.58,0.18,82.20,0.99,82.45,0.14,84.60,0.35
+"""
+
+
+def paper_pope(dataset: str | None = "COCO") -> pd.DataFrame:
+    """The paper's POPE table for LLaVA-1.5 (percent): one row per dataset, split and method.
+
+    ``dataset``: "COCO", "A-OKVQA", "GQA", or None for all three. "base" is plain sampling.
+    """
+    rows = []
+    for line in _POPE.strip().splitlines():
+        name, split, rest = line.split(" ", 2)
+        for method, cell in zip(PAPER_METHODS, rest.split("|")):
+            acc, prec, rec, f1 = map(float, cell.split())
+            rows.append({"dataset": name, "split": split, "method": method, "accuracy": acc,
+                         "precision": prec, "recall": rec, "f1": f1})
+    frame = pd.DataFrame(rows)
+    if dataset is not None:
+        if dataset not in set(frame.dataset):
+            raise ValueError(f"unknown POPE dataset {dataset!r}; expected COCO, A-OKVQA, GQA or None")
+        frame = frame[frame.dataset == dataset].reset_index(drop=True)
+    return frame
+
+
+def paper_mme() -> pd.DataFrame:
+    """The paper's MME hallucination subset for LLaVA-1.5: score mean and std per subtask, by method."""
+    return pd.read_csv(io.StringIO(_MME)).set_index("method")
+
+
+def paper_amber() -> pd.DataFrame:
+    """The paper's AMBER column for LLaVA-1.5: metric rows, method (and ``<method>_std``) columns."""
+    return pd.read_csv(io.StringIO(_AMBER)).set_index("metric")
+
+
+def mean_std(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str], digits: int = 2) -> pd.DataFrame:
+    """``"mean ± std"`` strings of ``columns`` per group ``by`` (std with ddof=1, 0 for one value)."""
+    stats = frame.groupby(by, sort=False)[list(columns)].agg(["mean", "std"]).fillna(0.0)
+    out = pd.DataFrame(index=stats.index)
+    for column in columns:
+        mean, std = stats[(column, "mean")], stats[(column, "std")]
+        out[column] = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean, std)]
+    return out
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def run_loaded(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    benchmark: str,
+    *,
+    model_name: str,
+    method: str,
+    out_dir,
+    dataset: str = "synthetic",
+    split: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    question_seed: int | None = None,
+    parser: str | None = None,
+    prompt_style: str | None = None,
+    image_dir=None,
+    data_dir=None,
+    progress: bool = True,
+    **decode_options,
+) -> dict:
+    """:func:`.benchmarks.run_benchmark` with ``model`` already loaded; resumes from ``out_dir`` alike.
+
+    ``model_name`` is recorded in ``config.json`` (use the profile's), so a folder written by
+    ``run_benchmark`` with the same settings is resumed here and vice versa. ``question_seed``
+    (default: ``seed``) draws the synthetic questions; set it to vary only the decoding seed,
+    as the paper's repeated runs do (it is then recorded in the configuration too).
+    """
+    unknown = sorted(set(decode_options) - set(DECODE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown decode option(s) {', '.join(unknown)}; expected some of {DECODE_OPTIONS}")
+    settings = DecodeSettings(method=method, seed=seed, **decode_options)
+    questions_from = seed if question_seed is None else question_seed
+    task = build_task(benchmark, dataset, split, seed=questions_from, limit=limit, parser=parser,
+                      image_dir=image_dir, data_dir=data_dir)
+    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style)
+    if question_seed is not None:
+        config["question_seed"] = question_seed
+    folder = RunFolder(out_dir)
+    folder.check_config(config)
+    folder.write_config(config)
+    folder.repair()
+    todo = pending_batches(task.questions, set(folder.read(task.questions)), batch_size)
+    if todo:
+        decoder = Decoder(model, processor, method, prompt_style, decode_options)
+        answer_batches(task, todo, decoder, folder, 0, seed, progress)
+    records = folder.merge(task.questions)
+    folder.write_metrics(task.score({r["id"]: r["answer"] for r in records}))
+    return folder.read_metrics()
+
+
+# --------------------------------------------------------------------------- controls
+
+CONTROLS = {
+    "AvisC branch (blind tokens only)": "keep blind only",
+    "random tokens only (same size)": "keep random only (same size)",
+    "all-zero image": "zero all",
+}
+
+
+@torch.no_grad()
+def first_token_controls(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    images: Sequence,
+    questions: Sequence[str],
+    *,
+    alpha: float = 1.0,
+    beta: float = 0.1,
+    lam: float = 1.0,
+    layer_gamma: float = 0.5,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The first answer token chosen by the contrast ``(1+α)·orig − α·other`` and β cut, per "other" branch.
+
+    Columns: ``no contrast`` (argmax of the original logits, i.e. greedy's first token) and one
+    per :data:`CONTROLS` entry: AvisC's own biased branch, a random mask keeping as many tokens
+    as AvisC keeps, and an image with every token zeroed. Values are the decoded tokens.
+    """
+    if len(images) != len(questions):
+        raise ValueError(f"got {len(images)} images for {len(questions)} questions")
+    vocab = torch.arange(model.get_output_embeddings().weight.shape[0])
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    conditions = ["original", *CONTROLS.values()]
+    choices: dict[str, list[int]] = {"no contrast": [], **{name: [] for name in CONTROLS}}
+    for start in range(0, len(questions), batch_size):
+        inputs = encode(model, processor, images[start:start + batch_size], questions[start:start + batch_size])
+        blind = select_blind_tokens(image_attention(model, inputs), layer_gamma, lam)
+        logits = ablation_logits(model, inputs, blind, vocab, conditions, generator)
+        original = logits["original"]
+        choices["no contrast"] += original.argmax(-1).tolist()
+        for name, condition in CONTROLS.items():
+            scores = plausibility_cut(contrast_logits(original, logits[condition], alpha), original, beta)
+            choices[name] += scores.argmax(-1).tolist()
+    decode = processor.tokenizer.decode
+    return pd.DataFrame({name: [decode([i]).strip() for i in ids] for name, ids in choices.items()})
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def phrase_pattern(words: Iterable[str] | None = None) -> re.Pattern:
+    """A regex for object mentions: the world's "colour shape" phrases, or any of ``words`` (plural s allowed)."""
+    if words is None:
+        return re.compile(rf"\b(?:{'|'.join(COLOURS)})\s+(?:{'|'.join(SHAPES)})s?\b", re.IGNORECASE)
+    alternatives = sorted({re.escape(w) for w in words}, key=len, reverse=True)
+    if not alternatives:
+        raise ValueError("phrase_pattern needs at least one word")
+    return re.compile(rf"\b(?:{'|'.join(alternatives)})(?:s|es)?\b", re.IGNORECASE)
+
+
+def _canonical(mention: str) -> str:
+    words = mention.lower().split()
+    last = words[-1]
+    if last.endswith("es") and last[:-2] in SHAPES:
+        last = last[:-2]
+    elif last.endswith("s") and len(last) > 2:
+        last = last[:-1]
+    return " ".join([*words[:-1], last])
+
+
+def mark_caption(text: str, truth: Iterable[str], pattern: re.Pattern | None = None) -> tuple[str, list[str]]:
+    """``(markdown, hallucinated)``: mentions in ``truth`` in **bold**, the others ~~struck~~ and listed.
+
+    A mention counts as true when its lower-cased, singular form is in ``truth``.
+    """
+    pattern = pattern or phrase_pattern()
+    present = {t.lower() for t in truth}
+    hallucinated: list[str] = []
+
+    def mark(match: re.Match) -> str:
+        mention = match.group(0)
+        if _canonical(mention) in present or mention.lower() in present:
+            return f"**{mention}**"
+        hallucinated.append(_canonical(mention))
+        return f"~~{mention}~~"
+
+    return pattern.sub(mark, text), hallucinated

@@ -1,0 +1,93 @@
+"""The notebooks' helpers: paper tables, caption marking, mean ± std, run_loaded, first-token controls."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from avisc_lib import evaluation_views as views
+from avisc_lib.benchmarks import build_task, run_benchmark
+from avisc_lib.benchmarks.store import ConfigMismatch
+from avisc_lib.models import load_model
+
+
+def test_paper_pope_is_consistent():
+    table = views.paper_pope(None)
+    assert len(table) == 36 and set(table.dataset) == {"COCO", "A-OKVQA", "GQA"}
+    f1 = 2 * table.precision * table.recall / (table.precision + table.recall)
+    assert (f1 - table.f1).abs().max() < 0.02  # every LLaVA row satisfies F1 = 2PR/(P+R) within rounding
+    coco = views.paper_pope()
+    row = coco[(coco.split == "adversarial") & (coco.method == "AvisC")].iloc[0]
+    assert (row.accuracy, row.f1) == (77.53, 79.64)
+    with pytest.raises(ValueError, match="unknown POPE dataset"):
+        views.paper_pope("VQAv2")
+
+
+def test_paper_mme_and_amber():
+    mme = views.paper_mme()
+    assert mme.loc["AvisC", "total"] == 528.09 and mme.loc["base", "existence_std"] == 8.16
+    parts = mme[["existence", "count", "position", "color"]].sum(axis=1)
+    assert (parts - mme.total).abs().max() < 0.05
+    amber = views.paper_amber()
+    score = (100 - amber.loc["chair"] + amber.loc["f1"]) / 2
+    for method in views.PAPER_METHODS:
+        assert abs(score[method] - amber.loc["amber_score", method]) < 0.03
+
+
+def test_mean_std():
+    frame = pd.DataFrame({"m": ["a", "a", "b"], "x": [1.0, 3.0, 5.0]})
+    out = views.mean_std(frame, "m", ["x"])
+    assert out.loc["a", "x"] == "2.00 ± 1.41" and out.loc["b", "x"] == "5.00 ± 0.00"
+
+
+def test_mark_caption_world_phrases():
+    text, hallucinated = views.mark_caption("A red circle, two blue squares and a green triangle.", ["red circle", "blue square"])
+    assert text == "A **red circle**, two **blue squares** and a ~~green triangle~~."
+    assert hallucinated == ["green triangle"]
+
+
+def test_mark_caption_with_a_vocabulary():
+    pattern = views.phrase_pattern(["dog", "bench", "tree"])
+    text, hallucinated = views.mark_caption("Two dogs sit on a bench near a tree.", ["dog", "bench"], pattern)
+    assert text == "Two **dogs** sit on a **bench** near a ~~tree~~." and hallucinated == ["tree"]
+    with pytest.raises(ValueError):
+        views.phrase_pattern([])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny")
+
+
+def test_run_loaded_matches_run_benchmark(tiny, tmp_path):
+    kwargs = dict(model_name="tiny", method="avisc", split="adversarial", limit=12, batch_size=5, seed=3)
+    reference = run_benchmark("pope", out_dir=tmp_path / "a", **kwargs)
+    ours = views.run_loaded(*tiny, "pope", out_dir=tmp_path / "b", progress=False, **kwargs)
+    assert ours == reference
+    assert (tmp_path / "a" / "answers.jsonl").read_text() == (tmp_path / "b" / "answers.jsonl").read_text()
+    assert views.run_loaded(*tiny, "pope", out_dir=tmp_path / "a", progress=False, **kwargs) == reference  # resumes
+    with pytest.raises(ConfigMismatch):
+        views.run_loaded(*tiny, "pope", out_dir=tmp_path / "a", progress=False, **{**kwargs, "method": "vcd"})
+
+
+def test_question_seed_fixes_the_questions(tiny, tmp_path):
+    kwargs = dict(model_name="tiny", method="greedy", split="hallucination", limit=4, batch_size=8, progress=False)
+    views.run_loaded(*tiny, "mme", out_dir=tmp_path / "a", seed=1, question_seed=0, **kwargs)
+    views.run_loaded(*tiny, "mme", out_dir=tmp_path / "b", seed=0, **kwargs)
+    read = lambda f: [json.loads(x)["question"] for x in (tmp_path / f / "answers.jsonl").read_text().splitlines()]
+    assert read("a") == read("b")
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["question_seed"] == 0
+
+
+def test_first_token_controls(tiny):
+    model, processor = tiny
+    task = build_task("pope", "synthetic", "adversarial", limit=6)
+    images, texts = [task.load_image(q.image) for q in task.questions], [q.text for q in task.questions]
+    first = views.first_token_controls(model, processor, images, texts, batch_size=4)
+    assert list(first.columns) == ["no contrast", *views.CONTROLS] and len(first) == 6
+    assert set(first.stack()) <= {"yes", "no"}
+    # alpha = 0 turns every contrast into the original branch: all columns equal greedy's first token
+    plain = views.first_token_controls(model, processor, images, texts, alpha=0.0, batch_size=4)
+    assert (plain.nunique(axis=1) == 1).all()
+    with pytest.raises(ValueError):
+        views.first_token_controls(model, processor, images[:2], texts, batch_size=4)
