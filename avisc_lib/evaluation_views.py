@@ -9,9 +9,6 @@
 * :func:`mark_caption` / :func:`phrase_pattern`: a caption as markdown with the objects that
   are in the ground truth in **bold** and the hallucinated ones struck through.
 * :func:`mean_std`: "mean ± std" cells over seeds, as the paper reports MME and AMBER.
-* :func:`run_loaded`: :func:`.benchmarks.run_benchmark` for a model the notebook has already
-  loaded (one process): the same folder format, batches and seeds, so the same answers, without
-  loading a second copy of a 7B model for every run.
 """
 
 from __future__ import annotations
@@ -25,12 +22,9 @@ import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
 from .analysis import ablation_logits
-from .benchmarks.runner import DECODE_OPTIONS, Decoder, answer_batches, pending_batches, run_config
-from .benchmarks.store import RunFolder
-from .benchmarks.tasks import build_task
 from .attention import image_attention
 from .blind import select_blind_tokens
-from .decoding import DecodeSettings, contrast_logits, plausibility_cut
+from .decoding import contrast_logits, plausibility_cut
 from .prompts import encode
 from .world.scenes import COLOURS, SHAPES
 
@@ -112,57 +106,6 @@ def mean_std(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str
 
 
 # --------------------------------------------------------------------------- runs
-
-
-def run_loaded(
-    model: PreTrainedModel,
-    processor: ProcessorMixin,
-    benchmark: str,
-    *,
-    model_name: str,
-    method: str,
-    out_dir,
-    dataset: str = "synthetic",
-    split: str | None = None,
-    limit: int | None = None,
-    batch_size: int = 8,
-    seed: int = 0,
-    question_seed: int | None = None,
-    parser: str | None = None,
-    prompt_style: str | None = None,
-    image_dir=None,
-    data_dir=None,
-    progress: bool = True,
-    **decode_options,
-) -> dict:
-    """:func:`.benchmarks.run_benchmark` with ``model`` already loaded; resumes from ``out_dir`` alike.
-
-    ``model_name`` is recorded in ``config.json`` (use the profile's), so a folder written by
-    ``run_benchmark`` with the same settings is resumed here and vice versa. ``question_seed``
-    (default: ``seed``) draws the synthetic questions; set it to vary only the decoding seed,
-    as the paper's repeated runs do (it is then recorded in the configuration too).
-    """
-    unknown = sorted(set(decode_options) - set(DECODE_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown decode option(s) {', '.join(unknown)}; expected some of {DECODE_OPTIONS}")
-    settings = DecodeSettings(method=method, seed=seed, **decode_options)
-    questions_from = seed if question_seed is None else question_seed
-    task = build_task(benchmark, dataset, split, seed=questions_from, limit=limit, parser=parser,
-                      image_dir=image_dir, data_dir=data_dir)
-    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style)
-    if question_seed is not None:
-        config["question_seed"] = question_seed
-    folder = RunFolder(out_dir)
-    folder.check_config(config)
-    folder.write_config(config)
-    folder.repair()
-    todo = pending_batches(task.questions, set(folder.read(task.questions)), batch_size)
-    if todo:
-        decoder = Decoder(model, processor, method, prompt_style, decode_options)
-        answer_batches(task, todo, decoder, folder, 0, seed, progress)
-    records = folder.merge(task.questions)
-    folder.write_metrics(task.score({r["id"]: r["answer"] for r in records}))
-    return folder.read_metrics()
 
 
 # --------------------------------------------------------------------------- controls

@@ -21,7 +21,7 @@ import torch
 
 import avisc_lib
 from avisc_lib import evaluation_views as views
-from avisc_lib.benchmarks import build_task, get_parser
+from avisc_lib.benchmarks import build_task, get_parser, run_benchmark
 from avisc_lib.benchmarks.pope import pope_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +45,9 @@ class Runner:
 
     def run(self, benchmark, folder, method, seed=0, question_seed=None, **kwargs):
         p = self.profile
-        return views.run_loaded(self.model, self.processor, benchmark, model_name=p.model, method=method,
-                                dataset="synthetic", limit=p.limit, batch_size=p.batch_size, seed=seed,
-                                question_seed=question_seed, out_dir=RUNS / folder, progress=False, **kwargs)
+        return run_benchmark(benchmark, model=self.model, processor=self.processor, model_name=p.model,
+                             method=method, dataset="synthetic", limit=p.limit, batch_size=p.batch_size, seed=seed,
+                             question_seed=question_seed, out_dir=RUNS / folder, progress=False, **kwargs)
 
 
 def suffix(decode: dict) -> list[str]:

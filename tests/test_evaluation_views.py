@@ -1,4 +1,4 @@
-"""The notebooks' helpers: paper tables, caption marking, mean ± std, run_loaded, first-token controls."""
+"""The notebooks' helpers: paper tables, caption marking, mean ± std, preloaded runs, first-token controls."""
 
 import json
 
@@ -59,21 +59,25 @@ def tiny():
     return load_model("tiny")
 
 
-def test_run_loaded_matches_run_benchmark(tiny, tmp_path):
+def _run_loaded(model, processor, benchmark, **kwargs):
+    return run_benchmark(benchmark, model=model, processor=processor, **kwargs)
+
+
+def test_preloaded_model_matches_run_benchmark(tiny, tmp_path):
     kwargs = dict(model_name="tiny", method="avisc", split="adversarial", limit=12, batch_size=5, seed=3)
     reference = run_benchmark("pope", out_dir=tmp_path / "a", **kwargs)
-    ours = views.run_loaded(*tiny, "pope", out_dir=tmp_path / "b", progress=False, **kwargs)
+    ours = _run_loaded(*tiny, "pope", out_dir=tmp_path / "b", progress=False, **kwargs)
     assert ours == reference
     assert (tmp_path / "a" / "answers.jsonl").read_text() == (tmp_path / "b" / "answers.jsonl").read_text()
-    assert views.run_loaded(*tiny, "pope", out_dir=tmp_path / "a", progress=False, **kwargs) == reference  # resumes
+    assert _run_loaded(*tiny, "pope", out_dir=tmp_path / "a", progress=False, **kwargs) == reference  # resumes
     with pytest.raises(ConfigMismatch):
-        views.run_loaded(*tiny, "pope", out_dir=tmp_path / "a", progress=False, **{**kwargs, "method": "vcd"})
+        _run_loaded(*tiny, "pope", out_dir=tmp_path / "a", progress=False, **{**kwargs, "method": "vcd"})
 
 
 def test_question_seed_fixes_the_questions(tiny, tmp_path):
     kwargs = dict(model_name="tiny", method="greedy", split="hallucination", limit=4, batch_size=8, progress=False)
-    views.run_loaded(*tiny, "mme", out_dir=tmp_path / "a", seed=1, question_seed=0, **kwargs)
-    views.run_loaded(*tiny, "mme", out_dir=tmp_path / "b", seed=0, **kwargs)
+    _run_loaded(*tiny, "mme", out_dir=tmp_path / "a", seed=1, question_seed=0, **kwargs)
+    _run_loaded(*tiny, "mme", out_dir=tmp_path / "b", seed=0, **kwargs)
     read = lambda f: [json.loads(x)["question"] for x in (tmp_path / f / "answers.jsonl").read_text().splitlines()]
     assert read("a") == read("b")
     assert json.loads((tmp_path / "a" / "config.json").read_text())["question_seed"] == 0

@@ -63,6 +63,10 @@ def run_benchmark(
     prompt_style: str | None = None,
     image_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
+    model=None,
+    processor=None,
+    question_seed: int | None = None,
+    progress: bool = True,
     **decode_options,
 ) -> dict:
     """Answer every question of the task (see :func:`.tasks.build_task`), score, return the metrics.
@@ -72,6 +76,11 @@ def run_benchmark(
     ``decode_options`` (``alpha``, ``beta``, ``lam``, ``layer_gamma``, ``do_sample``,
     ``temperature``, ``top_p``, ``top_k``, ``max_new_tokens``, ``noise_step``, ``gamma_decay``)
     go to :func:`avisc_lib.decode`; omitted ones keep the library defaults.
+
+    ``model``/``processor``: an already loaded pair (a notebook's), used instead of loading
+    ``model_name``, which is still what ``config.json`` records. ``question_seed`` (default:
+    ``seed``) draws the synthetic questions; set it to vary only the decoding seed, as the paper's
+    repeated runs do (it is then recorded in the configuration too).
     """
     unknown = sorted(set(decode_options) - set(DECODE_OPTIONS))
     if unknown:
@@ -80,8 +89,11 @@ def run_benchmark(
     _require_int("seed", seed)
     settings = DecodeSettings(method=method, seed=seed, **decode_options)  # validates every value
     where = {"image_dir": image_dir, "data_dir": data_dir}
-    task = build_task(benchmark, dataset, split, seed=seed, limit=limit, parser=parser, **where)
-    config = run_config(task, model_name, settings, limit, batch_size, prompt_style)
+    questions_from = seed if question_seed is None else question_seed
+    task = build_task(benchmark, dataset, split, seed=questions_from, limit=limit, parser=parser, **where)
+    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style)
+    if question_seed is not None:
+        config["question_seed"] = question_seed
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     folder = RunFolder(out_dir)
     folder.check_config(config)  # every process, before any waits on another
@@ -96,9 +108,10 @@ def run_benchmark(
         print(f"avisc-eval: {count} of {total} questions to answer on {processes}", file=sys.stderr)
     with state.split_between_processes(todo) as mine:
         if mine:
-            model, processor = load_model(model_name, device=state.device)
+            if model is None:
+                model, processor = load_model(model_name, device=state.device)
             decoder = Decoder(model, processor, method, prompt_style, decode_options)
-            answer_batches(task, mine, decoder, folder, state.process_index, seed, state.is_main_process)
+            answer_batches(task, mine, decoder, folder, state.process_index, seed, progress and state.is_main_process)
     state.wait_for_everyone()
     if state.is_main_process:
         records = folder.merge(task.questions)
