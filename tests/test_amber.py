@@ -5,7 +5,6 @@ import json
 import sys
 import types
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -24,9 +23,8 @@ from avisc_lib.benchmarks.amber import (
     singularise,
 )
 from avisc_lib.benchmarks.pope import FormatError
+from conftest import BENCH, needs_data
 
-BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
-needs_data = pytest.mark.skipif(not BENCH.is_dir(), reason=f"benchmark data not found at {BENCH}")
 DATA = BENCH / "AMBER" / "data"
 
 

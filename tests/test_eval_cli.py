@@ -8,9 +8,8 @@ import pytest
 
 from avisc_lib.benchmarks import download
 from avisc_lib.benchmarks.cli import build_parser, main
+from conftest import BENCH, needs_data
 
-BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
-needs_data = pytest.mark.skipif(not BENCH.is_dir(), reason=f"benchmark data not found at {BENCH}")
 POPE_KEYS = ["TP", "FP", "TN", "FN", "accuracy", "precision", "recall", "f1", "yes_ratio"]
 BLOCK_KEYS = ["accuracy", "precision", "recall", "f1"]
 

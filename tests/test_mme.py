@@ -17,9 +17,8 @@ from avisc_lib.benchmarks.mme import (
     subtask_scores,
 )
 from avisc_lib.benchmarks.pope import FormatError
+from conftest import BENCH, needs_data
 
-BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
-needs_data = pytest.mark.skipif(not BENCH.is_dir(), reason=f"benchmark data not found at {BENCH}")
 TOOL = BENCH / "MME" / "tools" / "eval_tool"
 
 

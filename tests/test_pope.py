@@ -19,9 +19,8 @@ from avisc_lib.benchmarks.pope import (
     save_questions,
     score_pope,
 )
+from conftest import BENCH, needs_data
 
-BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
-needs_data = pytest.mark.skipif(not BENCH.is_dir(), reason=f"benchmark data not found at {BENCH}")
 COCO = BENCH / "POPE" / "output" / "coco"
 
 
