@@ -130,6 +130,13 @@ def instructblip_processor() -> InstructBlipProcessor:
     return processor
 
 
+def save_model_folder(folder: Path, model: PreTrainedModel, processor: ProcessorMixin) -> Path:
+    """``folder`` holding ``model`` and ``processor`` as ``load_model`` reads a local folder."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def llava_case() -> Case:
     processor = build_processor()

@@ -8,16 +8,9 @@ import pytest
 from nbclient import NotebookClient
 
 from avisc_lib.tiny.build import build_processor
-from conftest import instructblip_processor, tiny_instructblip, tiny_llava
+from conftest import instructblip_processor, save_model_folder, tiny_instructblip, tiny_llava
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0[0-3]_*.ipynb"))
-
-
-def _save(tmp_path_factory, name, model, processor):
-    folder = tmp_path_factory.mktemp(name)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +18,12 @@ def folders(tmp_path_factory):
     llava_processor = build_processor()
     iblip_processor = instructblip_processor()
     return {
-        "llava": _save(tmp_path_factory, "llava", tiny_llava(llava_processor.tokenizer, kv_heads=2, seed=5), llava_processor),
-        "instructblip": _save(tmp_path_factory, "iblip", tiny_instructblip(iblip_processor.tokenizer), iblip_processor),
+        "llava": save_model_folder(
+            tmp_path_factory.mktemp("llava"), tiny_llava(llava_processor.tokenizer, kv_heads=2, seed=5), llava_processor
+        ),
+        "instructblip": save_model_folder(
+            tmp_path_factory.mktemp("iblip"), tiny_instructblip(iblip_processor.tokenizer), iblip_processor
+        ),
     }
 
 

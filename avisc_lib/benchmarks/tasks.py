@@ -17,7 +17,8 @@ The real datasets read the pinned files of :mod:`.download` (POPE's question fil
 annotations, vocabulary and queries) from ``data_dir``, downloading them if absent, and the
 images from ``image_dir`` (COCO val2014 or GQA images for POPE, the extracted
 ``MME_Benchmark_release_version`` folder, which also holds MME's questions, and AMBER's
-``AMBER_<n>.jpg`` files). ``limit`` keeps the first N questions: of the file (POPE), of each
+``AMBER_<n>.jpg`` files). ``data_dir`` defaults to ``$AVISC_DATA_DIR``, else
+``~/.cache/avisc_lib/benchmarks``. ``limit`` keeps the first N questions: of the file (POPE), of each
 subtask rounded up to whole image pairs (MME), of each AMBER section (generative, attribute,
 existence, relation).
 """
@@ -25,6 +26,7 @@ existence, relation).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -50,7 +52,7 @@ AMBER_SECTIONS = {
     "all": ("generative", "attribute", "existence", "relation"),
     "discriminative": ("attribute", "existence", "relation"),
 }
-DEFAULT_DATA_DIR = Path.home() / ".cache" / "avisc_lib" / "benchmarks"
+DEFAULT_DATA_DIR = Path(os.environ.get("AVISC_DATA_DIR") or Path.home() / ".cache" / "avisc_lib" / "benchmarks")
 
 
 @dataclass(frozen=True)
