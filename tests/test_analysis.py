@@ -6,7 +6,7 @@ import torch
 
 import avisc_lib
 from avisc_lib import analysis, plotting
-from avisc_lib.tiny.data import existence_set
+from avisc_lib.world.questions import existence_set
 
 matplotlib.use("Agg")
 

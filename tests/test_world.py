@@ -102,3 +102,11 @@ def test_position_questions_are_unambiguous():
             asked += 1
             assert q["answer"] == "yes"
     assert asked > 30
+
+
+def test_existence_set_is_balanced_and_cycles_negative_kinds():
+    items = Q.existence_set("test", 6, start=3)
+    assert [s.index for s, _ in items] == [i for i in range(3, 9) for _ in range(2)]
+    assert [q["answer"] for _, q in items] == ["yes", "no"] * 6
+    assert [q["negative"] for _, q in items[1::2]] == list(Q.NEGATIVE_KINDS) * 2
+    assert Q.existence_set("test", 6, start=3) == items  # seeded

@@ -22,7 +22,6 @@ from ..generation import generate
 from ..models import load_model, tiny_model_path
 from ..world import questions as Q
 from ..world.scenes import make_scene, object_tokens
-from .data import existence_set
 
 # Disjoint ranges of test-split scene indices per measurement.
 OFFSETS = {"random": 0, "popular": 10_000, "adversarial": 20_000, "families": 30_000, "blind": 40_000}
@@ -83,7 +82,7 @@ def caption_stats(scenes, captions) -> dict:
 
 def blind_token_study(model, processor, n_scenes: int, seed: int = 0) -> dict:
     """Attention statistics and the masking ablation on balanced existence questions."""
-    items = existence_set("test", n_scenes, start=OFFSETS["blind"])
+    items = Q.existence_set("test", n_scenes, start=OFFSETS["blind"])
     study = analysis.run_study(model, processor, [s.image for s, _ in items], [q["question"] for _, q in items],
                                batch_size=100, seed=seed)
     on_object = torch.from_numpy(np.stack([object_tokens(s) for s, _ in items]))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from ..world import questions as Q
-from ..world.scenes import Scene, make_scene
+from ..world.scenes import Scene
 from .build import NUM_IMAGE_TOKENS
 
 
@@ -40,19 +40,6 @@ def training_batch(tokenizer, scenes: list[Scene], qs: list[dict]) -> dict[str, 
         "labels": labels,
         "pixel_values": pixel_values([s.image for s in scenes]),
     }
-
-
-def existence_set(split: str, n_scenes: int, start: int = 0) -> list[tuple[Scene, dict]]:
-    """A stratified existence set: per scene one positive and one negative, the negative kind
-    cycling random / popular / adversarial (so half yes, half no)."""
-    items = []
-    for i in range(start, start + n_scenes):
-        scene = make_scene(split, i)
-        rng = np.random.default_rng([7, i])
-        kind = Q.NEGATIVE_KINDS[i % 3]
-        items.append((scene, Q.existence(scene, rng, positive=True)))
-        items.append((scene, Q.existence(scene, rng, positive=False, kind=kind)))
-    return items
 
 
 def yes_no_margin(model, processor, items, batch_size: int = 100) -> torch.Tensor:

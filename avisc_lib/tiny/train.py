@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, make_scene, patch_labels
 from .build import PATCH_SIZE, build_model, build_processor
-from .data import existence_report, existence_set, pixel_values, training_batch, yes_no_margin
+from .data import existence_report, pixel_values, training_batch, yes_no_margin
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 STAGE2_MIX = {"existence": 0.45, "caption": 0.15, "colour": 0.1, "shape": 0.1, "count": 0.12, "position": 0.08}
@@ -195,7 +195,7 @@ def main(argv=None) -> None:
 
     processor = build_processor()
     model = build_model(processor.tokenizer, seed=args.seed)
-    items = existence_set("validation", 300)
+    items = Q.existence_set("validation", 300)
     for stage in (0, 1, 2):
         ckpt = args.out / f"stage{stage}.pt"
         if ckpt.exists():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scenes import CATEGORIES, COLOURS, SHAPES, Scene, category_weights
+from .scenes import CATEGORIES, COLOURS, SHAPES, Scene, category_weights, make_scene
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 RELATIONS = {  # relation -> (axis, sign): "A left of B" means A.cx < B.cx
@@ -148,3 +148,16 @@ def vocabulary() -> list[str]:
     words |= set("describe this and yes no".split()) | set(NUMBER_WORDS) | set(COLOURS) | set(SHAPES)
     words |= {w for rel in RELATIONS for w in rel.split()}
     return sorted(words)
+
+
+def existence_set(split: str, n_scenes: int, start: int = 0) -> list[tuple[Scene, dict]]:
+    """A stratified existence set: per scene one positive and one negative, the negative kind
+    cycling random / popular / adversarial (so half yes, half no)."""
+    items = []
+    for i in range(start, start + n_scenes):
+        scene = make_scene(split, i)
+        rng = np.random.default_rng([7, i])
+        kind = NEGATIVE_KINDS[i % 3]
+        items.append((scene, existence(scene, rng, positive=True)))
+        items.append((scene, existence(scene, rng, positive=False, kind=kind)))
+    return items
