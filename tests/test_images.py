@@ -38,7 +38,7 @@ def test_downloads_verifies_and_extracts_only_the_needed_images(archive, tmp_pat
     def offline(*args, **kwargs):
         raise AssertionError("downloaded again")
 
-    monkeypatch.setattr(images.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
     assert coco_val2014(NAMES[:2], tmp_path / "coco", archive=archive) == folder  # all present
     coco_val2014(NAMES, tmp_path / "coco", archive=archive)  # the kept zip serves a new image
     assert (folder / NAMES[2]).read_text() == "image 2"

@@ -9,10 +9,11 @@ AMBER files land side by side, as :meth:`.amber.Vocabulary.beside` expects.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 _RAW = "https://raw.githubusercontent.com"
 _SOURCES = {  # cache folder → pinned raw-file prefix of its repository
@@ -145,18 +146,33 @@ def fetch(name: str, cache_dir: str | Path, timeout: float = 60) -> Path:
     target = Path(cache_dir) / entry.path
     if target.is_file() and sha256sum(target) == entry.sha256:
         return target
+    download_verified(entry.url, target, entry.sha256, label=name, timeout=timeout)
+    return target
+
+
+def download_verified(
+    url: str, target: Path, sha256: str, *, label: str, size: int | None = None, timeout: float = 60
+) -> None:
+    """Stream ``url`` to ``target`` through ``target.part``, hashing as it goes; keep it only if its
+    sha256 matches. ``size`` (bytes), when known, shows a progress bar."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
     try:
         try:
-            with urllib.request.urlopen(entry.url, timeout=timeout) as response, open(partial, "wb") as out:
-                shutil.copyfileobj(response, out)
+            with (
+                urllib.request.urlopen(url, timeout=timeout) as response,
+                open(partial, "wb") as out,
+                tqdm(total=size, unit="B", unit_scale=True, desc=label, disable=size is None) as bar,
+            ):
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
         except OSError as e:  # URLError is an OSError
-            raise OSError(f"could not download {name} from {entry.url}: {e}") from e
-        actual = sha256sum(partial)
-        if actual != entry.sha256:
-            raise ChecksumError(f"{name} from {entry.url}: sha256 {actual}, expected {entry.sha256}")
+            raise OSError(f"could not download {label} from {url}: {e}") from e
+        if digest.hexdigest() != sha256:
+            raise ChecksumError(f"{label} from {url}: sha256 {digest.hexdigest()}, expected {sha256}")
         partial.replace(target)
     finally:
         partial.unlink(missing_ok=True)
-    return target

@@ -13,10 +13,8 @@ GQA's 20 GB image zip has no published checksum, so GQA images stay user-supplie
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
-import urllib.request
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +23,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import pope
-from .download import ChecksumError, fetch, sha256sum
+from .download import download_verified, fetch, sha256sum
+from .tasks import DEFAULT_DATA_DIR
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +53,6 @@ COCO_VAL2014 = Archive(
 
 def pope_image_names(datasets: Iterable[str], data_dir: str | Path | None = None) -> list[str]:
     """The image files named by the three POPE splits of ``datasets`` (sorted, unique)."""
-    from .tasks import DEFAULT_DATA_DIR
-
     data_dir = Path(data_dir or DEFAULT_DATA_DIR)
     names = {
         q.image
@@ -95,7 +92,7 @@ def coco_val2014(
 
 
 def _download(archive: Archive, target: Path) -> None:
-    """Stream ``archive`` to ``target`` with a progress bar, hashing as it goes."""
+    """Download ``archive`` to ``target`` after checking free disk space and logging its size."""
     target.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(target.parent).free
     if free < archive.size:
@@ -104,23 +101,7 @@ def _download(archive: Archive, target: Path) -> None:
             f"{free / 1e9:.1f} GB free"
         )
     log.warning("downloading %s (%.1f GB) to %s", archive.url, archive.size / 1e9, target)
-    partial = target.with_name(target.name + ".part")
-    digest = hashlib.sha256()
-    try:
-        with (
-            urllib.request.urlopen(archive.url, timeout=60) as response,
-            open(partial, "wb") as out,
-            tqdm(total=archive.size, unit="B", unit_scale=True, desc=archive.filename) as bar,
-        ):
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                digest.update(block)
-                bar.update(len(block))
-        if digest.hexdigest() != archive.sha256:
-            raise ChecksumError(f"{archive.url}: sha256 {digest.hexdigest()}, expected {archive.sha256}")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+    download_verified(archive.url, target, archive.sha256, label=archive.filename, size=archive.size)
 
 
 def _extract(zip_path: Path, folder: str, names: list[str], root: Path) -> None:
