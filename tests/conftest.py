@@ -8,6 +8,8 @@ Cases: "llava" (CLIP + Llama, random), "llava_gqa" (grouped-query attention), "i
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from transformers import (
     ProcessorMixin,
 )
 
+from avisc_lib.benchmarks import synthetic
 from avisc_lib.prompts import encode
 from avisc_lib.tiny.build import PATCH_SIZE, build_model, build_processor, build_tokenizer
 from avisc_lib.world.scenes import IMAGE_SIZE, make_scene
@@ -128,6 +131,20 @@ def instructblip_processor() -> InstructBlipProcessor:
     # The processor expects an AddedToken here (it reads ``.content``); ours comes from the tokenizer as a str.
     processor.image_token = AddedToken("<image>", normalized=False, special=True)
     return processor
+
+
+def scene_images(folder: Path, names: Iterable[str]) -> Path:
+    """``folder`` with a synthetic scene saved under each of ``names`` (four scenes, hard-linked in turn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = []
+    for i in range(4):
+        scenes.append(folder / f"_scene{i}.jpg")
+        synthetic.load_image(synthetic.image_name("test", i)).save(scenes[-1])
+    for i, name in enumerate(names):
+        os.link(scenes[i % 4], folder / name)
+    for scene in scenes:
+        scene.unlink()
+    return folder
 
 
 def save_model_folder(folder: Path, model: PreTrainedModel, processor: ProcessorMixin) -> Path:

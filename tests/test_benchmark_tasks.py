@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from avisc_lib.benchmarks import download, runner, synthetic
+from avisc_lib.benchmarks import download, runner
 from avisc_lib.benchmarks.tasks import build_task
-
-SCENES = [synthetic.image_name("test", i) for i in range(3)]
-
+from conftest import scene_images
 
 def _pin(monkeypatch, data_dir: Path, name: str, text: str) -> None:
     """Put ``text`` where ``fetch(name, data_dir)`` looks, and pin the registry entry to it."""
@@ -20,14 +18,6 @@ def _pin(monkeypatch, data_dir: Path, name: str, text: str) -> None:
     path.write_text(text)
     pinned = download.BenchmarkFile(name, entry.path, download.sha256sum(path))
     monkeypatch.setitem(download.REGISTRY, name, pinned)
-
-
-def _images(folder: Path, names) -> Path:
-    """Synthetic scenes saved under the given file names."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for scene, name in zip(SCENES * len(names), names):
-        synthetic.load_image(scene).save(folder / name)
-    return folder
 
 
 # --------------------------------------------------------------------------- limits
@@ -69,7 +59,7 @@ def coco(tmp_path, monkeypatch):
 
 def test_pope_coco_from_pinned_file_and_image_folder(coco, tmp_path):
     data, images = coco
-    folder = _images(tmp_path / "val2014", images)
+    folder = scene_images(tmp_path / "val2014", images)
     task = build_task("pope", "coco", "adversarial", data_dir=data, image_dir=folder)
     assert [q.id for q in task.questions] == [1, 2, 3, 4] and task.questions[0].image == images[0]
     assert task.load_image(images[1]).size == (64, 64)
@@ -80,9 +70,9 @@ def test_pope_coco_from_pinned_file_and_image_folder(coco, tmp_path):
     assert metrics["TP"] + metrics["FP"] + metrics["TN"] + metrics["FN"] == 4
 
 
-def test_pope_missing_images(coco, tmp_path):
+def test_pope_missingscene_images(coco, tmp_path):
     data, images = coco
-    folder = _images(tmp_path / "val2014", images[:1])
+    folder = scene_images(tmp_path / "val2014", images[:1])
     with pytest.raises(FileNotFoundError, match=rf"1 image\(s\) missing from {folder}, e.g. {images[1]}"):
         build_task("pope", "coco", "adversarial", data_dir=data, image_dir=folder)
     limited = build_task("pope", "coco", "adversarial", data_dir=data, image_dir=folder, limit=2)
@@ -116,11 +106,11 @@ def _mme_release(root: Path) -> Path:
     for subtask, text in questions.items():
         folder = root / subtask
         if subtask == "color":
-            _images(folder / "images", ["000000000001.jpg"])
+            scene_images(folder / "images", ["000000000001.jpg"])
             (folder / "questions_answers_YN").mkdir()
             (folder / "questions_answers_YN" / "000000000001.txt").write_text(text)
         else:
-            _images(folder, ["000000000001.jpg"])
+            scene_images(folder, ["000000000001.jpg"])
             (folder / "000000000001.txt").write_text(text)
     return root
 
@@ -170,7 +160,7 @@ def amber_files(tmp_path, monkeypatch):
     relation = {"dog": ["puppy"], "grass": [], "cat": [], "car": []}
     _pin(monkeypatch, data, "amber/relation", json.dumps(relation))
     _pin(monkeypatch, data, "amber/safe_words", "orange\n")
-    return data, _images(tmp_path / "amber_images", ["AMBER_1.jpg", "AMBER_2.jpg"])
+    return data, scene_images(tmp_path / "amber_images", ["AMBER_1.jpg", "AMBER_2.jpg"])
 
 
 def test_amber_official_files(amber_files):
@@ -193,7 +183,7 @@ def test_amber_official_files(amber_files):
     )
 
 
-def test_amber_missing_images(amber_files):
+def test_amber_missingscene_images(amber_files):
     data, images = amber_files
     (images / "AMBER_2.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="AMBER_2.jpg"):

@@ -10,7 +10,6 @@ tool), and the images are synthetic scenes saved under the real file names.
 
 import itertools
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,10 +17,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from avisc_lib.benchmarks import fetch, load_queries, load_questions, synthetic
+from avisc_lib.benchmarks import fetch, load_queries, load_questions
 from avisc_lib.benchmarks.images import pope_image_names
 from avisc_lib.tiny.build import build_processor
-from conftest import BENCH, needs_data, save_model_folder, tiny_llava
+from conftest import BENCH, needs_data, save_model_folder, scene_images, tiny_llava
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 MME_SUBTASKS = ("existence", "count", "position", "color")
@@ -50,20 +49,6 @@ avisc_lib.resolve_profile = _resolve_on_cpu
 """
 
 
-def _image_files(folder: Path, names) -> Path:
-    """Synthetic scenes saved under ``names`` (four scenes, hard-linked in turn)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    scenes = []
-    for i in range(4):
-        scenes.append(folder / f"_scene{i}.jpg")
-        synthetic.load_image(synthetic.image_name("test", i)).save(scenes[-1])
-    for i, name in enumerate(names):
-        os.link(scenes[i % 4], folder / name)
-    for scene in scenes:
-        scene.unlink()
-    return folder
-
-
 def _mme_release(root: Path) -> dict[str, list[str]]:
     """An MME release folder whose questions are the real ones of two images per subtask."""
     asked = {}
@@ -73,7 +58,7 @@ def _mme_release(root: Path) -> dict[str, list[str]]:
         images = list(dict.fromkeys(r[0] for r in rows))[:2]
         for image in images:
             text = "".join(f"{q}\t{gt}\n" for name, q, gt, *_ in rows if name == image)
-            _image_files(root / subtask, [image])
+            scene_images(root / subtask, [image])
             (root / subtask / Path(image).with_suffix(".txt").name).write_text(text)
         asked[subtask] = [q for name, q, *_ in rows if name == images[0]]
     return asked
@@ -86,10 +71,10 @@ def gpu_world(tmp_path_factory):
     data = root / "benchmarks"
     for source in ("POPE", "AMBER"):
         shutil.copytree(BENCH / source, data / source)
-    _image_files(data / "coco" / "val2014", pope_image_names(["coco", "aokvqa"], data))  # the on-demand cache
-    gqa = _image_files(root / "gqa", pope_image_names(["gqa"], data))
+    scene_images(data / "coco" / "val2014", pope_image_names(["coco", "aokvqa"], data))  # the on-demand cache
+    gqa = scene_images(root / "gqa", pope_image_names(["gqa"], data))
     queries = json.loads((data / "AMBER" / "data" / "query" / "query_all.json").read_text())
-    amber = _image_files(root / "amber", sorted({q["image"] for q in queries}))
+    amber = scene_images(root / "amber", sorted({q["image"] for q in queries}))
     mme_questions = _mme_release(root / "MME_Benchmark_release_version")
     processor = build_processor()
     model = save_model_folder(root / "llava", tiny_llava(processor.tokenizer, kv_heads=2, seed=5), processor)

@@ -5,8 +5,7 @@ import pytest
 
 import avisc_lib
 from avisc_lib.benchmarks.parsers import get_parser
-from avisc_lib.world.questions import existence_set
-from avisc_lib.world.questions import NUMBER_WORDS
+from avisc_lib.world.questions import NUMBER_WORDS, existence_set
 from avisc_lib.world.scenes import make_scene
 
 
