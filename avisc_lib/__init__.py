@@ -27,4 +27,4 @@ __all__ = [
     "resolve_profile",
     "select_blind_tokens",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

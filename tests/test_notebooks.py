@@ -36,3 +36,26 @@ def test_same_configuration_cell(path):
 def test_tells_a_story(path):
     markdown = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
     assert "**Question.**" in markdown and "## Summary" in markdown and "## Exercises" in markdown
+
+
+def _install_cells(path):
+    return [c for c in json.loads(path.read_text())["cells"] if "colab-install" in c["metadata"].get("tags", [])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_opens_on_colab_by_itself(path):
+    """Each notebook installs the package itself, before any other code cell, with the same cell as 00."""
+    cells = json.loads(path.read_text())["cells"]
+    install = _install_cells(path)
+    assert len(install) == 1 and install[0] == next(c for c in cells if c["cell_type"] == "code")
+    assert install[0]["source"] == _install_cells(NOTEBOOKS[0])[0]["source"]
+
+
+def test_install_pins_this_release():
+    import avisc_lib
+
+    source = "".join(_install_cells(NOTEBOOKS[0])[0]["source"])
+    pyproject = (NOTEBOOKS[0].parents[1] / "pyproject.toml").read_text()
+    assert f'AVISC_RELEASE = "v{avisc_lib.__version__}"' in source
+    assert f'\nversion = "{avisc_lib.__version__}"\n' in pyproject
+    assert "@main" not in source and "google.colab" in source
