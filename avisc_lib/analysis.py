@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from .attention import image_attention
 from .blind import select_blind_tokens
 from .decoding import contrast_logits, plausibility_cut
-from .generation import answer_logits, candidate_token_ids
+from .generation import ANSWER_WORDS, answer_logits, answer_token_ids
 from .prompts import encode
 
 # Ablation conditions: name -> which image tokens are replaced (zeroed), given the blind mask and
@@ -107,15 +107,18 @@ def run_study(
     images: Sequence,
     questions: Sequence[str],
     *,
-    words: Sequence[str] = ("yes", "no"),
+    words: Sequence[str] = ANSWER_WORDS,
     conditions: Sequence[str] = tuple(CONDITIONS),
     layer_gamma: float = 0.5,
     lam: float = 1.0,
     batch_size: int = 32,
     seed: int = 0,
 ) -> Study:
-    """Batched :func:`image_attention`, :func:`select_blind_tokens` and :func:`ablation_logits`."""
-    token_ids = candidate_token_ids(processor, words)
+    """Batched :func:`image_attention`, :func:`select_blind_tokens` and :func:`ablation_logits`.
+
+    ``words``: the answers whose first token's logits are compared (see :func:`answer_token_ids`).
+    """
+    token_ids = answer_token_ids(model, processor, words)
     generator = torch.Generator().manual_seed(seed)
     parts = []
     for start in tqdm(range(0, len(questions), batch_size), desc="study", disable=len(questions) <= batch_size):

@@ -12,7 +12,10 @@ from transformers import PreTrainedModel, ProcessorMixin
 from . import compat
 from .decoding import decode
 from .masking import embed_prompt, replace_image_tokens
-from .prompts import encode
+from .prompts import build_prompt, encode
+
+# How LLaVA-1.5 and InstructBLIP start a yes/no answer; lower-casing tokenizers map them to their own ids.
+ANSWER_WORDS = ("Yes", "No")
 
 
 def generate(
@@ -45,6 +48,34 @@ def generate(
         tokens = decode(model, batch, method=method, seed=None if seed is None else seed + k, **decode_kwargs)
         answers += [text.strip() for text in processor.batch_decode(tokens, skip_special_tokens=True)]
     return answers
+
+
+def answer_token_ids(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    words: Sequence[str] = ANSWER_WORDS,
+    prompt_style: str | None = None,
+) -> list[int]:
+    """Id of the token each answer in ``words`` starts with when it follows the model's prompt.
+
+    The prompt template decides it: after LLaVA-1.5's "ASSISTANT:" a SentencePiece tokenizer starts
+    "Yes" with "▁Yes", which is neither the id of "yes" nor that of "Yes" tokenized alone. The prompt
+    is tokenized with and without " <word>" appended; the first id after the common prefix is the one.
+    """
+    tokenizer = processor.tokenizer
+    prompt = build_prompt(model, processor, "Is there a dog in the image?", prompt_style)
+    base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = []
+    for word in words:
+        full = tokenizer(f"{prompt} {word}", add_special_tokens=False)["input_ids"]
+        if full[:len(base)] != base or len(full) == len(base):
+            raise ValueError(f"appending {word!r} changes the prompt's own tokens; pass token ids explicitly")
+        if full[len(base)] == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer does not know {word!r}")
+        ids.append(full[len(base)])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answer words {list(words)} start with the same token {ids}")
+    return ids
 
 
 def candidate_token_ids(processor: ProcessorMixin, words: Sequence[str]) -> list[int]:

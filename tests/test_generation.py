@@ -84,3 +84,18 @@ def test_answer_logits_for_yes_and_no(case):
 def test_unknown_candidate_word(llava_case):
     with pytest.raises(ValueError, match="does not know"):
         candidate_token_ids(llava_case.processor, ["yes", "zebra"])
+
+
+def test_answer_tokens_follow_the_prompt(case):
+    """On the word-level tokenizers (lower-casing) "Yes" after the prompt is the id of "yes"."""
+    from avisc_lib.generation import answer_token_ids
+
+    expected = [case.processor.tokenizer.convert_tokens_to_ids(w) for w in ("yes", "no")]
+    assert answer_token_ids(case.model, case.processor) == expected
+
+
+def test_answer_words_must_start_differently(llava_case):
+    from avisc_lib.generation import answer_token_ids
+
+    with pytest.raises(ValueError, match="same token"):
+        answer_token_ids(llava_case.model, llava_case.processor, ["Yes", "yes"])
