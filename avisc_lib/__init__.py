@@ -3,7 +3,7 @@
 from .attention import image_attention, record_last_query_attention
 from .blind import select_blind_tokens
 from .decoding import decode
-from .generation import answer_logits, candidate_token_ids, generate
+from .generation import answer_logits, answer_token_ids, candidate_token_ids, generate
 from .masking import mask_image_tokens, replace_image_tokens
 from .models import known_models, load_model
 from .profiles import Profile, environment_report, resolve_profile
@@ -12,6 +12,7 @@ from .prompts import build_prompt, encode
 __all__ = [
     "Profile",
     "answer_logits",
+    "answer_token_ids",
     "build_prompt",
     "candidate_token_ids",
     "decode",
