@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 OUT ?= build/notebooks
 
-.PHONY: install notebooks test clean
+.PHONY: install notebooks test test-fast clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ notebooks: install
 
 test: install
 	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q
+
+test-fast: install  # the development loop: everything but notebooks and slow tests (<= 2 min)
+	$(BIN)/python -m pytest tests -m "not slow and not notebooks" -q
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

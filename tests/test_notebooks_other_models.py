@@ -10,6 +10,8 @@ from nbclient import NotebookClient
 from avisc_lib.tiny.build import build_processor
 from conftest import instructblip_processor, save_model_folder, tiny_instructblip, tiny_llava
 
+pytestmark = pytest.mark.notebooks
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0[0-3]_*.ipynb"))
 
 

@@ -1,7 +1,7 @@
 """Build the embedded tiny LLaVA: word-level tokenizer, processor and model from configs.
 
 The model is a real ``LlavaForConditionalGeneration`` (CLIP vision tower, 2-layer MLP
-projector, Llama language model), only small: about 1.25 M parameters, 64x64 images cut into
+projector, Llama language model), only small: 1.13 M parameters (1,133,568), 64x64 images cut into
 8x8-pixel patches, i.e. 64 image tokens (LLaVA-1.5 uses 576).
 """
 
