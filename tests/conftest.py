@@ -40,9 +40,8 @@ from avisc_lib.world.scenes import IMAGE_SIZE, make_scene
 torch.set_num_threads(1)
 
 EMBEDDED_WEIGHTS = Path(__file__).resolve().parents[1] / "avisc_lib" / "tiny" / "weights"
-# Real benchmark files for the scorer tests: ../shared beside the repository (tests only, never shipped).
-BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmarks"
-needs_data = pytest.mark.skipif(not BENCH.is_dir(), reason=f"benchmark data not found at {BENCH}")
+# The repository's redistributable benchmark files (POPE, AMBER), as download.fetch finds them.
+DATA = Path(__file__).resolve().parents[1] / "data"
 QUESTIONS = [
     "Is there a red circle in the image?",
     "What colour is the square?",

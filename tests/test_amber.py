@@ -23,23 +23,19 @@ from avisc_lib.benchmarks.amber import (
     singularise,
 )
 from avisc_lib.benchmarks.pope import FormatError
-from conftest import BENCH, needs_data
+from conftest import DATA
 
-DATA = BENCH / "AMBER" / "data"
+AMBER = DATA / "AMBER" / "data"
 
 
 @pytest.fixture(scope="module")
 def annotations():
-    if not DATA.is_dir():
-        pytest.skip(f"benchmark data not found at {DATA}")
-    return load_annotations(DATA / "annotations.json")
+    return load_annotations(AMBER / "annotations.json")
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    if not DATA.is_dir():
-        pytest.skip(f"benchmark data not found at {DATA}")
-    return Vocabulary.beside(DATA / "annotations.json")
+    return Vocabulary.beside(AMBER / "annotations.json")
 
 
 def _discriminative_ids(annotations):
@@ -52,8 +48,8 @@ def _discriminative_ids(annotations):
 def test_real_annotations_queries_and_vocabulary(annotations, vocab):
     assert len(annotations) == 15220
     assert Counter(a["type"] for a in annotations)["discriminative-hallucination"] == 4924
-    assert len(load_queries(DATA / "query" / "query_generative.json")) == 1004
-    queries = load_queries(DATA / "query" / "query_discriminative.json")
+    assert len(load_queries(AMBER / "query" / "query_generative.json")) == 1004
+    queries = load_queries(AMBER / "query" / "query_discriminative.json")
     assert (len(queries), queries[0].id, queries[-1].image) == (14216, 1005, "AMBER_1004.jpg")
     assert len(vocab.words) == 418 and "TV" in vocab.words and "e-book" in vocab.words
     assert vocab.safe_words == {
@@ -106,7 +102,8 @@ def test_response_without_annotation_is_an_error(annotations):
 # --------------------------------------------------------------------------- discriminative
 
 
-VECTORS = {  # BENCHMARKS.md 3.3, official logic on all 14216 discriminative ids: (acc, P, R, F1)
+# AMBER's official logic ("No" is the positive class) on all 14216 discriminative ids: (acc, P, R, F1)
+VECTORS = {
     "No": {"overall": (66.3, 66.3, 100, 79.7), "existence": (100, 100, 100, 100),
            "attribute": (50.0, 50.0, 100, 66.7), "relation": (41.4, 41.4, 100, 58.6)},
     "Yes": {"overall": (33.7, 0, 0, 0), "attribute": (50.0, 0, 0, 0), "relation": (58.6, 0, 0, 0)},

@@ -12,6 +12,7 @@ from conftest import scene_images
 
 def _pin(monkeypatch, data_dir: Path, name: str, text: str) -> None:
     """Put ``text`` where ``fetch(name, data_dir)`` looks, and pin the registry entry to it."""
+    monkeypatch.setattr(download, "REPOSITORY_DATA", data_dir / "no-checkout")  # as an installed package
     entry = download.get_file(name)
     path = data_dir / entry.path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,7 @@ def test_pope_file_not_downloadable(tmp_path, monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(download.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(download, "REPOSITORY_DATA", tmp_path / "no-checkout")  # as an installed package
     with pytest.raises(OSError, match="could not download pope/gqa/random"):
         build_task("pope", "gqa", "random", data_dir=tmp_path, image_dir=tmp_path)
 

@@ -1,4 +1,5 @@
-"""``avisc-eval score ...`` end to end, and the pinned benchmark-file registry (downloads mocked)."""
+"""``avisc-eval score ...`` end to end, and where the pinned benchmark files come from: the repository's
+``data/`` offline, else a verified download (mocked)."""
 
 import json
 import shutil
@@ -7,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from avisc_lib.benchmarks import download
+from avisc_lib.benchmarks.amber import load_queries
 from avisc_lib.benchmarks.cli import build_parser, main
-from conftest import BENCH, needs_data
+from avisc_lib.benchmarks.pope import load_questions
+from avisc_lib.benchmarks.tasks import build_task
+from conftest import DATA, scene_images
 
 POPE_KEYS = ["TP", "FP", "TN", "FN", "accuracy", "precision", "recall", "f1", "yes_ratio"]
 BLOCK_KEYS = ["accuracy", "precision", "recall", "f1"]
@@ -25,10 +29,9 @@ def _jsonl(path: Path, records) -> Path:
     return path
 
 
-@needs_data
 @pytest.mark.parametrize("parser, accuracy", [("official", 0.5), ("avisc", 1.0)])
 def test_score_pope(tmp_path, capsys, parser, accuracy):
-    questions = BENCH / "POPE/output/coco/coco_pope_adversarial.json"
+    questions = DATA / "POPE/output/coco/coco_pope_adversarial.json"
     labels = [json.loads(line)["label"] for line in questions.read_text().splitlines()]
     answers = _jsonl(
         tmp_path / "answers.jsonl", [{"answer": "Yes." if lab == "yes" else "NO"} for lab in labels]
@@ -40,9 +43,8 @@ def test_score_pope(tmp_path, capsys, parser, accuracy):
     assert result["accuracy"] == accuracy  # the official parser reads "NO" as yes
 
 
-@needs_data
 def test_score_pope_strict_refuses_unclear_answers(tmp_path, capsys):
-    questions = BENCH / "POPE/output/coco/coco_pope_random.json"
+    questions = DATA / "POPE/output/coco/coco_pope_random.json"
     answers = _jsonl(
         tmp_path / "a.jsonl", [{"question_id": i + 1, "answer": "I think so"} for i in range(3000)]
     )
@@ -60,15 +62,14 @@ def test_score_pope_strict_refuses_unclear_answers(tmp_path, capsys):
     assert code == 1 and "3000 of 3000 answers are not a clear yes/no" in err
 
 
-@needs_data
 def test_score_mme(capsys):
-    code, result, _ = _run(capsys, "score", "mme", "--results-dir", str(BENCH / "MME/tools/eval_tool/LaVIN"))
+    sheets = Path(__file__).resolve().parent / "fixtures" / "mme"  # worked by hand in test_mme.py
+    code, result, _ = _run(capsys, "score", "mme", "--results-dir", str(sheets))
     assert code == 0 and list(result) == ["subtasks", "perception", "cognition", "hallucination"]
-    assert result["subtasks"]["existence"] == {"acc": 0.95, "acc_plus": 0.9, "score": 185.0}
-    assert round(result["perception"], 2) == 963.61 and round(result["cognition"], 2) == 249.64
+    assert result["subtasks"]["count"] == {"acc": 0.75, "acc_plus": 0.5, "score": 125.0}
+    assert round(result["perception"], 2) == 1275 and round(result["cognition"], 2) == 475
 
 
-@needs_data
 @pytest.mark.parametrize(
     "task, keys",
     [
@@ -82,7 +83,7 @@ def test_score_amber(tmp_path, capsys, task, keys):
     responses.write_text(
         json.dumps([{"id": 1, "response": "A person on a road with a dog."}, {"id": 8633, "response": "No"}])
     )
-    annotations = BENCH / "AMBER/data/annotations.json"
+    annotations = DATA / "AMBER/data/annotations.json"
     code, result, err = _run(
         capsys,
         "score",
@@ -144,31 +145,74 @@ def test_parser_layout_leaves_room_for_more_commands():
 # --------------------------------------------------------------------------- download registry
 
 
-@needs_data
-def test_registry_pins_the_shared_copies():
-    for entry in download.FILES:
-        local = BENCH / entry.path
-        if local.suffix != ".zip":  # the shared copy of MME holds the extracted files only
-            assert download.sha256sum(local) == entry.sha256, entry.name
-    assert download.get_file("pope/coco/random").url.startswith(
-        "https://raw.githubusercontent.com/RUCAIBox/POPE/3df3ba1b"
-    )
+def _offline(monkeypatch, tmp_path) -> None:
+    """Every pinned source at an address that does not exist."""
+    for source in download._SOURCES:
+        monkeypatch.setitem(download._SOURCES, source, (tmp_path / "nowhere" / source).as_uri())
 
 
-@needs_data
-def test_fetch_downloads_verifies_and_caches(tmp_path, monkeypatch):
-    monkeypatch.setitem(download._SOURCES, "AMBER", (BENCH / "AMBER").as_uri())
+@pytest.fixture
+def installed(monkeypatch, tmp_path):
+    """The package as installed: no repository ``data/`` beside it."""
+    monkeypatch.setattr(download, "REPOSITORY_DATA", tmp_path / "site-packages" / "data")
+
+
+def test_fetch_uses_the_repository_copy_offline(tmp_path, monkeypatch):
+    _offline(monkeypatch, tmp_path)
+    bundled = [entry for entry in download.FILES if not entry.path.startswith("MME/")]  # not redistributable
+    assert len(bundled) == 22
+    for entry in bundled:
+        assert download.fetch(entry.name, tmp_path / "cache") == DATA / entry.path
+    assert not (tmp_path / "cache").exists()
+
+
+def test_fetch_refuses_a_corrupted_repository_copy(tmp_path, monkeypatch):
+    _offline(monkeypatch, tmp_path)
+    checkout = tmp_path / "checkout" / "data"
+    shutil.copytree(DATA / "AMBER", checkout / "AMBER")
+    (checkout / "AMBER/data/safe_words.txt").write_text("orange\n")
+    monkeypatch.setattr(download, "REPOSITORY_DATA", checkout)
+    bad = r"amber/safe_words: .*/AMBER/data/safe_words\.txt has sha256 "
+    with pytest.raises(download.ChecksumError, match=bad):
+        download.fetch("amber/safe_words", tmp_path / "cache")
+    assert download.fetch("amber/relation", tmp_path / "cache") == checkout / "AMBER/data/relation.json"
+
+
+def test_build_task_and_avisc_eval_work_offline_from_a_checkout(tmp_path, monkeypatch, capsys):
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", no_network)
+    questions = load_questions(DATA / "POPE/output/seem/gqa/gqa_pope_seem_adversarial.json")[:2]
+    images = scene_images(tmp_path / "gqa", {q.image for q in questions})
+    task_cache = tmp_path / "cache"  # stays empty: the files come from the repository's data/
+    task = build_task("pope", "gqa", "adversarial", limit=2, image_dir=images, data_dir=task_cache)
+    assert [(q.id, q.text) for q in task.questions] == [(q.question_id, q.text) for q in questions]
+    queries = load_queries(DATA / "AMBER/data/query/query_all.json")
+    images = scene_images(tmp_path / "amber", sorted({q.image for q in queries[:1]}))
+    amber_task = build_task("amber", "official", "generative", limit=1, image_dir=images, data_dir=task_cache)
+    assert [q.text for q in amber_task.questions] == [queries[0].query]
+    out = tmp_path / "run"
+    argv = ["run", "pope", "--model", "tiny", "--method", "greedy", "--out", str(out), "--dataset", "gqa",
+            "--split", "adversarial", "--limit", "2", "--image-dir", str(tmp_path / "gqa"),
+            "--data-dir", str(task_cache)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 2
+    assert not task_cache.exists()
+
+
+def test_fetch_downloads_verifies_and_caches(tmp_path, monkeypatch, installed):
+    monkeypatch.setitem(download._SOURCES, "AMBER", (DATA / "AMBER").as_uri())
     path = download.fetch("amber/safe_words", tmp_path / "cache")
     assert path == tmp_path / "cache" / "AMBER/data/safe_words.txt"
-    assert path.read_bytes() == (BENCH / "AMBER/data/safe_words.txt").read_bytes()
+    assert path.read_bytes() == (DATA / "AMBER/data/safe_words.txt").read_bytes()
     monkeypatch.setitem(download._SOURCES, "AMBER", (tmp_path / "nowhere").as_uri())
     assert download.fetch("amber/safe_words", tmp_path / "cache") == path  # cached: no download
 
 
-@needs_data
-def test_fetch_rejects_a_checksum_mismatch(tmp_path, monkeypatch):
+def test_fetch_rejects_a_checksum_mismatch(tmp_path, monkeypatch, installed):
     mirror = tmp_path / "mirror"
-    shutil.copytree(BENCH / "AMBER", mirror)
+    shutil.copytree(DATA / "AMBER", mirror)
     (mirror / "data/safe_words.txt").write_text("orange\n")
     monkeypatch.setitem(download._SOURCES, "AMBER", mirror.as_uri())
     with pytest.raises(download.ChecksumError, match="amber/safe_words from file://.*: sha256 "):

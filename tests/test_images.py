@@ -6,7 +6,8 @@ import pytest
 
 from avisc_lib.benchmarks import download, images
 from avisc_lib.benchmarks.images import Archive, coco_val2014, pope_image_names
-from conftest import BENCH, needs_data
+from avisc_lib.benchmarks.pope import load_questions
+from conftest import DATA
 
 NAMES = [f"COCO_val2014_00000000000{i}.jpg" for i in range(3)]
 
@@ -62,9 +63,10 @@ def test_not_enough_disk_space(archive, tmp_path, monkeypatch):
         coco_val2014(NAMES, tmp_path / "coco", download=True, archive=archive)
 
 
-@needs_data
-def test_pope_image_names_from_the_real_files():
-    coco = pope_image_names(["coco"], BENCH)
+def test_pope_image_names_from_the_real_files(tmp_path):
+    coco = pope_image_names(["coco"], tmp_path)  # the repository's data/ answers; nothing is cached
     assert len(coco) == 500 and all(n.startswith("COCO_val2014_") for n in coco)
-    both = pope_image_names(["coco", "aokvqa"], BENCH)
+    assert coco == sorted({q.image for q in load_questions(DATA / "POPE/output/coco/coco_pope_random.json")})
+    both = pope_image_names(["coco", "aokvqa"], tmp_path)
     assert set(coco) < set(both) and all(n.startswith("COCO_val2014_") for n in both)
+    assert not any(tmp_path.iterdir())

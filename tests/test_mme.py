@@ -17,67 +17,80 @@ from avisc_lib.benchmarks.mme import (
     subtask_scores,
 )
 from avisc_lib.benchmarks.pope import FormatError
-from conftest import BENCH, needs_data
 
-TOOL = BENCH / "MME" / "tools" / "eval_tool"
+SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"  # 14 hand-written answer sheets, 58 questions
+
+# Worked by hand with calculation.py's rule (lower-case; exactly yes/no, else "yes" / "no" within the
+# first 4 characters, else wrong): (acc over questions, acc+ over images, score = 100 acc + 100 acc+).
+BY_HAND = {
+    "existence": (5 / 6, 2 / 3, 150.0),  # 3 images; line 6 says "Yes, there is a kite" (truth No)
+    "count": (3 / 4, 1 / 2, 125.0),  # "There are two cats." is neither yes nor no; "No." is no
+    "position": (1, 1, 200.0),  # "not really" reads as no (its first 4 characters hold "no")
+    "color": (2 / 4, 1 / 2, 100.0),  # both answers of the first image flipped
+    "posters": (3 / 4, 1 / 2, 125.0),  # "I think so" is neither
+    "celebrity": (1, 1, 200.0),  # "yes." reads as yes
+    "scene": (1, 1, 200.0),
+    "landmark": (2 / 4, 0, 50.0),  # one wrong answer on each image
+    "artwork": (3 / 4, 1 / 2, 125.0),
+    "OCR": (0, 0, 0.0),  # two flipped answers, then "Sorry, ..." and "The word is ..." (neither)
+    "commonsense_reasoning": (1, 1, 200.0),
+    "numerical_calculation": (1 / 4, 0, 25.0),
+    "text_translation": (3 / 4, 1 / 2, 125.0),  # "Nope" reads as no (truth Yes)
+    "code_reasoning": (3 / 4, 1 / 2, 125.0),  # "The output is hello" is neither
+}
+PERCEPTION_BY_HAND = 150 + 125 + 200 + 100 + 125 + 200 + 200 + 50 + 125 + 0  # 1275
+COGNITION_BY_HAND = 200 + 25 + 125 + 125  # 475
+HALLUCINATION_BY_HAND = 150 + 125 + 200 + 100  # 575
 
 
-@needs_data
-def test_lavin_example_matches_the_published_totals():
-    result = score_mme(load_results_dir(TOOL / "LaVIN"))
-    # LaVIN on the MME leaderboard: perception 963.61, cognition 249.64
-    assert result["perception"] == pytest.approx(963.6114445778312, abs=1e-9)
-    assert result["cognition"] == pytest.approx(249.64285714285714, abs=1e-9)
+def _template(sheet: Path) -> str:
+    """``sheet`` without its responses, as MME's ``Your_Results`` templates are."""
+    return "".join(line.rsplit("\t", 1)[0] + "\n" for line in sheet.read_text().splitlines())
+
+
+def test_fixture_sheets_score_as_worked_by_hand():
+    result = score_mme(load_results_dir(SHEETS))
     subtasks = result["subtasks"]
     assert list(subtasks) == list(PERCEPTION + COGNITION)
-    assert subtasks["existence"] == {"acc": 0.95, "acc_plus": 0.9, "score": 185.0}
-    assert subtasks["count"]["score"] == pytest.approx(61.666666666666664 + 26.666666666666668)
-    assert result["hallucination"] == pytest.approx(sum(subtasks[t]["score"] for t in HALLUCINATION))
-    assert result["hallucination"] == pytest.approx(185 + 88 + 1 / 3 + 63 + 1 / 3 + 75)
+    for name, (acc, acc_plus, score) in BY_HAND.items():
+        assert subtasks[name] == pytest.approx({"acc": acc, "acc_plus": acc_plus, "score": score}), name
+    assert result["perception"] == pytest.approx(PERCEPTION_BY_HAND)
+    assert result["cognition"] == pytest.approx(COGNITION_BY_HAND)
+    assert result["hallucination"] == pytest.approx(HALLUCINATION_BY_HAND)
 
 
-@needs_data
-def test_lavin_existence_by_hand():
-    items = load_sheet(TOOL / "LaVIN" / "existence.txt")
-    # LaVIN answers "yes, there is ..." on lines 24 and 46 (truth No) and "no, ..." on line 59 (truth Yes);
-    # those are 3 wrong questions on 3 different images: acc 57/60, acc+ 27/30
-    assert all(i.pred.startswith(("yes", "no")) for i in items)
-    wrong = [i.where.rsplit(":", 1)[1] for i in items if i.pred.startswith("yes") != (i.gt == "yes")]
-    assert wrong == ["24", "46", "59"]
-    assert subtask_scores(items) == {
-        "acc": 57 / 60,
-        "acc_plus": 27 / 30,
-        "score": 57 / 60 * 100 + 27 / 30 * 100,
-    }
+def test_existence_by_hand():
+    items = load_sheet(SHEETS / "existence.txt")
+    wrong = [i.where.rsplit(":", 1)[1] for i in items if i.pred.lower().startswith("yes") != (i.gt == "yes")]
+    assert wrong == ["6"]  # every response starts with yes or no; only line 6 is wrong
+    assert subtask_scores(items) == {"acc": 5 / 6, "acc_plus": 2 / 3, "score": 5 / 6 * 100 + 2 / 3 * 100}
 
 
-@needs_data
 def test_templates_filled_with_the_truth_score_full_marks(tmp_path):
-    for sheet in (TOOL / "Your_Results").glob("*.txt"):
-        lines = sheet.read_text().splitlines()
+    for sheet in SHEETS.glob("*.txt"):
+        lines = _template(sheet).splitlines()
         (tmp_path / sheet.name).write_text("".join(f"{line}\t{line.split(chr(9))[2]}\n" for line in lines))
     result = score_mme(load_results_dir(tmp_path))
     assert result["perception"] == 2000 and result["cognition"] == 800 and result["hallucination"] == 800
-    assert sum(len(load_sheet(s)) for s in tmp_path.glob("*.txt")) == 2374
+    assert sum(len(load_sheet(s)) for s in tmp_path.glob("*.txt")) == 58
 
 
-@needs_data
-def test_unfilled_template_loads_but_cannot_be_scored():
-    items = load_sheet(TOOL / "Your_Results" / "color.txt")
-    assert len(items) == 60 and all(i.pred is None for i in items)
+def test_unfilled_template_loads_but_cannot_be_scored(tmp_path):
+    (tmp_path / "color.txt").write_text(_template(SHEETS / "color.txt"))
+    items = load_sheet(tmp_path / "color.txt")
+    assert len(items) == 4 and all(i.pred is None for i in items)
     with pytest.raises(FormatError, match=r"color\.txt:1: no model response"):
         subtask_scores(items)
 
 
-@needs_data
 def test_hallucination_subset_alone_gives_only_its_total(tmp_path):
     for name in HALLUCINATION:
-        shutil.copy(TOOL / "LaVIN" / f"{name}.txt", tmp_path)
+        shutil.copy(SHEETS / f"{name}.txt", tmp_path)
     (tmp_path / "notes.txt").write_text("ignored")
     result = score_mme(load_results_dir(tmp_path))
     assert set(result["subtasks"]) == set(HALLUCINATION)
     assert result["perception"] is None and result["cognition"] is None
-    assert result["hallucination"] == pytest.approx(411.6666666666667)
+    assert result["hallucination"] == pytest.approx(HALLUCINATION_BY_HAND)
 
 
 def _sheet(tmp_path, rows, name="count.txt"):

@@ -4,13 +4,13 @@ A GPU is simulated: one cell, inserted after the parameters cell, wraps ``resolv
 that it resolves the profile as on a 24 GiB GPU, checks that this is LLaVA-1.5-7B on the real
 datasets, and then swaps in what this machine can run (a random tiny LLaVA folder on CPU, two
 questions per split). Every other cell is the notebook's own. The question files are the real
-POPE and AMBER files (``../shared``), MME's questions are the real ones (from its evaluation
-tool), and the images are synthetic scenes saved under the real file names.
+POPE and AMBER files (the repository's ``data/``), MME's questions are the hand-written ones of
+``tests/fixtures/mme`` (MME's own are not redistributable), and the images are synthetic scenes
+saved under the questions' file names.
 """
 
 import itertools
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -20,13 +20,12 @@ from nbclient import NotebookClient
 from avisc_lib.benchmarks import fetch, load_queries, load_questions
 from avisc_lib.benchmarks.images import pope_image_names
 from avisc_lib.tiny.build import build_processor
-from conftest import BENCH, needs_data, save_model_folder, scene_images, tiny_llava
+from conftest import DATA, save_model_folder, scene_images, tiny_llava
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+MME_SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"
 MME_SUBTASKS = ("existence", "count", "position", "color")
 LIMIT = 2
-
-pytestmark = needs_data
 
 SIMULATED_GPU = """\
 # Inserted by tests/test_notebooks_gpu_profile.py: stands in for a 24 GiB GPU.
@@ -50,10 +49,10 @@ avisc_lib.resolve_profile = _resolve_on_cpu
 
 
 def _mme_release(root: Path) -> dict[str, list[str]]:
-    """An MME release folder whose questions are the real ones of two images per subtask."""
+    """An MME release folder holding the fixture questions of two images per subtask."""
     asked = {}
     for subtask in MME_SUBTASKS:
-        lines = (BENCH / "MME" / "tools" / "eval_tool" / "LaVIN" / f"{subtask}.txt").read_text().splitlines()
+        lines = (MME_SHEETS / f"{subtask}.txt").read_text().splitlines()
         rows = [line.split("\t") for line in lines if line.strip()]
         images = list(dict.fromkeys(r[0] for r in rows))[:2]
         for image in images:
@@ -68,12 +67,10 @@ def _mme_release(root: Path) -> dict[str, list[str]]:
 def gpu_world(tmp_path_factory):
     """Environment for the notebooks: data cache, image folders, and the tiny model folder."""
     root = tmp_path_factory.mktemp("gpu_world")
-    data = root / "benchmarks"
-    for source in ("POPE", "AMBER"):
-        shutil.copytree(BENCH / source, data / source)
+    data = root / "benchmarks"  # the question files come from the repository's data/; COCO images land here
     scene_images(data / "coco" / "val2014", pope_image_names(["coco", "aokvqa"], data))  # the on-demand cache
     gqa = scene_images(root / "gqa", pope_image_names(["gqa"], data))
-    queries = json.loads((data / "AMBER" / "data" / "query" / "query_all.json").read_text())
+    queries = json.loads((DATA / "AMBER" / "data" / "query" / "query_all.json").read_text())
     amber = scene_images(root / "amber", sorted({q["image"] for q in queries}))
     mme_questions = _mme_release(root / "MME_Benchmark_release_version")
     processor = build_processor()

@@ -19,9 +19,9 @@ from avisc_lib.benchmarks.pope import (
     save_questions,
     score_pope,
 )
-from conftest import BENCH, needs_data
+from conftest import DATA
 
-COCO = BENCH / "POPE" / "output" / "coco"
+COCO = DATA / "POPE" / "output" / "coco"
 
 
 def _write(path: Path, text: str, newline: str = "\n") -> Path:
@@ -36,7 +36,6 @@ def _jsonl(path: Path, records) -> Path:
 # --------------------------------------------------------------------------- real files
 
 
-@needs_data
 @pytest.mark.parametrize(
     "relative, n, yes",
     [
@@ -49,7 +48,7 @@ def _jsonl(path: Path, records) -> Path:
     ],
 )
 def test_real_question_files_load(relative, n, yes):
-    questions = load_questions(BENCH / relative)
+    questions = load_questions(DATA / relative)
     assert len(questions) == n
     assert sum(q.label == "yes" for q in questions) == yes
     assert len({q.image for q in questions}) == 500
@@ -60,7 +59,6 @@ def test_real_question_files_load(relative, n, yes):
 PHRASINGS = ["Yes.", "No, there is not", "", "NO", "I don't see one", "there is no cat in the image."]
 
 
-@needs_data
 @pytest.mark.parametrize(
     "parser, counts",
     [
@@ -89,9 +87,8 @@ def test_mixed_phrasings_on_the_real_random_split(tmp_path, parser, counts):
     }
 
 
-@needs_data
 def test_official_test_vectors_on_a_json_array_file():
-    questions = load_questions(BENCH / "POPE/output/seem/gqa/gqa_pope_seem_random.json")
+    questions = load_questions(DATA / "POPE/output/seem/gqa/gqa_pope_seem_random.json")
     always_yes = score_pope(questions, ["yes"] * len(questions))
     assert (always_yes["accuracy"], always_yes["precision"], always_yes["recall"]) == (0.5, 0.5, 1.0)
     assert always_yes["f1"] == pytest.approx(2 / 3) and always_yes["yes_ratio"] == 1.0
@@ -100,22 +97,19 @@ def test_official_test_vectors_on_a_json_array_file():
     assert [perfect[k] for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")] == [1, 1, 1, 1, 0.5]
 
 
-@needs_data
 def test_old_2910_answers_do_not_silently_shift_onto_the_3000_file(tmp_path):
-    old = load_questions(BENCH / "POPE_e3e3926/output/coco/coco_pope_random.json")
+    old = load_questions(DATA / "POPE_e3e3926/output/coco/coco_pope_random.json")
     answers = _jsonl(tmp_path / "old.jsonl", [{"answer": q.label} for q in old])
     with pytest.raises(FormatError, match="2910 answers for 3000 questions"):
         score_pope(load_questions(COCO / "coco_pope_random.json"), load_answers(answers))
 
 
-@needs_data
 def test_crlf_and_lf_files_hold_the_same_positives():
     random_split = load_questions(COCO / "coco_pope_random.json")
     popular = load_questions(COCO / "coco_pope_popular.json")
     assert [q for q in random_split if q.label == "yes"] == [q for q in popular if q.label == "yes"]
 
 
-@needs_data
 def test_missing_images_are_reported(tmp_path):
     questions = load_questions(COCO / "coco_pope_random.json")
     (tmp_path / questions[0].image).write_bytes(b"")

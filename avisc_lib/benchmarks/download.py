@@ -1,9 +1,14 @@
-"""The real benchmark files, pinned by commit and sha256, and :func:`fetch` to download them.
+"""The real benchmark files, pinned by commit and sha256, and :func:`fetch` to find or download them.
 
-The package ships no benchmark data. ``fetch("pope/coco/adversarial", cache_dir)`` downloads the
-file once into ``cache_dir`` (laid out as the source repositories: ``POPE/output/coco/...``,
-``AMBER/data/...``, ``MME/tools/eval_tool.zip``), checks its sha256 and returns its path. The
-AMBER files land side by side, as :meth:`.amber.Vocabulary.beside` expects.
+``fetch("pope/coco/adversarial", cache_dir)`` returns the path of a file whose sha256 matches the
+pinned one. From a checkout of the repository, the copy in its top-level ``data/`` folder (beside
+``avisc_lib/``: POPE's question files and AMBER's annotations, queries and vocabulary, which their
+licences let us redistribute) is used, so nothing is downloaded; a copy that does not match its pin
+is an error, never silently replaced. Otherwise (an installed package, or a file that ``data/`` does
+not hold, such as MME's evaluation tool) the file is downloaded once into ``cache_dir``, which is
+laid out as ``data/`` is: as the source repositories (``POPE/output/coco/...``, ``AMBER/data/...``,
+``MME/tools/eval_tool.zip``). The AMBER files land side by side, as :meth:`.amber.Vocabulary.beside`
+expects.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+REPOSITORY_DATA = Path(__file__).resolve().parents[2] / "data"  # exists in a checkout only
 _RAW = "https://raw.githubusercontent.com"
 _SOURCES = {  # cache folder → pinned raw-file prefix of its repository
     "POPE": f"{_RAW}/RUCAIBox/POPE/3df3ba1b110ecce25696989577fad583b67d4239",
@@ -121,7 +127,7 @@ REGISTRY = {f.name: f for f in FILES}
 
 
 class ChecksumError(RuntimeError):
-    """A downloaded file's sha256 differs from the pinned one."""
+    """A benchmark file's sha256 differs from the pinned one."""
 
 
 def sha256sum(path: str | Path) -> str:
@@ -141,13 +147,28 @@ def get_file(name: str) -> BenchmarkFile:
 
 
 def fetch(name: str, cache_dir: str | Path, timeout: float = 60) -> Path:
-    """Path of the verified file ``name`` in ``cache_dir``, downloading it if needed."""
+    """Path of the verified file ``name``: the repository's copy in ``data/`` when there is one,
+    else the copy in ``cache_dir``, downloading it if needed."""
     entry = get_file(name)
+    if (bundled := _repository_copy(entry)) is not None:
+        return bundled
     target = Path(cache_dir) / entry.path
     if target.is_file() and sha256sum(target) == entry.sha256:
         return target
     download_verified(entry.url, target, entry.sha256, label=name, timeout=timeout)
     return target
+
+
+def _repository_copy(entry: BenchmarkFile) -> Path | None:
+    """``entry``'s file in the checkout's ``data/`` after checking its sha256; None if absent."""
+    path = REPOSITORY_DATA / entry.path
+    if not path.is_file():
+        return None
+    if (found := sha256sum(path)) != entry.sha256:
+        raise ChecksumError(
+            f"{entry.name}: {path} has sha256 {found}, expected {entry.sha256} (restore it with git)"
+        )
+    return path
 
 
 def download_verified(
