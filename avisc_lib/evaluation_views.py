@@ -1,8 +1,8 @@
 """Small views for the evaluation notebooks (04 POPE, 05 MME, 06 AMBER).
 
 * :func:`paper_pope`, :func:`paper_mme`, :func:`paper_amber`: the paper's LLaVA-1.5 numbers
-  (``shared/docs/AVISC.md`` §5, transcribed from the result images) as DataFrames, to put
-  beside ours.
+  (its POPE, MME-hallucination and AMBER tables, arXiv 2405.17820, transcribed from the result
+  images in the authors' repository) as DataFrames, to put beside ours.
 * :func:`first_token_controls`: AvisC's contrast on the first answer token against honest
   controls, the same contrast with a random same-size mask or an all-zero image as the
   "other" branch.
@@ -30,7 +30,7 @@ from .world.scenes import COLOURS, SHAPES
 
 PAPER_METHODS = {"base": "sample", "VCD": "vcd", "M3ID": "m3id", "AvisC": "avisc"}
 
-# POPE, LLaVA-1.5, multinomial sampling, one run (AVISC.md §5.1): accuracy precision recall F1.
+# POPE, LLaVA-1.5, multinomial sampling, one run (the paper's POPE table): accuracy precision recall F1.
 _POPE = """
 COCO random 84.47 83.35 86.13 84.72 | 84.80 83.00 87.53 85.20 | 86.00 85.11 87.27 86.18 | 87.93 88.24 87.53 87.88
 COCO popular 82.23 79.72 86.47 82.95 | 82.27 79.19 87.53 83.15 | 82.83 79.62 88.27 83.72 | 84.33 81.71 88.47 84.96
@@ -43,7 +43,7 @@ GQA popular 72.03 65.57 92.80 76.84 | 71.77 64.90 94.80 77.05 | 72.83 66.04 94.0
 GQA adversarial 68.73 62.54 93.40 74.92 | 68.27 62.00 94.40 74.84 | 68.13 61.88 94.47 74.78 | 69.20 62.61 95.33 75.58
 """
 
-# MME hallucination subset, LLaVA-1.5, mean (std) over seeds (AVISC.md §5.2).
+# MME hallucination subset, LLaVA-1.5, mean (std) over seeds (the paper's MME-hallucination table).
 _MME = """method,existence,existence_std,count,count_std,position,position_std,color,color_std,total,total_std
 base,173.57,8.16,110.00,15.82,100.47,18.78,125.24,15.91,509.28,30.57
 VCD,172.14,8.09,117.14,8.76,103.33,20.56,119.52,8.58,512.14,31.82
@@ -51,7 +51,7 @@ M3ID,178.33,6.83,107.22,14.78,96.39,5.52,127.50,8.28,509.44,22.52
 AvisC,189.29,1.82,104.76,11.66,106.19,13.93,127.86,9.13,528.09,24.70
 """
 
-# AMBER, LLaVA-1.5 column, mean (std) over runs (AVISC.md §5.4); discriminative blocks pooled.
+# AMBER, LLaVA-1.5 column, mean (std) over runs (the paper's AMBER table); discriminative blocks pooled.
 _AMBER = """metric,base,base_std,VCD,VCD_std,M3ID,M3ID_std,AvisC,AvisC_std
 chair,7.95,0.64,6.70,0.42,6.00,0.14,6.25,0.07
 cover,44.45,0.21,46.50,0.28,48.90,0.28,46.55,0.64

@@ -14,7 +14,8 @@ amber      synthetic, official                   all, generative, discriminative
 
 ``synthetic`` builds the seeded counterpart of :mod:`.synthetic` (images rendered on demand).
 The real datasets read the pinned files of :mod:`.download` (POPE's question files; AMBER's
-annotations, vocabulary and queries) from ``data_dir``, downloading them if absent, and the
+annotations, vocabulary and queries) from the repository's ``data/`` in a checkout, else from
+``data_dir``, downloading them if absent, and the
 images from ``image_dir`` (COCO val2014 or GQA images for POPE, the extracted
 ``MME_Benchmark_release_version`` folder, which also holds MME's questions, and AMBER's
 ``AMBER_<n>.jpg`` files). ``data_dir`` defaults to ``$AVISC_DATA_DIR``, else

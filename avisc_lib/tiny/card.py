@@ -109,7 +109,7 @@ NOTES = """## Reading the numbers
   only about 0.57 patch-class accuracy (12 classes) in 1500 steps on this world.
 - **AvisC's premise does not hold for this model.** High-attention ("blind") tokens lie almost all
   on object patches, not on background, and the masking ablation cannot tell blind tokens from a
-  random set of the same size. Earlier prototypes (`shared/docs/STAGED_TRAINING.md`) tried a
+  random set of the same size. Earlier prototypes of this project tried a
   global-objective SigLIP-style tower and a constant image frame to grow background sink tokens;
   neither produced them at this scale. Nothing here plants attention or weights by hand; notebooks
   01-03 show the controls next to the method.
