@@ -2,6 +2,7 @@
 
 from .attention import image_attention, record_last_query_attention
 from .blind import select_blind_tokens
+from .budget import Progress
 from .decoding import decode
 from .generation import answer_logits, answer_token_ids, candidate_token_ids, generate
 from .masking import mask_image_tokens, replace_image_tokens
@@ -11,6 +12,7 @@ from .prompts import build_prompt, encode
 
 __all__ = [
     "Profile",
+    "Progress",
     "answer_logits",
     "answer_token_ids",
     "build_prompt",

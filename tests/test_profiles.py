@@ -1,26 +1,82 @@
-"""Profile resolution: the same notebook cells pick the right model and placement."""
+"""Profile resolution: the same notebook cells pick the right model, placement and sizes."""
 
 import importlib.util
+import warnings
+from dataclasses import replace
 
 import pytest
 import torch
 
-from avisc_lib.profiles import resolve_profile
+from avisc_lib import budget, grids, profiles
+from avisc_lib.profiles import FP16_MIN_GIB, LIMITS, SESSION_MINUTES, resolve_profile
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
+NOTEBOOKS = ("04", "05", "06")
 
 
-def test_default_is_tiny_on_cpu(monkeypatch):
-    monkeypatch.delenv("AVISC_PROFILE", raising=False)
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for variable in ("AVISC_PROFILE", "AVISC_MODEL", "AVISC_DEVICE", "AVISC_LIMIT", "AVISC_RUNS_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def bitsandbytes(monkeypatch):
+    """bitsandbytes importable, whether or not it is installed here."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(profiles.importlib.util, "find_spec",
+                        lambda name: object() if name == "bitsandbytes" else real(name))
+
+
+def minutes(profile, notebook, gpu):
+    runs = grids.notebook_runs(notebook, profile.limit, profile.dataset)
+    return budget.estimate(runs, gpu, profile.name, quantized=profile.quantization == "4bit") / 60
+
+
+def test_default_is_tiny_on_cpu():
     p = resolve_profile(gpu_gib=0)
     assert (p.name, p.model, p.device, p.dtype, p.dataset) == ("tiny", "tiny", "cpu", torch.float32, "synthetic")
 
 
-def test_default_is_llava_on_a_large_gpu(monkeypatch):
-    monkeypatch.delenv("AVISC_PROFILE", raising=False)
+def test_default_is_llava_on_a_large_gpu():
     p = resolve_profile(gpu_gib=40)
     assert (p.model, p.device, p.dtype, p.quantization) == ("llava-hf/llava-1.5-7b-hf", "cuda", torch.float16, None)
-    assert p.dataset == "coco" and p.limit is None
+    assert p.dataset == "coco" and p.gpu == "A100-40GB"
+
+
+@pytest.mark.parametrize("name", ["llava", "instructblip"])
+@pytest.mark.parametrize("gib", [40.0, 80.0])
+def test_a100_sizes_are_finite_and_each_notebook_fits_20_minutes(name, gib):
+    p = resolve_profile(name, gpu_gib=gib)
+    assert isinstance(p.limit, int) and isinstance(p.n_samples, int)
+    assert all(minutes(p, nb, p.gpu) <= 20 for nb in NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", ["llava", "instructblip"])
+def test_t4_in_4bit_sizes_fit_an_hour_per_notebook(bitsandbytes, name):
+    p = resolve_profile(name, gpu_gib=15.0)
+    assert (p.quantization, p.gpu) == ("4bit", "T4")
+    assert all(minutes(p, nb, "T4") <= 60 for nb in NOTEBOOKS)
+
+
+def test_notebook_04_plan_on_a_simulated_t4_stays_within_an_hour(bitsandbytes, capsys):
+    table = resolve_profile("llava", gpu_gib=15.0).plan("04")
+    assert table.loc["total", "minutes"] <= 60
+    assert capsys.readouterr().out == ""  # an estimate, no "counts only" note
+
+
+@pytest.mark.parametrize("gib", [15.0, 24.0, 40.0])
+def test_the_limit_is_the_largest_round_size_that_fits(bitsandbytes, gib):
+    p = resolve_profile("llava", gpu_gib=gib)
+    bigger = LIMITS[LIMITS.index(p.limit) + 1]
+    too_big = [minutes(replace(p, limit=bigger), nb, p.gpu) for nb in NOTEBOOKS]
+    assert max(too_big) > SESSION_MINUTES[p.gpu]
+
+
+@pytest.mark.parametrize("gpu", budget.GPUS)
+@pytest.mark.parametrize("name", ["llava", "instructblip"])
+def test_fp16_threshold_agrees_with_the_memory_arithmetic(gpu, name):
+    assert (budget.GPUS[gpu].memory_gib >= FP16_MIN_GIB[name]) == budget.fits_fp16(gpu, name)
 
 
 def test_environment_variable_selects_the_profile(monkeypatch):
@@ -40,7 +96,7 @@ def test_t4_without_bitsandbytes_explains_what_to_do():
 
 
 def test_7b_profile_on_cpu_is_refused():
-    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU.*AVISC_DEVICE=cpu"):
         resolve_profile("llava", gpu_gib=0)
 
 
@@ -49,12 +105,7 @@ def test_unknown_profile():
         resolve_profile("gpt", gpu_gib=0)
 
 
-def test_t4_with_bitsandbytes_falls_back_to_4bit(monkeypatch):
-    import avisc_lib.profiles as profiles
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(profiles.importlib.util, "find_spec",
-                        lambda name: object() if name == "bitsandbytes" else real(name))
+def test_t4_with_bitsandbytes_falls_back_to_4bit(bitsandbytes):
     p = resolve_profile("llava", gpu_gib=14.7)
     assert (p.quantization, p.dtype, p.device) == ("4bit", torch.float16, "cuda")
 
@@ -63,3 +114,76 @@ def test_model_override_keeps_the_rest(monkeypatch):
     monkeypatch.setenv("AVISC_MODEL", "/models/my-llava")
     p = resolve_profile("tiny", gpu_gib=0)
     assert (p.model, p.device, p.dataset) == ("/models/my-llava", "cpu", "synthetic")
+
+
+# --------------------------------------------------------------------------- AVISC_LIMIT
+
+
+@pytest.mark.parametrize(("name", "gib"), [("tiny", 0), ("llava", 40.0)])
+def test_limit_sets_questions_per_split_and_caps_samples(monkeypatch, name, gib):
+    samples = resolve_profile(name, gpu_gib=gib).n_samples
+    monkeypatch.setenv("AVISC_LIMIT", "7")
+    assert (resolve_profile(name, gpu_gib=gib).limit, resolve_profile(name, gpu_gib=gib).n_samples) == (7, 7)
+    monkeypatch.setenv("AVISC_LIMIT", " 1000 ")
+    p = resolve_profile(name, gpu_gib=gib)
+    assert (p.limit, p.n_samples) == (1000, samples)
+
+
+def test_limit_full_runs_the_full_benchmarks_and_the_plan_says_how_long(monkeypatch):
+    monkeypatch.setenv("AVISC_LIMIT", "full")
+    p = resolve_profile("llava", gpu_gib=40.0)
+    assert p.limit is None and p.n_samples == profiles.GPU_SAMPLES
+    assert {r.questions for r in p.runs("04") if r.group.startswith("argmax")} == {3000}
+    assert p.plan("04").loc["total", "minutes"] > 60  # hours: shown before anything runs
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "2.5", "all"])
+def test_bad_limit_names_the_variable_and_accepted_values(monkeypatch, value):
+    monkeypatch.setenv("AVISC_LIMIT", value)
+    with pytest.raises(ValueError, match=rf"AVISC_LIMIT='{value}'; expected an integer >= 1 or 'full'"):
+        resolve_profile("tiny", gpu_gib=0)
+
+
+# --------------------------------------------------------------------------- AVISC_DEVICE
+
+
+@pytest.mark.parametrize("gib", [0, 40.0])
+def test_device_cpu_runs_a_gpu_profile_on_cpu_with_a_printed_note(monkeypatch, capsys, gib):
+    monkeypatch.setenv("AVISC_DEVICE", "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = resolve_profile("llava", gpu_gib=gib)
+    assert (p.device, p.dtype, p.quantization, p.dataset, p.gpu) == ("cpu", torch.float32, None, "coco", None)
+    assert isinstance(p.limit, int)
+    assert "AVISC_DEVICE=cpu" in capsys.readouterr().out
+
+
+def test_device_cpu_defaults_to_the_tiny_profile(monkeypatch):
+    monkeypatch.setenv("AVISC_DEVICE", "cpu")
+    assert (resolve_profile(gpu_gib=40.0).name, resolve_profile("tiny", gpu_gib=40.0).device) == ("tiny", "cpu")
+
+
+def test_device_cuda_needs_a_gpu(monkeypatch):
+    monkeypatch.setenv("AVISC_DEVICE", "cuda")
+    assert resolve_profile("tiny", gpu_gib=40.0).device == "cuda"
+    with pytest.raises(RuntimeError, match="AVISC_DEVICE=cuda, but no CUDA GPU"):
+        resolve_profile("tiny", gpu_gib=0)
+
+
+def test_unknown_device_names_the_variable_and_accepted_values(monkeypatch):
+    monkeypatch.setenv("AVISC_DEVICE", "tpu")
+    with pytest.raises(ValueError, match=r"AVISC_DEVICE='tpu'; expected one of \('cpu', 'cuda'\)"):
+        resolve_profile("tiny", gpu_gib=0)
+
+
+# --------------------------------------------------------------------------- AVISC_RUNS_DIR
+
+
+def test_runs_dir_defaults_beside_the_figures(monkeypatch, tmp_path):
+    monkeypatch.setenv("AVISC_FIGURES", str(tmp_path / "figures"))
+    assert resolve_profile("tiny", gpu_gib=0).runs_dir == tmp_path / "runs" / "notebooks" / "tiny"
+
+
+def test_runs_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("AVISC_RUNS_DIR", str(tmp_path / "drive"))
+    assert resolve_profile("llava", gpu_gib=40.0).runs_dir == tmp_path / "drive" / "llava"
