@@ -15,7 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from PIL import Image
 from transformers import (
+    AutoConfig,
     AutoProcessor,
     InstructBlipForConditionalGeneration,
     LlavaForConditionalGeneration,
@@ -94,19 +96,21 @@ def _class_from_config(path: Path) -> type[PreTrainedModel]:
     return CLASSES_BY_TYPE[model_type]
 
 
-def _quantization_config(quantization: str | None):
+def _quantization_config(quantization: str | None, device: torch.device, compute_dtype: torch.dtype):
+    """bitsandbytes settings: nf4 "4bit" (CUDA, or CPU with CPU kernels as in bitsandbytes 0.50.2) or "8bit" (CUDA)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if quantization is None:
         return None
-    if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
-        raise RuntimeError(f"{quantization} loading needs a CUDA GPU and `pip install bitsandbytes`")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(f"{quantization} loading needs `pip install bitsandbytes`")
+    if device.type != "cuda" and quantization != "4bit":
+        raise RuntimeError(f"{quantization} loading needs a CUDA GPU; on {device.type} only '4bit' is supported")
     from transformers import BitsAndBytesConfig
 
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16,
-                              bnb_4bit_quant_type="nf4")
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_type="nf4")
 
 
 def load_model(
@@ -120,13 +124,16 @@ def load_model(
 
     ``name``: "tiny" (embedded), "llava" / "instructblip" (the 7B checkpoints), a known hub id,
     or a local folder saved with ``save_pretrained``. ``device`` defaults to CUDA when
-    available; ``dtype`` to fp16 on CUDA and fp32 on CPU; ``quantization`` "4bit"/"8bit" needs
-    bitsandbytes and a GPU.
+    available; ``dtype`` to fp16 on CUDA and fp32 on CPU; ``quantization`` "4bit" (nf4, compute in
+    ``dtype``; CUDA or CPU) or "8bit" (CUDA) needs bitsandbytes. Raises ``ValueError`` when the
+    processor's image-token count differs from the model's (a mismatched folder).
     """
-    quant = _quantization_config(quantization)
-    source, model_class = resolve(name)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
+    quant = _quantization_config(quantization, device, dtype)
+    source, model_class = resolve(name)
+    processor = compat.normalise_processor(AutoProcessor.from_pretrained(source, trust_remote_code=False))
+    check_image_tokens(AutoConfig.from_pretrained(source, trust_remote_code=False), processor, source)
     model = model_class.from_pretrained(
         source,
         dtype=dtype,
@@ -137,5 +144,34 @@ def load_model(
     )
     if quant is None:
         model.to(device)
-    processor = compat.normalise_processor(AutoProcessor.from_pretrained(source, trust_remote_code=False))
     return model.eval(), processor
+
+
+def model_image_tokens(config) -> int:
+    """How many image features the model scatters into a prompt: one per image token.
+
+    LLaVA: one per patch, ``(image_size / patch_size)^2``, plus the CLS token under the "full"
+    strategy; InstructBLIP: one per Q-Former query.
+    """
+    if config.model_type == "instructblip":
+        return config.num_query_tokens
+    vision = config.vision_config
+    return (vision.image_size // vision.patch_size) ** 2 + (config.vision_feature_select_strategy == "full")
+
+
+def processor_image_tokens(config, processor: ProcessorMixin) -> int:
+    """How many image tokens ``processor`` puts in a prompt for one image (it is run on a blank one)."""
+    text = str(processor.image_token) if config.model_type == "llava" else "?"
+    ids = processor(images=Image.new("RGB", (8, 8)), text=text, return_tensors="pt")["input_ids"]
+    return int((ids == compat.image_token_id(config)).sum())
+
+
+def check_image_tokens(config, processor: ProcessorMixin, source: str | Path) -> None:
+    """Raise ``ValueError`` when the processor's image-token count differs from the model's."""
+    expected, found = model_image_tokens(config), processor_image_tokens(config, processor)
+    if found != expected:
+        raise ValueError(
+            f"{source}: the processor puts {found} image tokens in a prompt but the model produces "
+            f"{expected} image features; the processor's settings (patch_size, "
+            "num_additional_image_tokens, image size, num_query_tokens) do not match the model's config"
+        )
