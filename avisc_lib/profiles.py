@@ -35,7 +35,7 @@ from .models import ALIASES, load_model
 
 PROFILES = ("tiny", "llava", "instructblip")
 # Smallest GPU memory (GiB) that holds the 7B model in fp16 with room for two KV caches.
-FP16_MIN_GIB = {"llava": 18.0, "instructblip": 20.0}
+FP16_MIN_GIB = {"llava": 20.0, "instructblip": 18.0}
 DEVICES = ("cpu", "cuda")
 # The time each evaluation notebook may take by the cost model: a Colab session on a T4 or L4,
 # a shorter sitting on an A100.

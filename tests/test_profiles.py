@@ -10,7 +10,6 @@ import torch
 from avisc_lib import budget, grids, profiles
 from avisc_lib.profiles import FP16_MIN_GIB, LIMITS, SESSION_MINUTES, resolve_profile
 
-HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 NOTEBOOKS = ("04", "05", "06")
 
 
@@ -89,8 +88,10 @@ def test_explicit_name_beats_environment(monkeypatch):
     assert resolve_profile("tiny", gpu_gib=40).model == "tiny"
 
 
-@pytest.mark.skipif(HAS_BNB, reason="checks the message shown when bitsandbytes is missing")
-def test_t4_without_bitsandbytes_explains_what_to_do():
+def test_t4_without_bitsandbytes_explains_what_to_do(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(profiles.importlib.util, "find_spec",
+                        lambda name: None if name == "bitsandbytes" else real(name))
     with pytest.raises(RuntimeError, match="pip install bitsandbytes"):
         resolve_profile("llava", gpu_gib=14.7)
 
@@ -187,3 +188,14 @@ def test_runs_dir_defaults_beside_the_figures(monkeypatch, tmp_path):
 def test_runs_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("AVISC_RUNS_DIR", str(tmp_path / "drive"))
     assert resolve_profile("llava", gpu_gib=40.0).runs_dir == tmp_path / "drive" / "llava"
+
+
+def test_readme_states_the_profiles_fp16_thresholds():
+    """The README's model table and FP16_MIN_GIB say the same GPU memory for fp16."""
+    import re
+    from pathlib import Path
+
+    row = next(line for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+               if line.startswith("| where it runs"))
+    stated = [float(x) for x in re.findall(r"GPU ≥ (\d+) GiB in fp16", row)]
+    assert stated == [FP16_MIN_GIB["llava"], FP16_MIN_GIB["instructblip"]]
