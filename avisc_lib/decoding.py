@@ -10,8 +10,9 @@ token is appended to both branches. The contrast is computed in float32:
 * AvisC, VCD: ``z = (1 + alpha) * l - alpha * l_other``
 * M3ID: ``z = lc + (1 - g_t) / g_t * (lc - lu)`` on log-softmaxes, ``g_t = exp(-gamma_decay * t)``
 
-then tokens with ``p(v) < beta * max p`` under the original branch are removed (``-inf``), and the
-next token is the argmax (``do_sample=False``) or a sample after temperature / top-k / top-p.
+then tokens with ``p(v) < beta * max p`` under the original branch are removed (``-inf``), EOS is
+banned for the first ``min_new_tokens`` steps, and the next token is the argmax (``do_sample=False``)
+or a sample after temperature / top-k / top-p.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class DecodeSettings:
     top_p: float = 1.0
     top_k: int | None = None
     max_new_tokens: int = 64
+    min_new_tokens: int = 0
     seed: int | None = None
     noise_step: int = 500
     gamma_decay: float = 0.02
@@ -81,6 +83,8 @@ class DecodeSettings:
                "None or an int >= 0")
         _check(_is_int(self.max_new_tokens) and self.max_new_tokens >= 1, "max_new_tokens",
                self.max_new_tokens, "an int >= 1")
+        _check(_is_int(self.min_new_tokens) and self.min_new_tokens >= 0, "min_new_tokens",
+               self.min_new_tokens, "an int >= 0")
         _check(self.seed is None or _is_int(self.seed), "seed", self.seed, "None or an int")
         _check(_is_int(self.noise_step) and 0 <= self.noise_step < DIFFUSION_STEPS, "noise_step",
                self.noise_step, f"an int in [0, {DIFFUSION_STEPS - 1}]")
@@ -122,7 +126,16 @@ def contrast_logits(original: torch.Tensor, other: torch.Tensor, alpha: float) -
 def m3id_logits(conditioned: torch.Tensor, unconditioned: torch.Tensor, step: int, decay: float) -> torch.Tensor:
     """M3ID as in the AvisC code: ``lc + (1 - g) / g * (lc - lu)`` on log-softmaxes, ``g = exp(-decay * step)``.
 
-    ``step`` counts generated tokens from 1.
+    ``step`` counts generated tokens from 1. ``[B, V]`` in, ``[B, V]`` out.
+
+    This is AvisC's re-implementation of M3ID (Favero et al., CVPR 2024), whose own code is not
+    public, and the baseline of AvisC's tables. It differs from the original M3ID in its gating:
+    the original applies the correction ``lc - lu`` only when the conditioned model is uncertain
+    (its largest log-probability below a threshold) and keeps ``lc`` otherwise; AvisC applies it
+    at every step and instead removes implausible tokens with VCD's ``beta`` cut
+    (:func:`plausibility_cut`), to use one cut for every method. The decay ``0.02`` is AvisC's
+    hard-coded value. With it the weight ``(1 - g) / g`` is 0.02 at the first token and 2.6 at
+    the 64th, so on one-word answers this M3ID is close to the original branch plus the cut.
     """
     gamma = math.exp(-decay * step)
     lc, lu = conditioned.log_softmax(-1), unconditioned.log_softmax(-1)
@@ -152,6 +165,18 @@ def next_token_scores(logits: torch.Tensor, batch: int, step: int, settings: Dec
     else:
         scores = contrast_logits(original, other, settings.alpha)
     return plausibility_cut(scores, original, settings.beta)
+
+
+def ban_tokens(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """``scores [B, V]`` with ``token_ids`` set to ``-inf``, as HF's ``MinNewTokensLengthLogitsProcessor``.
+
+    Applied after the plausibility cut, as the official code runs the model's logits processors
+    after it. A row that the cut left with only banned tokens keeps its scores: there is nothing
+    else to choose (HF's sampling would fail on it).
+    """
+    banned = scores.index_fill(-1, token_ids, float("-inf"))
+    empty = banned.isneginf().all(-1, keepdim=True)
+    return torch.where(empty, scores, banned)
 
 
 def choose_tokens(scores: torch.Tensor, settings: DecodeSettings, generator: torch.Generator | None) -> torch.Tensor:
@@ -230,6 +255,7 @@ def decode(
     top_p: float = 1.0,
     top_k: int | None = None,
     max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
     seed: int | None = None,
     noise_step: int = 500,
     gamma_decay: float = 0.02,
@@ -246,6 +272,8 @@ def decode(
       Blind tokens come from the original branch's prefill, as in the official code.
     * ``do_sample``: for the contrastive methods, sample instead of taking the argmax (the paper
       sampled). ``temperature``, ``top_p``, ``top_k`` (None or 0 = off) shape the sampling.
+    * ``min_new_tokens``: EOS is banned until that many tokens are generated (HF's
+      ``min_new_tokens``; InstructBLIP's official generation used ``min_length=1``). Default 0.
     * ``seed``: seeds a generator for the sampling and VCD's noise (None = torch's global RNG).
     * ``noise_step``: VCD's diffusion step (0..999). ``gamma_decay``: M3ID's decay.
 
@@ -256,8 +284,8 @@ def decode(
         raise ValueError(f"unknown keyword argument(s) for decode: {', '.join(sorted(unknown))}")
     settings = DecodeSettings(
         method=method, alpha=alpha, beta=beta, lam=lam, layer_gamma=layer_gamma, do_sample=do_sample,
-        temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens, seed=seed,
-        noise_step=noise_step, gamma_decay=gamma_decay,
+        temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens, seed=seed, noise_step=noise_step, gamma_decay=gamma_decay,
     )
     prompt = embed_prompt(model, inputs)
     generator = None if seed is None else torch.Generator(device=prompt.input_ids.device).manual_seed(seed)
@@ -309,7 +337,10 @@ def _generate(
     done = torch.zeros(batch, dtype=torch.bool, device=logits.device)
     tokens = []
     for step in range(1, settings.max_new_tokens + 1):
-        token = choose_tokens(next_token_scores(logits, batch, step, settings), settings, generator)
+        scores = next_token_scores(logits, batch, step, settings)
+        if step <= settings.min_new_tokens:
+            scores = ban_tokens(scores, eos)
+        token = choose_tokens(scores, settings, generator)
         token = token.masked_fill(done, pad)
         tokens.append(token)
         done |= torch.isin(token, eos)
