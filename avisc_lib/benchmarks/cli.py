@@ -3,10 +3,10 @@
 ::
 
     avisc-eval run {pope,mme,amber} --model NAME --method METHOD --out DIR [--dataset D] [--split S]
-        [--limit N] [--batch-size B] [--seed S] [--parser P] [decode options]
+        [--limit N] [--batch-size B] [--seed S] [--protocol argmax|paper] [--parser P] [decode options]
     avisc-eval score pope --questions Q --answers A [--parser official|avisc|strict]
     avisc-eval score mme --results-dir DIR
-    avisc-eval score amber --responses R --annotations A [--task d|g|a]
+    avisc-eval score amber --responses R --annotations A [--task d|g|a] [--official-rounding]
 
 ``run`` prints a table of the metrics (and writes DIR/metrics.json; see
 :mod:`.runner`); it also runs under ``accelerate launch``. Each ``score`` prints one JSON
@@ -26,8 +26,10 @@ from accelerate import PartialState
 from ..decoding import METHODS
 from . import amber, mme, pope
 from .parsers import available_parsers
+from .protocols import PROTOCOLS
 from .report import metrics_frame
 from .runner import DECODE_OPTIONS, run_benchmark
+from .store import CONFIG
 from .tasks import DATASETS, DEFAULT_DATA_DIR, DEFAULT_PARSERS, SPLITS
 
 ERRORS = (ValueError, OSError, ImportError)  # bad input (FormatError, UnparseableAnswer), missing files
@@ -59,7 +61,10 @@ def _score_amber(args: argparse.Namespace) -> int:
         backend = amber.get_backend(args.backend)
         print(f"avisc-eval: AMBER generative nouns from the {backend.name} backend", file=sys.stderr)
         generative = {"vocab": vocab, "backend": backend}
-    return _print_json(amber.score_amber(annotations, responses, args.task, parser=args.parser, **generative))
+    result = amber.score_amber(
+        annotations, responses, args.task, parser=args.parser, official_rounding=args.official_rounding, **generative
+    )
+    return _print_json(result)
 
 
 def add_score_command(commands: argparse._SubParsersAction) -> None:
@@ -97,6 +102,11 @@ def add_score_command(commands: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--relation", type=Path, help="relation.json (default: beside the annotations)")
     a.add_argument("--safe-words", type=Path, help="safe_words.txt (default: beside the annotations)")
+    a.add_argument(
+        "--official-rounding",
+        action="store_true",
+        help="reproduce inference.py's printed numbers (0.001 counter seeds, one decimal)",
+    )
     a.set_defaults(func=_score_amber)
 
 
@@ -112,6 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         limit=args.limit,
         batch_size=args.batch_size,
         seed=args.seed,
+        protocol=args.protocol,
         parser=args.parser,
         prompt_style=args.prompt_style,
         image_dir=args.image_dir,
@@ -120,23 +131,27 @@ def _run(args: argparse.Namespace) -> int:
     )
     if PartialState().is_main_process:
         run = f"{args.benchmark} {args.dataset}/{args.split}"
-        print(f"{run}: {args.model}, {args.method}, parser {args.parser}")
+        parser = json.loads((args.out / CONFIG).read_text())["scoring"]["parser"]
+        print(f"{run}: {args.model}, {args.method}, protocol {args.protocol}, parser {parser}")
         print(metrics_frame(metrics, args.benchmark).round(4).to_string())
         print(f"avisc-eval: answers and metrics in {args.out}", file=sys.stderr)
     return 0
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
-    group = p.add_argument_group("decoding (omitted: the library defaults, see avisc_lib.decode)")
+    group = p.add_argument_group("decoding (omitted: the protocol's values, see avisc_lib.decode)")
     group.add_argument("--alpha", type=float, help="contrast strength (AvisC, VCD)")
     group.add_argument("--beta", type=float, help="plausibility cut in (0, 1]")
     group.add_argument("--lam", type=float, help="AvisC blind-token threshold")
     group.add_argument("--layer-gamma", type=float, help="AvisC share of layers")
-    group.add_argument("--do-sample", action="store_true", default=None, help="sample (contrastive methods)")
+    group.add_argument(
+        "--do-sample", action=argparse.BooleanOptionalAction, help="sample (contrastive methods)"
+    )
     group.add_argument("--temperature", type=float)
     group.add_argument("--top-p", type=float)
     group.add_argument("--top-k", type=int)
     group.add_argument("--max-new-tokens", type=int)
+    group.add_argument("--min-new-tokens", type=int, help="EOS banned until this many tokens")
     group.add_argument("--noise-step", type=int, help="VCD diffusion step (0-999)")
     group.add_argument("--gamma-decay", type=float, help="M3ID decay")
 
@@ -155,8 +170,18 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--limit", type=int, help="first N questions (MME: per subtask, AMBER: per section)")
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--seed", type=int, default=0, help="synthetic questions, decoding (batch k: S + k)")
-        p.add_argument("--parser", choices=available_parsers(name), default=DEFAULT_PARSERS[name])
-        p.add_argument("--prompt-style", help="see avisc_lib.build_prompt (default: the model's first)")
+        p.add_argument(
+            "--protocol",
+            choices=PROTOCOLS,
+            default="argmax",
+            help="argmax: library defaults; paper: the paper's prompt, sampling, alpha and parser",
+        )
+        p.add_argument(
+            "--parser",
+            choices=available_parsers(name),
+            help=f"default: the protocol's (argmax: {DEFAULT_PARSERS[name]})",
+        )
+        p.add_argument("--prompt-style", help="see avisc_lib.build_prompt (default: the protocol's)")
         p.add_argument("--image-dir", type=Path, help="image folder of a real dataset")
         p.add_argument("--data-dir", type=Path, help=f"benchmark file cache (default {DEFAULT_DATA_DIR})")
         _add_decode_options(p)

@@ -17,6 +17,8 @@ pope      strict        first word, surrounding punctuation stripped, case-folde
                         must be ``yes`` or ``no``                                   :class:`UnparseableAnswer`
 mme       official      MME ``calculation.py``: lower-case; exactly yes/no, else    ``"other"``
                         "yes" within the first 4 characters, else "no" within them  (scored wrong)
+mme       avisc         the pope ``avisc`` rule: AvisC turns free text into         ``"yes"``
+                        "Yes"/"No" with it before ``calculation.py``
 amber     official      AMBER ``inference.py``: exactly ``"Yes"`` or ``"No"``       ``"other"`` (wrong,
                                                                                     not an answered No)
 amber     normalised    strip whitespace and trailing "." / "!", case-fold, then     ``"other"``
@@ -25,6 +27,10 @@ amber     normalised    strip whitespace and trailing "." / "!", case-fold, then
 amber     avisc         the pope ``avisc`` rule, i.e. what AvisC does to free text  ``"yes"``
                         before handing "Yes"/"No" to ``inference.py``
 ========  ============  ==========================================================  ==================
+
+``avisc`` is the paper's parser on all three benchmarks (the ``paper`` protocol of
+:mod:`.protocols`). Only it reads "No, there is no X." as no for AMBER: ``official`` and
+``normalised`` both score it wrong.
 
 Only ``strict`` refuses answers; the official parsers keep their scorers' behaviour, which
 is why ``"other"`` exists: the MME and AMBER metrics count it as wrong.
@@ -77,6 +83,7 @@ def pope_official(answer: str) -> str:
 
 
 @register("pope", "avisc")
+@register("mme", "avisc")
 @register("amber", "avisc")
 def avisc_recorder(answer: str) -> str:
     """AvisC's ``recorder``: a negation word or an "n't" anywhere → no, else yes."""

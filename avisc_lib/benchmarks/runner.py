@@ -2,6 +2,9 @@
 
     metrics = run_benchmark("pope", model_name="tiny", method="avisc", split="adversarial", out_dir="runs/a")
 
+A named protocol (:mod:`.protocols`: ``"argmax"``, the default, or ``"paper"``) sets the prompt
+style, parser and decode options; values passed explicitly override it.
+
 Questions (:mod:`.tasks`) are cut into global batches of ``batch_size`` consecutive questions;
 batch k is decoded with seed ``seed + k`` (as :func:`avisc_lib.generate` numbers its batches).
 The batches still unanswered in ``out_dir`` (:mod:`.store`) are split between the processes
@@ -29,6 +32,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..decoding import DecodeSettings
 from ..generation import generate
 from ..models import load_model
+from .protocols import resolve_protocol
 from .store import RunFolder
 from .tasks import Question, Task, build_task
 
@@ -42,6 +46,7 @@ DECODE_OPTIONS = (
     "top_p",
     "top_k",
     "max_new_tokens",
+    "min_new_tokens",
     "noise_step",
     "gamma_decay",
 )
@@ -59,6 +64,7 @@ def run_benchmark(
     limit: int | None = None,
     batch_size: int = 8,
     seed: int = 0,
+    protocol: str = "argmax",
     parser: str | None = None,
     prompt_style: str | None = None,
     image_dir: str | Path | None = None,
@@ -74,8 +80,14 @@ def run_benchmark(
     Writes ``out_dir/{config.json, answers.jsonl, metrics.json}`` (see :mod:`.store`). Rerunning
     the same call resumes: answers already in ``out_dir`` are kept, only missing ones computed.
     ``decode_options`` (``alpha``, ``beta``, ``lam``, ``layer_gamma``, ``do_sample``,
-    ``temperature``, ``top_p``, ``top_k``, ``max_new_tokens``, ``noise_step``, ``gamma_decay``)
-    go to :func:`avisc_lib.decode`; omitted ones keep the library defaults.
+    ``temperature``, ``top_p``, ``top_k``, ``max_new_tokens``, ``min_new_tokens``,
+    ``noise_step``, ``gamma_decay``) go to :func:`avisc_lib.decode`.
+
+    ``protocol`` (:mod:`.protocols`): ``"argmax"`` keeps the library defaults for whatever is
+    omitted; ``"paper"`` fills in the paper's prompt style, parser and decode options for the
+    model's kind. Explicit ``parser``, ``prompt_style`` and decode options win over the
+    protocol's. ``config.json`` records the protocol and the resolved values, so a folder
+    refuses to resume under another protocol.
 
     ``model``/``processor``: an already loaded pair (a notebook's), used instead of loading
     ``model_name``, which is still what ``config.json`` records. ``question_seed`` (default:
@@ -87,11 +99,15 @@ def run_benchmark(
         raise ValueError(f"unknown decode option(s) {', '.join(unknown)}; expected some of {DECODE_OPTIONS}")
     _require_int("batch_size", batch_size, minimum=1)
     _require_int("seed", seed)
+    chosen = resolve_protocol(protocol, method=method, model_name=model_name, model=model)
+    decode_options = {**chosen.decode, **decode_options}
+    parser = chosen.parser if parser is None else parser
+    prompt_style = chosen.prompt_style if prompt_style is None else prompt_style
     settings = DecodeSettings(method=method, seed=seed, **decode_options)  # validates every value
     where = {"image_dir": image_dir, "data_dir": data_dir}
     questions_from = seed if question_seed is None else question_seed
     task = build_task(benchmark, dataset, split, seed=questions_from, limit=limit, parser=parser, **where)
-    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style)
+    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style, protocol)
     if question_seed is not None:
         config["question_seed"] = question_seed
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
@@ -133,6 +149,7 @@ def run_config(
     limit: int | None,
     batch_size: int,
     prompt_style: str | None,
+    protocol: str = "argmax",
 ) -> dict:
     """Everything that decides the answers and metrics of a run (decode values resolved)."""
     decode = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in DECODE_OPTIONS}
@@ -142,6 +159,7 @@ def run_config(
         "split": task.split,
         "limit": limit,
         "model": str(model_name),
+        "protocol": protocol,
         "method": settings.method,
         "seed": settings.seed,
         "batch_size": batch_size,

@@ -1,0 +1,128 @@
+"""Named protocols ("argmax", "paper") in the runner and ``avisc-eval run --protocol``."""
+
+import json
+
+import pytest
+
+from avisc_lib import generate, load_model
+from avisc_lib.benchmarks import build_task, get_parser, pope_metrics, runner
+from avisc_lib.benchmarks.cli import main
+from avisc_lib.benchmarks.protocols import model_kind, resolve_protocol
+from avisc_lib.benchmarks.store import ConfigMismatch
+from conftest import save_model_folder
+
+POPE = dict(model_name="tiny", method="avisc", limit=8, batch_size=4, seed=0, progress=False)
+# The paper's generation settings (its scripts and LAVIS; see avisc_lib.benchmarks.protocols).
+LLAVA_PAPER = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=None, min_new_tokens=0, max_new_tokens=64,
+                   beta=0.1, lam=1.0, layer_gamma=0.5)
+INSTRUCTBLIP_PAPER = LLAVA_PAPER | dict(top_k=50, min_new_tokens=1)
+
+
+def _config(folder):
+    return json.loads((folder / "config.json").read_text())
+
+
+def _answers(folder):
+    return [json.loads(line)["answer"] for line in (folder / "answers.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny", device="cpu")
+
+
+def test_argmax_protocol_gives_the_library_defaults(tmp_path, tiny):
+    """Answers as ``generate`` with no options gives them (batch k: seed + k); official parser."""
+    metrics = runner.run_benchmark("pope", out_dir=tmp_path, protocol="argmax", **POPE)
+    task = build_task("pope", limit=8, seed=0)
+    images = [task.load_image(q.image) for q in task.questions]
+    texts = [q.text for q in task.questions]
+    expected = generate(*tiny, images, texts, method="avisc", batch_size=4, seed=0)
+    assert _answers(tmp_path) == expected
+    labels = [q.label for q in task.questions]
+    assert metrics == pope_metrics(labels, [get_parser("pope", "official")(a) for a in expected])
+    config = _config(tmp_path)
+    assert config["protocol"] == "argmax" and config["prompt_style"] is None
+    assert config["decode"]["alpha"] == 1.0 and config["decode"]["do_sample"] is False
+
+
+def test_cli_protocol_argmax_equals_no_flag(tmp_path, capsys):
+    common = ["run", "pope", "--model", "tiny", "--method", "vcd", "--limit", "8", "--batch-size", "4"]
+    assert main([*common, "--out", str(tmp_path / "flag"), "--protocol", "argmax"]) == 0
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert _answers(tmp_path / "flag") == _answers(tmp_path / "plain")
+    assert (tmp_path / "flag" / "metrics.json").read_text() == (tmp_path / "plain" / "metrics.json").read_text()
+    assert _config(tmp_path / "flag") == _config(tmp_path / "plain")
+
+
+def test_cli_paper_protocol_records_its_settings(tmp_path, capsys, tiny):
+    out = tmp_path / "paper"
+    argv = ["run", "pope", "--model", "tiny", "--method", "avisc", "--protocol", "paper", "--seed", "0",
+            "--limit", "8", "--batch-size", "8", "--max-new-tokens", "4", "--out", str(out)]
+    assert main(argv) == 0
+    assert "protocol paper, parser avisc" in capsys.readouterr().out
+    config = _config(out)
+    assert config["protocol"] == "paper" and config["prompt_style"] == "llava_v1"
+    assert config["scoring"] == {"parser": "avisc"}
+    assert config["decode"] == {**LLAVA_PAPER, "max_new_tokens": 4, "alpha": 2.5, "noise_step": 500,
+                                "gamma_decay": 0.02}  # --max-new-tokens overrides the protocol's 64
+    task = build_task("pope", limit=8, seed=0)
+    expected = generate(*tiny, [task.load_image(q.image) for q in task.questions], [q.text for q in task.questions],
+                        method="avisc", prompt_style="llava_v1", batch_size=8, seed=0, alpha=2.5,
+                        **(LLAVA_PAPER | dict(max_new_tokens=4)))
+    assert _answers(out) == expected
+
+
+@pytest.mark.parametrize(
+    "method, alpha", [("avisc", 2.5), ("vcd", 1.0), ("m3id", None), ("sample", None)]
+)
+def test_paper_settings_for_llava(method, alpha):
+    chosen = resolve_protocol("paper", method=method, model_name="tiny")
+    assert (chosen.prompt_style, chosen.parser) == ("llava_v1", "avisc")
+    assert chosen.decode == LLAVA_PAPER | ({} if alpha is None else {"alpha": alpha})
+
+
+def test_paper_settings_for_instructblip(tmp_path, instructblip_case):
+    folder = save_model_folder(tmp_path / "ib", instructblip_case.model, instructblip_case.processor)
+    assert model_kind(str(folder)) == model_kind(model=instructblip_case.model) == "instructblip"
+    chosen = resolve_protocol("paper", method="avisc", model_name=str(folder))
+    assert (chosen.prompt_style, chosen.parser) == ("raw", "avisc")
+    assert chosen.decode == INSTRUCTBLIP_PAPER | {"alpha": 3.0}
+    assert resolve_protocol("paper", method="vcd", model=instructblip_case.model).decode["alpha"] == 1.0
+
+
+def test_explicit_values_override_the_protocol(tmp_path):
+    runner.run_benchmark("pope", out_dir=tmp_path, protocol="paper", parser="official", prompt_style="hf",
+                         alpha=0.5, max_new_tokens=2, **POPE)
+    config = _config(tmp_path)
+    assert config["scoring"]["parser"] == "official" and config["prompt_style"] == "hf"
+    assert config["decode"]["alpha"] == 0.5 and config["decode"]["do_sample"] is True
+
+
+def test_resume_under_another_protocol_is_refused(tmp_path):
+    runner.run_benchmark("pope", out_dir=tmp_path, **POPE)
+    with pytest.raises(ConfigMismatch, match="protocol: 'argmax' there, 'paper' here"):
+        runner.run_benchmark("pope", out_dir=tmp_path, protocol="paper", **POPE)
+
+
+def test_unknown_protocol_is_named(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"unknown protocol 'vcd'; expected one of \('argmax', 'paper'\)"):
+        runner.run_benchmark("pope", out_dir=tmp_path / "out", protocol="vcd", **POPE)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        main(["run", "pope", "--model", "tiny", "--method", "avisc", "--out", str(tmp_path), "--protocol", "vcd"])
+    assert "invalid choice: 'vcd'" in capsys.readouterr().err
+
+
+def test_greedy_has_no_place_in_the_paper_protocol(tmp_path):
+    with pytest.raises(ValueError, match="method='greedy' with do_sample=True"):
+        runner.run_benchmark("pope", out_dir=tmp_path, protocol="paper", **(POPE | dict(method="greedy")))
+
+
+@pytest.mark.parametrize("benchmark", ["pope", "mme", "amber"])
+def test_the_paper_parser_is_avisc_recorder_on_every_benchmark(benchmark):
+    """AvisC's recorder: a negation word or an "n't" anywhere means no, anything else yes."""
+    parse = get_parser(benchmark, resolve_protocol("paper", method="avisc", model_name="tiny").parser)
+    answers = {"Yes": "yes", "No, there is no cat.": "no", "There isn't one": "no", "I see a NO sign": "no",
+               "A cat.": "yes", "Nothing": "yes"}
+    assert {a: parse(a) for a in answers} == answers
