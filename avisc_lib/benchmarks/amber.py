@@ -3,10 +3,18 @@
 Discriminative (official ``inference.py`` rules): **"No" is the positive class**. Per block,
 ``accuracy`` = correct / questions, ``precision`` = (answered No and truth no) / answered No,
 ``recall`` = (answered No and truth no) / truth no, ``f1`` their harmonic mean, all in percent
-and unrounded, a zero denominator giving 0. Answers go through a named parser (default
-``official``: only the exact strings "Yes"/"No" count; see :mod:`.parsers`). Blocks:
-overall, existence (``discriminative-hallucination``), attribute (state + number + action),
-state, number, action, relation (``discriminative-relation`` + ``relation``).
+and unrounded, a zero denominator giving 0. Blocks: overall, existence
+(``discriminative-hallucination``), attribute (state + number + action), state, number,
+action, relation (``discriminative-relation`` + ``relation``).
+
+Answers go through a named parser (:mod:`.parsers`). ``inference.py`` counts only the exact
+strings "Yes" and "No" and leaves turning free text into them to the user. So the scorers
+here (and ``avisc-eval score amber``), which read responses meant for ``inference.py``,
+default to ``official``, that exact rule; the runner (``avisc-eval run``), which scores a
+model's free text, defaults to ``normalised``: the same rule after dropping case,
+surrounding whitespace and a final "." or "!", so it agrees with ``official`` on every
+"Yes"/"No" and also counts "yes" and "No.". Both score "No, there is no X." as wrong (neither
+yes nor no); only ``avisc``, AvisC's recorder and the paper protocol's parser, reads it as No.
 
 Generative (ids 1-1004): nouns of each caption are kept if they are in the closed 418-word
 vocabulary (keys and values of ``relation.json``); words of ``safe_words.txt`` are skipped; a

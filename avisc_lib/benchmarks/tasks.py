@@ -48,6 +48,7 @@ SPLITS = {
     "mme": ("hallucination", "all"),
     "amber": ("all", "generative", "discriminative", "attribute", "existence", "relation"),
 }
+# AMBER: its exact "Yes"/"No" rule after case and final-punctuation normalisation (see .amber).
 DEFAULT_PARSERS = {"pope": "official", "mme": "official", "amber": "normalised"}
 AMBER_SECTIONS = {
     "all": ("generative", "attribute", "existence", "relation"),
