@@ -9,6 +9,9 @@
 * :func:`mark_caption` / :func:`phrase_pattern`: a caption as markdown with the objects that
   are in the ground truth in **bold** and the hallucinated ones struck through.
 * :func:`mean_std`: "mean ± std" cells over seeds, as the paper reports MME and AMBER.
+* :func:`pope_beside_paper`: our POPE rows of one dataset beside the paper's rows of the same
+  dataset (COCO, A-OKVQA, GQA), split by split, with each method's difference to the baseline.
+  It and the ``paper_*`` tables take ``model="llava"`` (LLaVA-1.5, default) or ``"instructblip"``.
 """
 
 from __future__ import annotations
@@ -64,14 +67,63 @@ f1,71.10,0.99,71.10,1.56,70.90,0.14,75.45,0.64
 amber_score,81.58,0.18,82.20,0.99,82.45,0.14,84.60,0.35
 """
 
+# The same three tables, InstructBLIP columns. As printed, two cells disagree with their row:
+# POPE COCO random VCD (precision and recall imply F1 82.99, accuracy 83.07) and AMBER AvisC
+# precision (72.60 repeats its accuracy; recall and F1 imply about 81.3).
+_POPE_INSTRUCTBLIP = """
+COCO random 82.27 82.84 81.40 82.11 | 83.37 83.39 82.60 83.24 | 84.37 84.62 84.00 84.31 | 88.73 93.88 82.87 88.03
+COCO popular 77.77 74.81 83.73 79.02 | 78.00 75.12 83.73 79.19 | 77.30 74.10 83.93 78.71 | 83.90 81.33 88.00 84.53
+COCO adversarial 73.13 69.41 82.60 75.46 | 75.87 72.85 82.47 77.36 | 76.03 72.47 83.93 77.79 | 81.57 80.37 83.53 81.92
+A-OKVQA random 81.00 77.71 86.93 82.06 | 81.73 78.67 87.07 82.66 | 82.33 77.81 90.47 83.66 | 88.47 87.66 89.53 88.59
+A-OKVQA popular 75.00 70.14 87.07 77.69 | 75.33 70.52 87.07 77.92 | 75.60 70.40 88.33 78.36 | 81.77 77.82 88.87 82.98
+A-OKVQA adversarial 68.80 63.57 88.07 73.84 | 69.70 64.54 87.47 74.27 | 69.57 64.21 88.40 74.39 | 72.53 67.12 88.33 76.28
+GQA random 80.00 77.08 85.40 81.02 | 81.73 79.35 85.80 82.45 | 80.57 76.77 87.67 81.85 | 86.47 85.89 87.27 86.57
+GQA popular 73.53 68.80 86.13 76.49 | 74.10 69.45 86.07 76.87 | 74.57 69.45 87.83 77.53 | 78.00 73.68 87.13 79.84
+GQA adversarial 68.00 63.49 84.73 72.59 | 70.27 65.43 85.93 74.29 | 68.90 64.06 86.13 73.47 | 73.07 67.80 87.87 76.54
+"""
 
-def paper_pope(dataset: str | None = "COCO") -> pd.DataFrame:
-    """The paper's POPE table for LLaVA-1.5 (percent): one row per dataset, split and method.
+_MME_INSTRUCTBLIP = """method,existence,existence_std,count,count_std,position,position_std,color,color_std,total,total_std
+base,170.19,11.12,89.52,11.04,67.62,14.04,114.76,9.60,442.09,31.51
+VCD,172.62,8.92,98.33,15.99,71.90,13.42,117.14,10.70,459.99,16.56
+M3ID,173.89,10.52,89.72,13.44,72.72,14.77,110.56,7.20,446.88,28.54
+AvisC,184.76,5.56,82.85,12.16,74.76,6.19,131.43,4.76,473.80,19.67
+"""
 
-    ``dataset``: "COCO", "A-OKVQA", "GQA", or None for all three. "base" is plain sampling.
+_AMBER_INSTRUCTBLIP = """metric,base,base_std,VCD,VCD_std,M3ID,M3ID_std,AvisC,AvisC_std
+chair,8.40,0.57,7.60,0.42,6.85,0.07,6.70,0.28
+cover,46.40,1.27,47.65,0.35,47.20,0.71,46.65,1.48
+hal,31.10,0.64,29.90,0.99,27.50,0.71,28.00,0.28
+cog,2.60,0.05,2.20,0.14,2.20,0.14,2.55,0.35
+accuracy,68.20,0.14,69.65,0.35,69.05,0.35,72.60,0.42
+precision,79.00,0.14,80.70,0.42,79.70,0.28,72.60,0.42
+recall,70.70,0.42,71.60,0.42,71.25,0.35,76.10,0.05
+f1,74.60,0.14,75.90,0.42,75.25,0.07,78.60,0.28
+amber_score,83.10,0.35,84.15,0.05,84.20,0.07,85.95,0.05
+"""
+
+PAPER_MODELS = ("llava", "instructblip")  # LLaVA-1.5, InstructBLIP (the model kinds of .benchmarks.protocols)
+_TABLES = {
+    "llava": {"pope": _POPE, "mme": _MME, "amber": _AMBER},
+    "instructblip": {"pope": _POPE_INSTRUCTBLIP, "mme": _MME_INSTRUCTBLIP, "amber": _AMBER_INSTRUCTBLIP},
+}
+# Our POPE dataset names -> the paper's.
+POPE_DATASETS = {"coco": "COCO", "aokvqa": "A-OKVQA", "gqa": "GQA"}
+
+
+def _table(model: str, benchmark: str) -> str:
+    if model not in _TABLES:
+        raise ValueError(f"no paper numbers for model {model!r}; expected one of {PAPER_MODELS}")
+    return _TABLES[model][benchmark]
+
+
+def paper_pope(dataset: str | None = "COCO", model: str = "llava") -> pd.DataFrame:
+    """The paper's POPE table (percent): one row per dataset, split and method.
+
+    ``dataset``: "COCO", "A-OKVQA", "GQA", or None for all three. ``model``: "llava"
+    (LLaVA-1.5) or "instructblip". "base" is plain sampling.
     """
     rows = []
-    for line in _POPE.strip().splitlines():
+    for line in _table(model, "pope").strip().splitlines():
         name, split, rest = line.split(" ", 2)
         for method, cell in zip(PAPER_METHODS, rest.split("|")):
             acc, prec, rec, f1 = map(float, cell.split())
@@ -85,14 +137,50 @@ def paper_pope(dataset: str | None = "COCO") -> pd.DataFrame:
     return frame
 
 
-def paper_mme() -> pd.DataFrame:
-    """The paper's MME hallucination subset for LLaVA-1.5: score mean and std per subtask, by method."""
-    return pd.read_csv(io.StringIO(_MME)).set_index("method")
+def paper_mme(model: str = "llava") -> pd.DataFrame:
+    """The paper's MME hallucination subset (``model`` "llava" or "instructblip"): mean and std per subtask."""
+    return pd.read_csv(io.StringIO(_table(model, "mme"))).set_index("method")
 
 
-def paper_amber() -> pd.DataFrame:
-    """The paper's AMBER column for LLaVA-1.5: metric rows, method (and ``<method>_std``) columns."""
-    return pd.read_csv(io.StringIO(_AMBER)).set_index("metric")
+def paper_amber(model: str = "llava") -> pd.DataFrame:
+    """The paper's AMBER column for ``model``: metric rows, method (and ``<method>_std``) columns."""
+    return pd.read_csv(io.StringIO(_table(model, "amber"))).set_index("metric")
+
+
+def pope_beside_paper(
+    ours: pd.DataFrame,
+    dataset: str,
+    *,
+    model: str = "llava",
+    base: str = "sample",
+    paper_dataset: str | None = None,
+    metrics: Sequence[str] = ("accuracy", "f1"),
+) -> pd.DataFrame:
+    """Our POPE rows of one ``dataset`` beside the paper's rows of the same dataset, split by split.
+
+    ``ours``: columns ``dataset``, ``split``, ``method`` and ``metrics`` (percent), one row per
+    dataset, split and method (average seeds first). ``dataset``:
+    ours ("coco", "aokvqa", "gqa"); the paper's counterpart is :data:`POPE_DATASETS`, or
+    ``paper_dataset`` ("COCO", "A-OKVQA", "GQA") for a dataset the paper does not have (the
+    synthetic one). ``base``: our method the paper's "base" (plain sampling) stands beside,
+    "greedy" for argmax runs. Returns rows ``(split, method)`` in our order, columns
+    ``<metric>``, ``<metric> (paper)``, then ``Δ ...`` of each: the difference to ``base`` in
+    the same split.
+    """
+    paper_name = paper_dataset or POPE_DATASETS.get(dataset)
+    if paper_name is None:
+        raise ValueError(f"the paper has no POPE dataset {dataset!r}; pass paper_dataset, one of "
+                         f"{tuple(POPE_DATASETS.values())}")
+    mine = ours[ours.dataset == dataset]
+    if base not in set(mine.method):
+        raise ValueError(f"no {base!r} rows for dataset {dataset!r} in ours; base must be one of "
+                         f"{sorted(set(mine.method))}")
+    keys, metrics = ["split", "method"], list(metrics)
+    paper = paper_pope(paper_name, model).assign(method=lambda f: f.method.map({**PAPER_METHODS, "base": base}))
+    side = mine[keys + metrics].merge(paper[keys + metrics], on=keys, how="left", suffixes=("", " (paper)"))
+    side = side.set_index(keys)
+    gain = side.sub(side.xs(base, level="method"), level="split")
+    return side.join(gain.add_prefix("Δ "))
 
 
 def mean_std(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str], digits: int = 2) -> pd.DataFrame:
