@@ -144,7 +144,21 @@ def load_model(
     )
     if quant is None:
         model.to(device)
+    stop_at_tokenizer_eos(model, processor)
     return model.eval(), processor
+
+
+def stop_at_tokenizer_eos(model: PreTrainedModel, processor: ProcessorMixin) -> None:
+    """Add the tokenizer's end token to the generation config's EOS ids when it is missing there.
+
+    InstructBLIP-Vicuna's configs name ``eos_token_id = 1`` while its tokenizer ends answers with
+    "</s>" (2), where the original LAVIS code stopped; without this, decoding runs past the answer.
+    """
+    eos = processor.tokenizer.eos_token_id
+    ids = model.generation_config.eos_token_id
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if eos is not None and eos not in ids:
+        model.generation_config.eos_token_id = [*ids, eos]
 
 
 def model_image_tokens(config) -> int:

@@ -206,3 +206,12 @@ def test_4bit_decode_on_cpu(name, folders):
 def test_8bit_on_cpu_is_refused(folders):
     with pytest.raises(RuntimeError, match="8bit loading needs a CUDA GPU; on cpu only '4bit'"):
         load_model(folders[LLAVA], device="cpu", quantization="8bit")
+
+
+def test_instructblip_stops_at_its_tokenizers_end_token(folders):
+    """The checkpoint's configs say eos 1, its tokenizer ends with "</s>" = 2: load_model stops at both."""
+    model, processor = load_model(folders["instructblip-vicuna"], device="cpu")
+    from avisc_lib.decoding import special_token_ids
+
+    eos, _ = special_token_ids(model)
+    assert 2 == processor.tokenizer.eos_token_id and 2 in eos and 1 in eos
