@@ -4,8 +4,8 @@
   (its POPE, MME-hallucination and AMBER tables, arXiv 2405.17820, transcribed from the result
   images in the authors' repository) as DataFrames, to put beside ours.
 * :func:`first_token_controls`: AvisC's contrast on the first answer token against honest
-  controls, the same contrast with a random same-size mask or an all-zero image as the
-  "other" branch.
+  controls, the same contrast with a random same-size mask or with all image-token embeddings
+  zeroed after the projector as the "other" branch.
 * :func:`mark_caption` / :func:`phrase_pattern`: a caption as markdown with the objects that
   are in the ground truth in **bold** and the hallucinated ones struck through.
 * :func:`mean_std`: "mean ± std" cells over seeds, as the paper reports MME and AMBER.
@@ -201,7 +201,7 @@ def mean_std(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str
 CONTROLS = {
     "AvisC branch (blind tokens only)": "keep blind only",
     "random tokens only (same size)": "keep random only (same size)",
-    "all-zero image": "zero all",
+    "image tokens zeroed (after the projector)": "zero all",
 }
 
 

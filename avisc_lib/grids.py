@@ -3,7 +3,7 @@ the time plan (:mod:`.budget`) all read the grids from here.
 
     runs = notebook_runs("04", limit=100, dataset="coco")   # list of budget.Run
 
-* ``04`` (POPE): every dataset × split × :data:`POPE_METHODS` (argmax), the first-token controls
+* ``04`` (POPE): every dataset × split × :data:`POPE_METHODS` (under :data:`PROTOCOL`), the first-token controls
   on the first dataset's adversarial split, and the α × λ sweep of AvisC there
   (:data:`SWEEP_ALPHAS` × :data:`SWEEP_LAMS`, on ``limit`` questions, or :data:`SWEEP_FULL_LIMIT`
   when ``limit`` is None).
@@ -20,7 +20,11 @@ from collections.abc import Callable
 
 from .budget import Run
 
-POPE_METHODS = ("greedy", "vcd", "m3id", "avisc")
+# The tiny profile decodes by argmax; GPU profiles run the paper's protocol (sampled, see
+# benchmarks.protocols), where the baseline is plain sampling.
+PROTOCOL = {"synthetic": "argmax", "coco": "paper"}
+BASE = {"argmax": "greedy", "paper": "sample"}
+POPE_METHODS = ("greedy", "vcd", "m3id", "avisc")  # the first is replaced by BASE[protocol]
 POPE_SPLITS = ("random", "popular", "adversarial")
 POPE_DATASETS = {"synthetic": ("synthetic",), "coco": ("coco", "aokvqa", "gqa")}
 SWEEP_ALPHAS = (0.0, 0.5, 1.0, 2.0, 3.0)
@@ -57,11 +61,14 @@ def _capped(size: int, limit: int | None) -> int:
 def pope_runs(limit: int | None, dataset: str) -> list[Run]:
     """Notebook 04: the argmax grid, the first-token controls and the α × λ sweep."""
     questions = _capped(POPE_SIZE[dataset], limit)
-    runs = [Run("pope", m, questions, group="argmax: datasets × splits × methods")
-            for _ in POPE_DATASETS[dataset] for _ in POPE_SPLITS for m in POPE_METHODS]
+    protocol = PROTOCOL[dataset]
+    methods = (BASE[protocol], *POPE_METHODS[1:])
+    runs = [Run("pope", m, questions, do_sample=protocol == "paper", group="datasets × splits × methods")
+            for _ in POPE_DATASETS[dataset] for _ in POPE_SPLITS for m in methods]
     runs.append(Run("pope", "controls", questions, group="first-token controls"))
     sweep = _capped(POPE_SIZE[dataset], limit or SWEEP_FULL_LIMIT)
-    runs += [Run("pope", "avisc", sweep, group="α × λ sweep (AvisC)") for _ in SWEEP_ALPHAS for _ in SWEEP_LAMS]
+    runs += [Run("pope", "avisc", sweep, do_sample=protocol == "paper", group="α × λ sweep (AvisC)")
+             for _ in SWEEP_ALPHAS for _ in SWEEP_LAMS]
     return runs
 
 

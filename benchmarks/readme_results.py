@@ -126,7 +126,7 @@ def block() -> str:
         "**AMBER** (percent; AMBER = (100 − CHAIR + F1) / 2):\n\n" + markdown(amber) + "\n\n"
         + markdown(amber_sampled.rename(columns=lambda c: f"{c}, sampled (3 seeds)")),
         "Reading: the methods move POPE and CHAIR by about one question in 150; a random same-size "
-        "mask or an all-zero image as the contrast branch does as well as AvisC's blind-token branch; "
+        "mask or all image-token embeddings zeroed after the projector as the contrast branch does as well as AvisC's blind-token branch; "
         "under sampling the plausibility cut alone (α = 0) explains the gain over plain sampling. "
         "AvisC's clearest gain is on AMBER's existence questions. The notebooks discuss each number.",
     ])

@@ -134,7 +134,7 @@ def test_notebook_grids_are_todays_notebooks():
 def test_the_sweep_takes_500_questions_on_the_full_benchmarks():
     runs = grids.notebook_runs("04", None, "coco")
     assert {r.questions for r in runs if r.group.startswith("α")} == {500}
-    assert {r.questions for r in runs if r.group.startswith("argmax")} == {3000}
+    assert {r.questions for r in runs if r.group.startswith("datasets")} == {3000}
 
 
 @pytest.mark.parametrize("limit", [1, 5, 150, None])
@@ -171,7 +171,7 @@ def test_unknown_notebook_or_dataset():
 def test_plan_sums_runs_questions_and_minutes_per_group():
     runs = grids.notebook_runs("04", 40, "coco")
     table = budget.plan(runs, "T4", "llava")
-    assert list(table.index) == ["argmax: datasets × splits × methods", "first-token controls",
+    assert list(table.index) == ["datasets × splits × methods", "first-token controls",
                                  "α × λ sweep (AvisC)", "total"]
     assert table.loc["total", "runs"] == len(runs) == table["runs"].iloc[:-1].sum()
     assert table.loc["total", "questions"] == sum(r.questions for r in runs)
@@ -220,3 +220,14 @@ def test_progress_tracks_a_run_folder(tmp_path, capsys):
     with progress.track(tmp_path):  # a finished run: nothing new, nothing printed
         pass
     assert capsys.readouterr().out == "" and progress.done == 100
+
+
+def test_gpu_pope_grid_is_sampled_with_plain_sampling_as_base():
+    """GPU profiles run notebook 04 under the paper's protocol: sampled runs, "sample" as baseline."""
+    from avisc_lib import grids
+
+    gpu = [r for r in grids.notebook_runs("04", 10, "coco") if r.group.startswith("datasets")]
+    tiny = [r for r in grids.notebook_runs("04", 10, "synthetic") if r.group.startswith("datasets")]
+    assert all(r.do_sample for r in gpu) and not any(r.do_sample for r in tiny)
+    assert {r.method for r in gpu} == {"sample", "vcd", "m3id", "avisc"}
+    assert {r.method for r in tiny} == {"greedy", "vcd", "m3id", "avisc"}

@@ -134,7 +134,7 @@ def test_limit_full_runs_the_full_benchmarks_and_the_plan_says_how_long(monkeypa
     monkeypatch.setenv("AVISC_LIMIT", "full")
     p = resolve_profile("llava", gpu_gib=40.0)
     assert p.limit is None and p.n_samples == profiles.GPU_SAMPLES
-    assert {r.questions for r in p.runs("04") if r.group.startswith("argmax")} == {3000}
+    assert {r.questions for r in p.runs("04") if r.group.startswith("datasets")} == {3000}
     assert p.plan("04").loc["total", "minutes"] > 60  # hours: shown before anything runs
 
 
