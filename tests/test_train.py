@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -10,6 +11,7 @@ from avisc_lib.tiny import train
 TINY_RUN = ["--steps0", "3", "--steps1", "2", "--steps2", "3", "--bs0", "4", "--bs", "4", "--threads", "1"]
 
 
+@pytest.mark.slow  # trains three times: about 35-50 s
 def test_training_is_deterministic_and_resumable(tmp_path):
     train.main(["--out", str(tmp_path / "a"), *TINY_RUN])
     train.main(["--out", str(tmp_path / "b"), *TINY_RUN])
