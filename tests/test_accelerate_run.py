@@ -13,10 +13,9 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # each launch starts fresh processes: about 50 s per case
-
 from avisc_lib.benchmarks.cli import main
 
+pytestmark = pytest.mark.slow  # each launch starts fresh processes: about 50 s per case
 RUN = ["run", "pope", "--model", "tiny", "--method", "avisc", "--limit", "22", "--batch-size", "4"]
 
 
