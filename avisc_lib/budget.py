@@ -291,19 +291,24 @@ def _model_key(model: str) -> str:
 
 
 class Progress:
-    """Measured progress through a plan of ``total`` questions: rate and ETA after each run."""
+    """Measured progress through a plan of ``total`` questions: rate and ETA after the first timed
+    run, then at most once per ``every`` seconds of measured work."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, every: float = 60.0):
         if total < 0:
             raise ValueError(f"total must be >= 0 questions, got {total}")
         self.total, self.done, self.measured, self.seconds = total, 0, 0, 0.0
+        self.every, self.reported_at = every, None
 
     def update(self, questions: int, seconds: float) -> None:
-        """Count ``questions`` answered in ``seconds``; print the rate so far and the ETA (one line)."""
+        """Count ``questions`` answered in ``seconds``; print the rate so far and the ETA (one line)
+        when this is the first timed run or ``every`` seconds have passed since the last line."""
         self.done += questions
         self.measured += questions
         self.seconds += seconds
-        if self.measured and self.seconds > 0:
+        due = self.reported_at is None or self.seconds - self.reported_at >= self.every
+        if due and self.measured and self.seconds > 0:
+            self.reported_at = self.seconds
             rate = self.measured / self.seconds
             left = max(self.total - self.done, 0)
             print(f"{self.done:,} of {self.total:,} questions done; measured {rate:.2f} questions/s; "

@@ -231,3 +231,11 @@ def test_gpu_pope_grid_is_sampled_with_plain_sampling_as_base():
     assert all(r.do_sample for r in gpu) and not any(r.do_sample for r in tiny)
     assert {r.method for r in gpu} == {"sample", "vcd", "m3id", "avisc"}
     assert {r.method for r in tiny} == {"greedy", "vcd", "m3id", "avisc"}
+
+
+def test_progress_reports_the_first_run_then_once_a_minute(capsys):
+    progress = budget.Progress(1000, every=60.0)
+    for seconds in (10.0, 20.0, 29.0, 2.0):  # measured work: 10, 30, 59, 61 s
+        progress.update(10, seconds)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("10 of") and lines[1].startswith("40 of")
