@@ -1,0 +1,194 @@
+"""Every notebook runs under the GPU profiles, unedited, on replicas of the real checkpoints.
+
+A replica (:mod:`avisc_lib.replicas`) has the interfaces of ``llava-hf/llava-1.5-7b-hf`` or
+``Salesforce/instructblip-vicuna-7b`` (tokenizer, id layout, chat template, image processing,
+576 / 32 image tokens) at tiny width. Each notebook runs with the variables a user sets to run a
+GPU profile elsewhere: ``AVISC_PROFILE``, ``AVISC_DEVICE=cpu``, ``AVISC_LIMIT=2``,
+``AVISC_MODEL=<replica folder>``. Two cells are inserted, nothing else changes:
+
+* after the parameters cell, one that first resolves the profile as a GPU would (24 GiB: fp16;
+  a 15 GiB T4: 4-bit) and checks the result, then keeps that precision for the CPU run;
+* at the end, one that checks what breaks silently on the real checkpoints: image tokens found by
+  id, the 24 × 24 grid, the answer tokens the template makes the model say first ("▁Yes"/"▁No"),
+  and finite attention and contrast logits in the notebook's precision.
+
+The benchmark questions are the real POPE and AMBER files (``data/``) and MME-format fixtures; the
+images are synthetic scenes saved under the real file names; notebooks 01-03 use the photographs.
+"""
+
+import itertools
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from avisc_lib.benchmarks import fetch, load_questions
+from avisc_lib.benchmarks.images import pope_image_names
+from avisc_lib.replicas import build_replica
+from conftest import DATA, scene_images
+
+pytestmark = pytest.mark.notebooks
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+MME_SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"
+LIMIT = 2
+# (replica, profile, GPU memory it is resolved for, quantization that implies, image tokens)
+SETUPS = {
+    "llava-fp16": ("llava-1.5", "llava", 24.0, None, 576),
+    "instructblip-4bit": ("instructblip-vicuna", "instructblip", 15.0, "4bit", 32),
+}
+
+RESOLVE_AS_ON_A_GPU = """\
+# Inserted by tests/test_notebooks_replicas.py: the profile as a {gib:.0f} GiB GPU resolves it, run on CPU.
+import dataclasses
+import os
+
+import avisc_lib
+import torch
+
+_resolve = avisc_lib.resolve_profile
+
+
+def _as_on_a_gpu(name=None):
+    device = os.environ.pop("AVISC_DEVICE")
+    try:
+        gpu = _resolve(name, gpu_gib={gib})
+    finally:
+        os.environ["AVISC_DEVICE"] = device
+    assert (gpu.name, gpu.device, gpu.dtype, gpu.quantization, gpu.dataset) == (
+        {profile!r}, "cuda", torch.float16, {quantization!r}, "coco"), gpu
+    return dataclasses.replace(_resolve(name), dtype=torch.float16, quantization=gpu.quantization)
+
+
+avisc_lib.resolve_profile = _as_on_a_gpu
+"""
+
+CHECK_THE_CHECKPOINT_INTERFACE = """\
+# Inserted by tests/test_notebooks_replicas.py: what breaks silently on the real checkpoints.
+from PIL import Image
+
+from avisc_lib.decoding import contrast_logits
+
+assert profile.dtype == torch.float16 and profile.quantization == {quantization!r}
+_inputs = avisc_lib.encode(model, processor, [Image.new("RGB", (400, 300), "gray")], ["Is there a cat in the image?"])
+_image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+assert int((_inputs["input_ids"] == _image_id).sum()) == {tokens}
+assert avisc_lib.answer_token_ids(model, processor) == processor.tokenizer.convert_tokens_to_ids(["▁Yes", "▁No"])
+_attention = avisc_lib.image_attention(model, _inputs)
+assert _attention.shape[-1] == {tokens} and torch.isfinite(_attention).all()
+_vocab = torch.arange(model.get_output_embeddings().weight.shape[0])
+_blind = avisc_lib.select_blind_tokens(_attention)
+_original = avisc_lib.answer_logits(model, _inputs, _vocab)
+_biased = avisc_lib.answer_logits(model, _inputs, _vocab, replace=~_blind)
+assert torch.isfinite(contrast_logits(_original, _biased, 2.5)).all()
+if isinstance(globals().get("grid"), int):  # notebook 01's token grid
+    assert grid ** 2 == {tokens} == 576
+print("checkpoint interface checks passed")
+"""
+
+
+def _mme_release(root: Path) -> dict[str, list[str]]:
+    """An MME release folder holding the fixture questions of two images per subtask."""
+    asked = {}
+    for subtask in ("existence", "count", "position", "color"):
+        rows = [line.split("\t") for line in (MME_SHEETS / f"{subtask}.txt").read_text().splitlines() if line.strip()]
+        images = list(dict.fromkeys(r[0] for r in rows))[:2]
+        for image in images:
+            scene_images(root / subtask, [image])
+            text = "".join(f"{q}\t{gt}\n" for name, q, gt, *_ in rows if name == image)
+            (root / subtask / Path(image).with_suffix(".txt").name).write_text(text)
+        asked[subtask] = [q for name, q, *_ in rows if name == images[0]]
+    return asked
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Replica folders, benchmark data cache with COCO images, GQA / AMBER / MME image folders."""
+    root = tmp_path_factory.mktemp("replica_world")
+    data = root / "benchmarks"  # question files come from data/; the COCO images land here, as downloaded
+    scene_images(data / "coco" / "val2014", pope_image_names(["coco", "aokvqa"], data))
+    queries = json.loads((DATA / "AMBER" / "data" / "query" / "query_all.json").read_text())
+    env = {
+        "AVISC_DEVICE": "cpu",
+        "AVISC_LIMIT": str(LIMIT),
+        "AVISC_DATA_DIR": str(data),
+        "GQA_IMAGES": str(scene_images(root / "gqa", pope_image_names(["gqa"], data))),
+        "AMBER_IMAGES": str(scene_images(root / "amber", sorted({q["image"] for q in queries}))),
+        "MME_DIR": str(root / "MME_Benchmark_release_version"),
+    }
+    return {"root": root, "data": data, "env": env, "mme": _mme_release(Path(env["MME_DIR"])),
+            "folders": {name: build_replica(name, root / name) for name in ("llava-1.5", "instructblip-vicuna")}}
+
+
+def _execute(path: Path, setup: str, world, monkeypatch, tmp_path) -> Path:
+    """Run notebook ``path`` under ``setup``; return its run folder."""
+    replica, profile, gib, quantization, tokens = SETUPS[setup]
+    for key, value in world["env"].items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AVISC_PROFILE", profile)
+    monkeypatch.setenv("AVISC_MODEL", str(world["folders"][replica]))
+    monkeypatch.setenv("AVISC_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("AVISC_FIGURES", str(tmp_path / "figures"))
+    monkeypatch.delenv("COCO_IMAGES", raising=False)
+    notebook = nbformat.read(path, as_version=4)
+    parameters = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
+    values = {"gib": gib, "profile": profile, "quantization": quantization, "tokens": tokens}
+    notebook.cells.insert(parameters + 1, nbformat.v4.new_code_cell(RESOLVE_AS_ON_A_GPU.format(**values), id="gpu"))
+    notebook.cells.append(nbformat.v4.new_code_cell(CHECK_THE_CHECKPOINT_INTERFACE.format(**values), id="check"))
+    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    assert "checkpoint interface checks passed" in notebook.cells[-1].outputs[0]["text"]
+    if path.stem == "01_attention_bias":  # the blank-image cell prints the token count it found
+        assert any(f"{tokens} image tokens" in o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert path.stem == "00_setup" or list((tmp_path / "figures").glob("*.png")), "no figure saved"
+    return tmp_path / "runs" / profile
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _answers(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+
+
+def _check_pope_runs(runs: Path, world) -> None:
+    """Every dataset × split × method ran the paper protocol on the real questions; the sweep ran."""
+    for dataset, split in itertools.product(("coco", "aokvqa", "gqa"), ("random", "popular", "adversarial")):
+        real = load_questions(fetch(f"pope/{dataset}/{split}", world["data"]))[:LIMIT]
+        for method in ("sample", "vcd", "m3id", "avisc"):
+            folder = runs / f"pope_{dataset}_{split}_{method}"
+            config = _config(folder)
+            assert (config["dataset"], config["split"], config["limit"], config["protocol"]) == (
+                dataset, split, LIMIT, "paper")  # fmt: skip
+            assert [(a["question"], a["image"]) for a in _answers(folder)] == [(q.text, q.image) for q in real]
+    assert len(list(runs.glob("pope_coco_adversarial_avisc_alpha*"))) == 20  # the α × λ sweep
+
+
+def _check_mme_runs(runs: Path, world) -> None:
+    folders = sorted(runs.glob("mme_*"))
+    assert len(folders) == 4 + 5 * 3  # argmax runs, then 5 sampled configurations × 3 seeds
+    assert {(_config(f)["dataset"], _config(f)["split"]) for f in folders} == {("official", "hallucination")}
+    assert {_config(f)["protocol"] for f in folders if "do_sample" in f.name} == {"paper"}
+    answers = _answers(runs / "mme_official_hallucination_avisc_seed0")
+    for subtask, questions in world["mme"].items():
+        assert [a["question"] for a in answers if a["group"] == subtask] == questions
+
+
+def _check_amber_runs(runs: Path, world) -> None:
+    folders = sorted(runs.glob("amber_*"))
+    assert len(folders) == 4 + 5 * 3 and {_config(f)["dataset"] for f in folders} == {"official"}
+    answers = _answers(runs / "amber_official_greedy_seed0")
+    sections = ("generative", "attribute", "existence", "relation")
+    assert [a["group"] for a in answers] == [g for g in sections for _ in range(LIMIT)]
+
+
+RUN_CHECKS = {"04_pope": _check_pope_runs, "05_mme": _check_mme_runs, "06_amber": _check_amber_runs}
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_the_replica(path, setup, world, monkeypatch, tmp_path):
+    runs = _execute(path, setup, world, monkeypatch, tmp_path)
+    if path.stem in RUN_CHECKS:
+        RUN_CHECKS[path.stem](runs, world)
