@@ -59,3 +59,13 @@ def test_install_pins_this_release():
     assert f'AVISC_RELEASE = "v{avisc_lib.__version__}"' in source
     assert f'\nversion = "{avisc_lib.__version__}"\n' in pyproject
     assert "@main" not in source and "google.colab" in source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_prose_states_no_measured_numbers(path):
+    """Measured numbers are formatted from the run's own results, never typed into markdown, where
+    they would contradict the outputs under another profile. (0.02 is M3ID's decay constant.)"""
+    import re
+
+    markdown = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+    assert set(re.findall(r"\b\d+\.\d{2}\b", markdown)) <= {"0.02"}
