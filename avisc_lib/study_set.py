@@ -37,8 +37,6 @@ from .profiles import Profile
 from .world.questions import NEGATIVE_KINDS, existence_set
 from .world.scenes import Scene
 
-SOURCES = ("synthetic", "coco", "photos")
-
 
 @dataclass(frozen=True)
 class Item:
