@@ -16,7 +16,6 @@ The benchmark questions are the real POPE and AMBER files (``data/``) and MME-fo
 images are synthetic scenes saved under the real file names; notebooks 01-03 use the photographs.
 """
 
-import importlib.util
 import itertools
 import json
 from pathlib import Path
@@ -29,13 +28,10 @@ from avisc_lib.benchmarks import fetch, load_questions
 from avisc_lib.benchmarks.images import pope_image_names
 from avisc_lib.replicas import build_replica
 from conftest import DATA, scene_images
+from notebook_rules import warnings_in
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-# The series' rule that executed notebooks show no warnings lives beside the notebooks (nbmake applies it there).
-_rules = importlib.util.spec_from_file_location("notebook_rules", NOTEBOOKS[0].parent / "conftest.py")
-notebook_rules = importlib.util.module_from_spec(_rules)
-_rules.loader.exec_module(notebook_rules)
 MME_SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"
 LIMIT = 2
 # (replica, profile, GPU memory it is resolved for, quantization that implies, image tokens)
@@ -143,7 +139,7 @@ def _execute(path: Path, setup: str, world, monkeypatch, tmp_path) -> Path:
     notebook.cells.append(nbformat.v4.new_code_cell(CHECK_THE_CHECKPOINT_INTERFACE.format(**values), id="check"))
     NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     assert "checkpoint interface checks passed" in notebook.cells[-1].outputs[0]["text"]
-    assert not notebook_rules.warnings_in(notebook)
+    assert not warnings_in(notebook)
     if path.stem == "01_attention_bias":  # the blank-image cell prints the token count it found
         assert any(f"{tokens} image tokens" in o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
     assert path.stem == "00_setup" or list((tmp_path / "figures").glob("*.png")), "no figure saved"

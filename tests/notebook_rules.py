@@ -1,4 +1,5 @@
-"""nbmake executes every notebook here; this adds the series' rule that students see no warnings.
+"""A pytest plugin (``-p notebook_rules`` in pyproject.toml): nbmake executes every notebook, and
+this adds the series' rule that students see no warnings.
 
 An executed notebook fails when a cell's output shows a warning (a Python ``...Warning:`` line or a
 logged ``WARNING``), unless the line matches :data:`UNAVOIDABLE`, each entry with its reason.
