@@ -3,7 +3,7 @@
 A replica (:mod:`avisc_lib.replicas`) has the interfaces of ``llava-hf/llava-1.5-7b-hf`` or
 ``Salesforce/instructblip-vicuna-7b`` (tokenizer, id layout, chat template, image processing,
 576 / 32 image tokens) at tiny width. Each notebook runs with the variables a user sets to run a
-GPU profile elsewhere: ``AVISC_PROFILE``, ``AVISC_DEVICE=cpu``, ``AVISC_LIMIT=2``,
+GPU profile elsewhere: ``AVISC_PROFILE``, ``AVISC_DEVICE=cpu``, ``AVISC_LIMIT=1``,
 ``AVISC_MODEL=<replica folder>``. Two cells are inserted, nothing else changes:
 
 * after the parameters cell, one that first resolves the profile as a GPU would (24 GiB: fp16;
@@ -33,7 +33,7 @@ from notebook_rules import warnings_in
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MME_SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"
-LIMIT = 2
+LIMIT = 1  # questions per split: the smallest run that exercises every path (MME keeps its image pairs)
 # (replica, profile, GPU memory it is resolved for, quantization that implies, image tokens)
 SETUPS = {
     "llava-fp16": ("llava-1.5", "llava", 24.0, None, 576),
