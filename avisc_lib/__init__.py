@@ -8,7 +8,8 @@ from .generation import answer_logits, answer_token_ids, candidate_token_ids, ge
 from .masking import mask_image_tokens, replace_image_tokens
 from .models import known_models, load_model
 from .profiles import Profile, environment_report, resolve_profile
-from .prompts import build_prompt, encode
+from .inputs import encode
+from .prompts import build_prompt
 
 __all__ = [
     "Profile",

@@ -21,7 +21,7 @@ from .attention import image_attention
 from .blind import select_blind_tokens
 from .decoding import contrast_logits, plausibility_cut
 from .generation import ANSWER_WORDS, answer_logits, answer_token_ids
-from .prompts import encode
+from .inputs import encode
 
 # Ablation conditions: name -> which image tokens are replaced (zeroed), given the blind mask and
 # a random mask with as many tokens per row as the blind one.

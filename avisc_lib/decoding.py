@@ -35,7 +35,8 @@ from transformers import (
 from . import compat
 from .attention import image_rows, record_last_query_attention
 from .blind import select_blind_tokens
-from .masking import Prompt, embed_prompt, replace_image_tokens
+from .inputs import Prompt, embed_prompt
+from .masking import replace_image_tokens
 
 METHODS = ("greedy", "sample", "avisc", "vcd", "m3id")
 CONTRASTIVE = ("avisc", "vcd", "m3id")

@@ -28,7 +28,7 @@ from .analysis import ablation_logits
 from .attention import image_attention
 from .blind import select_blind_tokens
 from .decoding import contrast_logits, plausibility_cut
-from .prompts import encode
+from .inputs import encode
 from .world.scenes import COLOURS, SHAPES
 
 PAPER_METHODS = {"base": "sample", "VCD": "vcd", "M3ID": "m3id", "AvisC": "avisc"}

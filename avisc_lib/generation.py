@@ -11,8 +11,9 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from . import compat
 from .decoding import decode
-from .masking import embed_prompt, replace_image_tokens
-from .prompts import build_prompt, encode
+from .inputs import embed_prompt, encode
+from .masking import replace_image_tokens
+from .prompts import build_prompt
 
 # How LLaVA-1.5 and InstructBLIP start a yes/no answer; lower-casing tokenizers map them to their own ids.
 ANSWER_WORDS = ("Yes", "No")

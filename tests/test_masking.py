@@ -7,7 +7,8 @@ import torch
 
 from avisc_lib import compat
 from avisc_lib.generation import answer_logits
-from avisc_lib.masking import embed_prompt, mask_image_tokens, replace_image_tokens
+from avisc_lib.inputs import embed_prompt
+from avisc_lib.masking import mask_image_tokens, replace_image_tokens
 
 
 def _which(batch: int, tokens: int) -> torch.Tensor:
