@@ -10,6 +10,7 @@ from .models import known_models, load_model
 from .profiles import Profile, environment_report, resolve_profile
 from .inputs import encode
 from .prompts import build_prompt
+from .sinks import sink_tokens
 
 __all__ = [
     "Profile",
@@ -30,5 +31,6 @@ __all__ = [
     "replace_image_tokens",
     "resolve_profile",
     "select_blind_tokens",
+    "sink_tokens",
 ]
 __version__ = "0.2.0"
