@@ -32,7 +32,7 @@ from pathlib import Path
 from PIL import Image
 
 from .benchmarks import download, pope
-from .benchmarks.tasks import DEFAULT_DATA_DIR, open_image
+from .benchmarks.io import DEFAULT_DATA_DIR, FormatError, check_images, open_image
 from .profiles import Profile
 from .world.questions import NEGATIVE_KINDS, existence_set
 from .world.scenes import Scene
@@ -156,7 +156,7 @@ def _pope_pairs(kind: str) -> list[tuple[pope.PopeQuestion, pope.PopeQuestion]]:
     questions = pope.load_questions(path)
     pairs = list(zip(questions[::2], questions[1::2]))
     if any((yes.label, no.label) != ("yes", "no") or yes.image != no.image for yes, no in pairs):
-        raise pope.FormatError(f"{path}: expected alternating yes/no questions about the same image")
+        raise FormatError(f"{path}: expected alternating yes/no questions about the same image")
     by_image: dict[str, list] = {}
     for pair in pairs:
         by_image.setdefault(pair[0].image, []).append(pair)
@@ -170,7 +170,7 @@ def _coco_items(folder: Path, n: int, start: int) -> list[Item]:
     splits = {kind: _pope_pairs(kind) for kind in NEGATIVE_KINDS}
     total = min(map(len, splits.values()))
     chosen = [(splits[NEGATIVE_KINDS[i % 3]][i], NEGATIVE_KINDS[i % 3]) for i in _pair_indices(n, start, total)]
-    pope.check_images([q for pair, _ in chosen for q in pair], folder)
+    check_images([q for pair, _ in chosen for q in pair], folder)
     images: dict[str, Image.Image] = {}
     items = []
     for (yes, no), kind in chosen:

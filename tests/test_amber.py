@@ -22,7 +22,7 @@ from avisc_lib.benchmarks.amber import (
     score_generative,
     singularise,
 )
-from avisc_lib.benchmarks.pope import FormatError
+from avisc_lib.benchmarks.io import FormatError
 from conftest import DATA
 
 AMBER = DATA / "AMBER" / "data"

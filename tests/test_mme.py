@@ -16,7 +16,7 @@ from avisc_lib.benchmarks.mme import (
     score_mme,
     subtask_scores,
 )
-from avisc_lib.benchmarks.pope import FormatError
+from avisc_lib.benchmarks.io import FormatError
 
 SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"  # 14 hand-written answer sheets, 58 questions
 

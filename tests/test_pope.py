@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from avisc_lib.benchmarks.io import FormatError
 from avisc_lib.benchmarks.parsers import UnparseableAnswer
 from avisc_lib.benchmarks.pope import (
-    FormatError,
     ObjectStats,
     PopeAnswer,
     build_pope,

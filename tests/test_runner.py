@@ -6,7 +6,7 @@ import pytest
 
 from avisc_lib.benchmarks import runner
 from avisc_lib.benchmarks.cli import main
-from avisc_lib.benchmarks.pope import FormatError
+from avisc_lib.benchmarks.io import FormatError
 from avisc_lib.benchmarks.store import ConfigMismatch
 from avisc_lib.generation import generate
 

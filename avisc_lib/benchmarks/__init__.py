@@ -10,10 +10,10 @@ it, resumably and across ``accelerate`` processes.
 
 from .amber import Vocabulary, get_backend, load_annotations, load_queries, load_responses, score_amber
 from .download import fetch
+from .io import FormatError
 from .mme import load_release, load_results_dir, load_sheet, score_mme
 from .parsers import UnparseableAnswer, available_parsers, get_parser, register
 from .pope import (
-    FormatError,
     ObjectStats,
     PopeAnswer,
     PopeQuestion,

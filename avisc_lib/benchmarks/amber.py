@@ -52,7 +52,6 @@ denominator (+1e-3 for existence).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple, dataclass
@@ -60,8 +59,8 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Protocol
 
+from .io import FormatError, read_json, read_records, require
 from .parsers import NO, YES, get_parser
-from .pope import FormatError, read_records, require
 
 GENERATIVE = "generative"
 GROUPS = {  # annotation type → discriminative group
@@ -92,13 +91,6 @@ class AmberQuery:
     id: int
     image: str
     query: str
-
-
-def _load_json(path: str | Path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
 
 def load_annotations(path: str | Path) -> list[dict]:
@@ -156,7 +148,7 @@ class Vocabulary:
 
     @classmethod
     def load(cls, relation: str | Path, safe_words: str | Path) -> Vocabulary:
-        association = _load_json(relation)
+        association = read_json(relation)
         if not isinstance(association, dict):
             raise FormatError(f"{relation}: expected a JSON object word → association words")
         words = Path(safe_words).read_text(encoding="utf-8").split()

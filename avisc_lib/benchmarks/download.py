@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-REPOSITORY_DATA = Path(__file__).resolve().parents[2] / "data"  # exists in a checkout only
+from .io import REPOSITORY_DATA
+
 _RAW = "https://raw.githubusercontent.com"
 _SOURCES = {  # cache folder → pinned raw-file prefix of its repository
     "POPE": f"{_RAW}/RUCAIBox/POPE/3df3ba1b110ecce25696989577fad583b67d4239",

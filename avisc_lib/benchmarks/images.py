@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import pope
 from .download import download_verified, fetch, sha256sum
-from .tasks import DEFAULT_DATA_DIR
+from .io import DEFAULT_DATA_DIR
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .parsers import NO, YES, get_parser
-from .pope import FormatError
+from .io import FormatError
 
 PERCEPTION = (
     "existence",

@@ -25,14 +25,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .io import FormatError, check_images, read_records, require
 from .parsers import NO, YES, UnparseableAnswer, get_parser
 
 STRATEGIES = ("random", "popular", "adversarial")
 TEMPLATE = "Is there {object} in the image?"
-
-
-class FormatError(ValueError):
-    """A benchmark file is malformed; the message names the file and line or record."""
 
 
 @dataclass(frozen=True)
@@ -51,44 +48,6 @@ class PopeAnswer:
 
 
 # --------------------------------------------------------------------------- reading files
-
-
-def read_records(path: str | Path) -> list[tuple[str, dict]]:
-    """``(location, record)`` pairs from a JSON array or a JSON Lines file.
-
-    ``location`` is ``"file:line"`` for JSON Lines and ``"file record i"`` for arrays, ready
-    for error messages. Blank lines are skipped; CRLF and a UTF-8 BOM are tolerated.
-    """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise FormatError(f"{path}:{e.lineno}: invalid JSON array ({e.msg})") from None
-        located = [(f"{path} record {i + 1}", r) for i, r in enumerate(records)]
-    else:
-        located = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                located.append((f"{path}:{number}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise FormatError(f"{path}:{number}: invalid JSON line ({e.msg})") from None
-    if not located:
-        raise FormatError(f"{path}: no records")
-    for where, record in located:
-        if not isinstance(record, dict):
-            raise FormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    return located
-
-
-def require(record: dict, where: str, fields: Iterable[str]) -> None:
-    """Raise :class:`FormatError` naming ``where`` if any of ``fields`` is missing."""
-    missing = [f for f in fields if f not in record]
-    if missing:
-        raise FormatError(f"{where}: missing field(s) {', '.join(map(repr, missing))}")
 
 
 def _question(where: str, record: dict) -> PopeQuestion:
@@ -110,18 +69,6 @@ def load_questions(path: str | Path, image_dir: str | Path | None = None) -> lis
     if image_dir is not None:
         check_images(questions, image_dir)
     return questions
-
-
-def check_images(questions: Sequence[PopeQuestion], image_dir: str | Path) -> None:
-    """Raise :class:`FileNotFoundError` listing images of ``questions`` absent from ``image_dir``."""
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"image folder {image_dir} does not exist")
-    missing = sorted({q.image for q in questions if not (image_dir / q.image).is_file()})
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image(s) missing from {image_dir}, e.g. {', '.join(missing[:3])}"
-        )
 
 
 def save_questions(questions: Iterable[PopeQuestion], path: str | Path) -> None:

@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .pope import FormatError
+from .io import FormatError
 from .tasks import Question
 
 ANSWERS = "answers.jsonl"

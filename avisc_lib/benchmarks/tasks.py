@@ -27,7 +27,6 @@ existence, relation).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -36,6 +35,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import amber, download, mme, pope, synthetic
+from .io import DEFAULT_DATA_DIR, check_images, open_image
 from .parsers import get_parser
 
 DATASETS = {
@@ -54,7 +54,6 @@ AMBER_SECTIONS = {
     "all": ("generative", "attribute", "existence", "relation"),
     "discriminative": ("attribute", "existence", "relation"),
 }
-DEFAULT_DATA_DIR = Path(os.environ.get("AVISC_DATA_DIR") or Path.home() / ".cache" / "avisc_lib" / "benchmarks")
 
 
 @dataclass(frozen=True)
@@ -124,12 +123,6 @@ def _head(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]
 
 
-def open_image(folder: Path, name: str) -> Image.Image:
-    """``folder / name`` as RGB."""
-    with Image.open(folder / name) as image:
-        return image.convert("RGB")
-
-
 def _image_folder(source: Source, dataset: str, what: str) -> Path:
     if source.image_dir is None:
         raise ValueError(f"the {dataset} dataset needs image_dir (--image-dir): {what}")
@@ -147,7 +140,7 @@ def _pope_task(dataset: str, split: str, parser: str, source: Source) -> Task:
         folder = _image_folder(source, dataset, "the folder of COCO val2014 (coco, aokvqa) or GQA images")
         path = download.fetch(f"pope/{dataset}/{split}", source.data_dir)
         questions = _head(pope.load_questions(path), source.limit)
-        pope.check_images(questions, folder)
+        check_images(questions, folder)
         load_image = partial(open_image, folder)
     return Task(
         "pope",
@@ -234,7 +227,7 @@ def _amber_task(dataset: str, split: str, parser: str, source: Source) -> Task:
             chosen[section].append(query)
     picked = sorted((q for qs in chosen.values() for q in qs), key=lambda q: q.id)
     if dataset != "synthetic":
-        pope.check_images(picked, source.image_dir)
+        check_images(picked, source.image_dir)
     generative = bool(chosen.get("generative"))
     discriminative = any(qs for section, qs in chosen.items() if section != "generative")
     task = "a" if generative and discriminative else ("g" if generative else "d")
