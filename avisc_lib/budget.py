@@ -1,9 +1,9 @@
 """A GPU time budget: what an evaluation costs, estimated before it starts and measured while it runs.
 
-    runs = grids.notebook_runs("04", limit=100, dataset="coco")   # the runs notebook 04 makes
-    plan(runs, "T4", "llava")                                      # minutes per run group, and a total
+    runs = experiments.notebook_runs("04", limit=100, kind="coco")   # the runs notebook 04 makes
+    plan(runs, "T4", "llava")                                        # minutes per run group, and a total
     progress = Progress(sum(r.questions for r in runs))
-    with progress.track(run_folder):                               # prints the measured rate and an ETA
+    with progress.track(run_folder):                                 # prints the measured rate and an ETA
         run_benchmark(...)
 
 The estimate is a roofline model of :func:`avisc_lib.decode` (see :data:`METHOD_PASSES`): a
@@ -125,8 +125,10 @@ METHOD_PASSES = {
     "avisc": Passes(1, 2, 2),  # 2nd prefill (non-blind tokens zeroed) after reading the 1st's attention
     "vcd": Passes(2, 2, 2),  # the noised image goes through the vision tower again
     "m3id": Passes(1, 2, 2),  # text-only 2nd prefill, re-left-padded to the same length
-    # notebook 04's first-token controls: an attention prefill, then original + 3 contrast branches
-    "controls": Passes(1, 5, 0),
+    # AvisC's controls: the 2nd branch keeps a random same-size token set (the blind set's size needs
+    # the 1st prefill's attention, as AvisC) or zeroes every image token (no attention capture)
+    "random_mask": Passes(1, 2, 2),
+    "zero_image": Passes(1, 2, 2),
 }
 
 

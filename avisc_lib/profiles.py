@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from . import budget, grids
+from . import budget, experiments
 from .models import ALIASES, load_model
 
 PROFILES = ("tiny", "llava", "instructblip")
@@ -77,7 +77,7 @@ class Profile:
 
     def runs(self, notebook: str) -> list[budget.Run]:
         """The runs notebook ``"04"``, ``"05"`` or ``"06"`` makes under this profile."""
-        return grids.notebook_runs(notebook, self.limit, self.dataset)
+        return experiments.notebook_runs(notebook, self.limit, self.dataset)
 
     def plan(self, notebook: str):
         """:func:`budget.plan` of :meth:`runs` on :attr:`gpu` (counts only where it is None)."""
@@ -153,8 +153,8 @@ def default_limit(model: str, gpu: str, quantized: bool) -> int | None:
     smallest of :data:`LIMITS` if none fits."""
 
     def fits(limit: int | None) -> bool:
-        return all(budget.estimate(grids.notebook_runs(nb, limit, "coco"), gpu, model, quantized=quantized,
-                                   batch_size=GPU_BATCH_SIZE) <= 60 * SESSION_MINUTES[gpu] for nb in grids.GRIDS)
+        return all(budget.estimate(experiments.notebook_runs(nb, limit, "coco"), gpu, model, quantized=quantized,
+                                   batch_size=GPU_BATCH_SIZE) <= 60 * SESSION_MINUTES[gpu] for nb in experiments.GRIDS)
 
     return next((limit for limit in (None, *reversed(LIMITS)) if fits(limit)), LIMITS[0])
 

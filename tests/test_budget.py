@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from avisc_lib import budget, grids
+from avisc_lib import budget, experiments
 from avisc_lib.benchmarks import amber, fetch, load_queries, load_questions
 from avisc_lib.benchmarks.tasks import DEFAULT_DATA_DIR, amber_section, build_task
 
@@ -49,6 +49,7 @@ def test_methods_cost_what_their_passes_say():
     cost = {m: budget.estimate([budget.Run("pope", m, 80)], "A100-40GB", "llava") for m in budget.METHOD_PASSES}
     assert cost["greedy"] == cost["sample"]
     assert cost["avisc"] == cost["m3id"] < cost["vcd"]  # VCD: one more vision-tower pass
+    assert cost["random_mask"] == cost["zero_image"] == cost["avisc"]  # AvisC's branch, another token set
     assert 1.4 * cost["greedy"] < cost["avisc"] < 2.2 * cost["greedy"]  # two prefills, 2B rows per step
 
 
@@ -61,7 +62,7 @@ def test_captions_and_sampling_cost_more_than_short_argmax_answers():
 
 
 def test_faster_gpus_take_less_time():
-    runs = grids.notebook_runs("06", 20, "coco")
+    runs = experiments.notebook_runs("06", 20, "coco")
     times = [budget.estimate(runs, gpu, "llava") for gpu in ("T4", "L4", "A100-40GB", "A100-80GB")]
     assert times == sorted(times, reverse=True)
 
@@ -122,17 +123,18 @@ def test_nearest_gpu_by_memory():
 
 
 def test_notebook_grids_are_todays_notebooks():
-    pope = collections.Counter(r.group for r in grids.notebook_runs("04", 100, "coco"))
-    assert list(pope.values()) == [3 * 3 * 4, 1, 5 * 4]
-    assert len(grids.notebook_runs("04", 100, "synthetic")) == 3 * 4 + 1 + 20
+    pope = collections.Counter(r.group for r in experiments.notebook_runs("04", 100, "coco"))
+    assert list(pope.values()) == [3 * 3 * 4, 3 * 2, 5 * 4]  # methods; controls on the first dataset; sweep
+    assert len(experiments.notebook_runs("04", 100, "synthetic")) == 3 * 4 + 3 * 2 + 20
+    argmax = ("greedy", "vcd", "m3id", "avisc", "random_mask", "zero_image")
     for notebook in ("05", "06"):
-        runs = grids.notebook_runs(notebook, 100, "coco")
-        assert [(r.method, r.do_sample) for r in runs[:4]] == [(m, False) for m in ("greedy", "vcd", "m3id", "avisc")]
-        assert len(runs) == 4 + 5 * 3 and all(r.do_sample for r in runs[4:])
+        runs = experiments.notebook_runs(notebook, 100, "coco")
+        assert [(r.method, r.do_sample) for r in runs[:6]] == [(m, False) for m in argmax]
+        assert len(runs) == 6 + 7 * 3 and all(r.do_sample for r in runs[6:])
 
 
 def test_the_sweep_takes_500_questions_on_the_full_benchmarks():
-    runs = grids.notebook_runs("04", None, "coco")
+    runs = experiments.notebook_runs("04", None, "coco")
     assert {r.questions for r in runs if r.group.startswith("α")} == {500}
     assert {r.questions for r in runs if r.group.startswith("datasets")} == {3000}
 
@@ -142,36 +144,36 @@ def test_grid_sizes_are_the_synthetic_tasks_sizes(limit):
     pope = build_task("pope", "synthetic", "adversarial", limit=limit).questions
     mme = build_task("mme", "synthetic", "hallucination", limit=limit).questions
     amber_questions = build_task("amber", "synthetic", "all", limit=limit).questions
-    assert grids.notebook_runs("04", limit, "synthetic")[0].questions == len(pope)
-    assert grids.notebook_runs("05", limit, "synthetic")[0].questions == len(mme)
-    run = grids.notebook_runs("06", limit, "synthetic")[0]
+    assert experiments.notebook_runs("04", limit, "synthetic")[0].questions == len(pope)
+    assert experiments.notebook_runs("05", limit, "synthetic")[0].questions == len(mme)
+    run = experiments.notebook_runs("06", limit, "synthetic")[0]
     assert (run.questions, run.captions) == (len(amber_questions), sum(q.group == "generative" for q in amber_questions))
 
 
 def test_grid_sizes_are_the_real_benchmark_files_sizes():
     for dataset in ("coco", "aokvqa", "gqa"):
-        for split in grids.POPE_SPLITS:
-            assert len(load_questions(fetch(f"pope/{dataset}/{split}", DEFAULT_DATA_DIR))) == grids.POPE_SIZE["coco"]
+        for split in experiments.POPE_SPLITS:
+            assert len(load_questions(fetch(f"pope/{dataset}/{split}", DEFAULT_DATA_DIR))) == experiments.POPE_SIZE["coco"]
     annotations = amber.load_annotations(fetch("amber/annotations", DEFAULT_DATA_DIR))
     queries = load_queries(fetch("amber/query/all", DEFAULT_DATA_DIR))
     sections = collections.Counter(amber_section(annotations[q.id - 1]) for q in queries)
-    assert sections == grids.AMBER_SIZES["coco"]
+    assert sections == experiments.AMBER_SIZES["coco"]
 
 
 def test_unknown_notebook_or_dataset():
     with pytest.raises(ValueError, match="unknown notebook '07'"):
-        grids.notebook_runs("07", 10, "coco")
+        experiments.notebook_runs("07", 10, "coco")
     with pytest.raises(ValueError, match="unknown dataset kind 'gqa'"):
-        grids.notebook_runs("04", 10, "gqa")
+        experiments.notebook_runs("04", 10, "gqa")
 
 
 # --------------------------------------------------------------------------- plan
 
 
 def test_plan_sums_runs_questions_and_minutes_per_group():
-    runs = grids.notebook_runs("04", 40, "coco")
+    runs = experiments.notebook_runs("04", 40, "coco")
     table = budget.plan(runs, "T4", "llava")
-    assert list(table.index) == ["datasets × splits × methods", "first-token controls",
+    assert list(table.index) == ["datasets × splits × methods", "controls (random mask, zeroed image)",
                                  "α × λ sweep (AvisC)", "total"]
     assert table.loc["total", "runs"] == len(runs) == table["runs"].iloc[:-1].sum()
     assert table.loc["total", "questions"] == sum(r.questions for r in runs)
@@ -181,9 +183,9 @@ def test_plan_sums_runs_questions_and_minutes_per_group():
 @pytest.mark.parametrize(("gpu", "model", "why"), [(None, "llava", "no GPU the cost model knows"),
                                                    ("T4", "tiny", "no cost figures for 'tiny'")])
 def test_plan_without_an_estimate_shows_counts_and_says_why(capsys, gpu, model, why):
-    table = budget.plan(grids.notebook_runs("05", 10, "synthetic"), gpu, model)
+    table = budget.plan(experiments.notebook_runs("05", 10, "synthetic"), gpu, model)
     assert list(table.columns) == ["runs", "questions"]
-    assert table.loc["total", "questions"] == 19 * 4 * 10
+    assert table.loc["total", "questions"] == 27 * 4 * 10
     assert why in capsys.readouterr().out
 
 
@@ -224,10 +226,8 @@ def test_progress_tracks_a_run_folder(tmp_path, capsys):
 
 def test_gpu_pope_grid_is_sampled_with_plain_sampling_as_base():
     """GPU profiles run notebook 04 under the paper's protocol: sampled runs, "sample" as baseline."""
-    from avisc_lib import grids
-
-    gpu = [r for r in grids.notebook_runs("04", 10, "coco") if r.group.startswith("datasets")]
-    tiny = [r for r in grids.notebook_runs("04", 10, "synthetic") if r.group.startswith("datasets")]
+    gpu = [r for r in experiments.notebook_runs("04", 10, "coco") if r.group.startswith("datasets")]
+    tiny = [r for r in experiments.notebook_runs("04", 10, "synthetic") if r.group.startswith("datasets")]
     assert all(r.do_sample for r in gpu) and not any(r.do_sample for r in tiny)
     assert {r.method for r in gpu} == {"sample", "vcd", "m3id", "avisc"}
     assert {r.method for r in tiny} == {"greedy", "vcd", "m3id", "avisc"}

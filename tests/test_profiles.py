@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from avisc_lib import budget, grids, profiles
+from avisc_lib import budget, experiments, profiles
 from avisc_lib.profiles import FP16_MIN_GIB, LIMITS, SESSION_MINUTES, resolve_profile
 
 NOTEBOOKS = ("04", "05", "06")
@@ -28,7 +28,7 @@ def bitsandbytes(monkeypatch):
 
 
 def minutes(profile, notebook, gpu):
-    runs = grids.notebook_runs(notebook, profile.limit, profile.dataset)
+    runs = experiments.notebook_runs(notebook, profile.limit, profile.dataset)
     return budget.estimate(runs, gpu, profile.name, quantized=profile.quantization == "4bit") / 60
 
 

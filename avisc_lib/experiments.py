@@ -1,0 +1,269 @@
+"""Evaluation runs as data: what notebooks 04–06 and the benchmark scripts run, each run's folder,
+running one, and the metrics of many runs as one table.
+
+    specs = grid("04", "synthetic", limit=150)               # list of Experiment
+    metrics = run(specs[0], model, processor, runs_dir="runs/notebooks/tiny", model_name="tiny")
+    frame = table([(spec, run(spec, ...)) for spec in specs])  # one row per run: spec columns + metrics
+    plan = [spec.cost() for spec in specs]                      # budget.Run, for the time plan
+
+The grids (``kind`` is the profile's dataset kind: ``"synthetic"`` on the tiny profile, ``"coco"``
+for the real benchmarks):
+
+* ``04`` (POPE): every dataset × split × :data:`POPE_METHODS` under :data:`PROTOCOL` (group
+  :data:`METHODS`); the controls :data:`CONTROL_METHODS` as full decodes on the first dataset's
+  three splits (:data:`CONTROLS`); the α × λ sweep of AvisC on its adversarial split
+  (:data:`SWEEP`, on ``limit`` questions, or :data:`SWEEP_FULL_LIMIT` when ``limit`` is None).
+* ``05`` (MME hallucination subset) and ``06`` (AMBER, all sections): :data:`ARGMAX_METHODS` by
+  argmax once (:data:`ARGMAX`), then the :data:`SAMPLED` configurations × :data:`N_SEEDS`
+  sampling seeds with the questions of the first seed (:data:`SAMPLED_RUNS`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .budget import Progress, Run
+
+# The tiny profile decodes by argmax; GPU profiles run the paper's protocol (sampled, see
+# benchmarks.protocols), where the baseline is plain sampling.
+PROTOCOL = {"synthetic": "argmax", "coco": "paper"}
+BASE = {"argmax": "greedy", "paper": "sample"}
+CONTROL_METHODS = ("random_mask", "zero_image")  # AvisC's second branch replaced by a control
+POPE_METHODS = ("greedy", "vcd", "m3id", "avisc")  # the first is replaced by BASE[protocol]
+POPE_SPLITS = ("random", "popular", "adversarial")
+POPE_DATASETS = {"synthetic": ("synthetic",), "coco": ("coco", "aokvqa", "gqa")}
+SWEEP_ALPHAS = (0.0, 0.5, 1.0, 2.0, 3.0)
+SWEEP_LAMS = (0.5, 1.0, 1.5, 2.0)
+SWEEP_FULL_LIMIT = 500  # sweep questions when the profile runs the full benchmarks (limit None)
+ARGMAX_METHODS = ("greedy", "vcd", "m3id", "avisc", *CONTROL_METHODS)
+SAMPLED = (  # (label, method, extra decode options), sampled with N_SEEDS seeds
+    ("sample", "sample", {}),
+    ("β cut only (avisc, α=0)", "avisc", {"alpha": 0.0}),
+    ("vcd", "vcd", {}),
+    ("m3id", "m3id", {}),
+    ("avisc", "avisc", {}),
+    *((m, m, {}) for m in CONTROL_METHODS),
+)
+N_SEEDS = 3
+# Plan groups (rows of budget.plan), also how a notebook picks its part of a grid.
+METHODS = "datasets × splits × methods"
+CONTROLS = "controls (random mask, zeroed image)"
+SWEEP = "α × λ sweep (AvisC)"
+ARGMAX = "argmax methods"
+SAMPLED_RUNS = f"sampled × {N_SEEDS} seeds"
+
+# Questions per POPE split, per MME hallucination subtask and per AMBER section, by dataset kind.
+# Real: POPE (RUCAIBox/POPE): 500 images × 6 questions per file for COCO, A-OKVQA and GQA; MME (its
+# evaluation tool's sheets): 30 images × 2 questions per hallucination subtask; AMBER
+# (junyangwang0410/AMBER query_all.json): 1004 captions, 7628 attribute, 4924 existence, 1664
+# relation questions. Synthetic: what benchmarks.synthetic builds.
+POPE_SIZE = {"synthetic": 3000, "coco": 3000}
+MME_SIZE = {"synthetic": 200, "coco": 60}
+AMBER_SIZES = {
+    "synthetic": {"generative": 200, "attribute": 788, "existence": 400, "relation": 292},
+    "coco": {"generative": 1004, "attribute": 7628, "existence": 4924, "relation": 1664},
+}
+MME_SUBTASKS = 4
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One ``run_benchmark`` call: what to answer, how to decode, and how tables name it.
+
+    ``decode``: extra decode options (a mapping, kept as sorted pairs). ``question_seed`` draws
+    the synthetic questions (default: ``seed``); ``label`` names the run in tables (default: the
+    method); ``group`` is the row of the time plan it is counted in.
+    """
+
+    benchmark: str  # "pope" | "mme" | "amber"
+    dataset: str  # "synthetic", or a real source: "coco" | "aokvqa" | "gqa" (POPE), "official"
+    split: str
+    method: str
+    seed: int = 0
+    question_seed: int | None = None
+    protocol: str = "argmax"
+    limit: int | None = None  # questions per split / subtask / section (None: all)
+    decode: tuple = ()
+    label: str = ""
+    group: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        pairs = self.decode.items() if isinstance(self.decode, Mapping) else self.decode
+        object.__setattr__(self, "decode", tuple(sorted(pairs)))
+        if self.question_seed is None:
+            object.__setattr__(self, "question_seed", self.seed)
+        if not self.label:
+            object.__setattr__(self, "label", self.method)
+
+    @property
+    def options(self) -> dict:
+        """The extra decode options as keyword arguments."""
+        return dict(self.decode)
+
+    @property
+    def folder(self) -> str:
+        """The run's folder name: every field that changes its answers, e.g.
+        ``pope_synthetic_adversarial_avisc_argmax_n150_seed0_alpha=0.5_lam=2.0``."""
+        parts = [self.benchmark, self.dataset, self.split, self.method, self.protocol,
+                 f"n{'all' if self.limit is None else self.limit}", f"seed{self.seed}"]
+        if self.question_seed != self.seed:
+            parts.append(f"questions{self.question_seed}")
+        return "_".join(parts + [f"{k}={v}" for k, v in self.decode])
+
+    @property
+    def sampled(self) -> bool:
+        return self.protocol == "paper" or bool(self.options.get("do_sample"))
+
+    def cost(self) -> Run:
+        """The run as the cost model (:mod:`.budget`) sees it: method, questions, captions."""
+        kind = "synthetic" if self.dataset == "synthetic" else "coco"
+        if self.benchmark == "pope":
+            questions, captions = _capped(POPE_SIZE[kind], self.limit), 0
+        elif self.benchmark == "mme" and self.split == "hallucination":
+            per_subtask = MME_SIZE[kind] if self.limit is None else min(MME_SIZE[kind], 2 * math.ceil(self.limit / 2))
+            questions, captions = MME_SUBTASKS * per_subtask, 0
+        elif self.benchmark == "amber" and self.split == "all":
+            sizes = {section: _capped(size, self.limit) for section, size in AMBER_SIZES[kind].items()}
+            questions, captions = sum(sizes.values()), sizes["generative"]
+        else:
+            raise ValueError(f"no sizes for {self.benchmark} split {self.split!r}; the cost model knows POPE's "
+                             "splits, MME 'hallucination' and AMBER 'all'")
+        return Run(self.benchmark, self.method, questions, do_sample=self.sampled, captions=captions, group=self.group)
+
+
+def _capped(size: int, limit: int | None) -> int:
+    return size if limit is None else min(size, limit)
+
+
+# --------------------------------------------------------------------------- the notebooks' grids
+
+
+def pope_grid(kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
+    """Notebook 04: the methods grid, the controls on the first dataset, the α × λ sweep."""
+    protocol = PROTOCOL[kind]
+    datasets = POPE_DATASETS[kind]
+    methods = (BASE[protocol], *POPE_METHODS[1:])
+    specs = [Experiment("pope", d, s, m, seed, protocol=protocol, limit=limit, group=METHODS)
+             for d in datasets for s in POPE_SPLITS for m in methods]
+    specs += [Experiment("pope", datasets[0], s, m, seed, protocol=protocol, limit=limit, group=CONTROLS)
+              for s in POPE_SPLITS for m in CONTROL_METHODS]
+    sweep = limit or SWEEP_FULL_LIMIT
+    return specs + [Experiment("pope", datasets[0], "adversarial", "avisc", seed, protocol=protocol, limit=sweep,
+                               decode={"alpha": a, "lam": lam}, group=SWEEP)
+                    for a in SWEEP_ALPHAS for lam in SWEEP_LAMS]
+
+
+def mme_grid(kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
+    """Notebook 05: argmax methods once, sampled configurations × seeds (hallucination subset)."""
+    return _methods_and_seeds("mme", "hallucination", kind, limit, seed)
+
+
+def amber_grid(kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
+    """Notebook 06: as notebook 05, on AMBER's four sections (captions and yes/no questions)."""
+    return _methods_and_seeds("amber", "all", kind, limit, seed)
+
+
+def _methods_and_seeds(benchmark: str, split: str, kind: str, limit: int | None, seed: int) -> list[Experiment]:
+    dataset = "synthetic" if kind == "synthetic" else "official"
+    specs = [Experiment(benchmark, dataset, split, m, seed, limit=limit, group=ARGMAX) for m in ARGMAX_METHODS]
+    return specs + [Experiment(benchmark, dataset, split, method, seed + i, question_seed=seed,
+                               protocol=PROTOCOL[kind], limit=limit, decode={"do_sample": True, **extra},
+                               label=label, group=SAMPLED_RUNS)
+                    for label, method, extra in SAMPLED for i in range(N_SEEDS)]
+
+
+GRIDS = {"04": pope_grid, "05": mme_grid, "06": amber_grid}
+
+
+def grid(notebook: str, kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
+    """The runs notebook ``"04"``, ``"05"`` or ``"06"`` makes with ``limit`` questions per split."""
+    if notebook not in GRIDS:
+        raise ValueError(f"unknown notebook {notebook!r}; expected one of {tuple(GRIDS)}")
+    if kind not in PROTOCOL:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {tuple(PROTOCOL)}")
+    return GRIDS[notebook](kind, limit, seed)
+
+
+def notebook_runs(notebook: str, limit: int | None, kind: str) -> list[Run]:
+    """:meth:`Experiment.cost` of every run of :func:`grid`: what the time plan counts."""
+    return [spec.cost() for spec in grid(notebook, kind, limit)]
+
+
+# --------------------------------------------------------------------------- running and tables
+
+
+def run(
+    spec: Experiment,
+    model=None,
+    processor=None,
+    *,
+    runs_dir: str | Path,
+    model_name: str,
+    batch_size: int = 8,
+    image_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Run (or resume) ``spec`` in ``runs_dir / spec.folder`` and return its metrics.
+
+    ``model``/``processor``: an already loaded pair (None: ``run_benchmark`` loads ``model_name``).
+    ``progress``: a :class:`.budget.Progress` that times the run.
+    """
+    from .benchmarks.runner import run_benchmark
+
+    folder = Path(runs_dir) / spec.folder
+    with progress.track(folder) if progress is not None else nullcontext():
+        return run_benchmark(spec.benchmark, model=model, processor=processor, model_name=model_name,
+                             method=spec.method, dataset=spec.dataset, split=spec.split, limit=spec.limit,
+                             batch_size=batch_size, seed=spec.seed, question_seed=spec.question_seed,
+                             protocol=spec.protocol, image_dir=image_dir, out_dir=folder, progress=False,
+                             **spec.options)
+
+
+def answers(spec: Experiment, runs_dir: str | Path) -> list[dict]:
+    """The answer records of a finished run (``answers.jsonl``, in question order)."""
+    from .benchmarks.store import ANSWERS
+
+    path = Path(runs_dir) / spec.folder / ANSWERS
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def flatten(benchmark: str, metrics: dict) -> dict:
+    """One table row of a run's metrics (percentages for rates; MME scores out of 200 per subtask).
+
+    POPE: accuracy, precision, recall, f1, yes_ratio and the TP/FP/TN/FN counts. MME: ``<subtask>``
+    (score), ``<subtask> acc``, ``<subtask> acc+`` and the group totals (``hallucination``, and
+    ``perception`` / ``cognition`` where their subtasks ran). AMBER: CHAIR, Cover, Hal, Cog, F1 per
+    discriminative section, accuracy, F1 and the AMBER score.
+    """
+    if benchmark == "pope":
+        rates = ("accuracy", "precision", "recall", "f1", "yes_ratio")
+        return {**{k: 100 * metrics[k] for k in rates}, **{k: metrics[k] for k in ("TP", "FP", "TN", "FN")}}
+    if benchmark == "mme":
+        row = {}
+        for subtask, m in metrics["subtasks"].items():
+            row |= {subtask: m["score"], f"{subtask} acc": 100 * m["acc"], f"{subtask} acc+": 100 * m["acc_plus"]}
+        totals = ("hallucination", "perception", "cognition")
+        return row | {k: metrics[k] for k in totals if metrics.get(k) is not None}
+    if benchmark == "amber":
+        g, d = metrics["generative"], metrics["discriminative"]
+        row = {"CHAIR": g["chair"], "Cover": g["cover"], "Hal": g["hal"], "Cog": g["cog"]}
+        row |= {f"F1 {block}": d[block]["f1"] for block in ("existence", "attribute", "relation")}
+        return row | {"accuracy": d["overall"]["accuracy"], "F1": d["overall"]["f1"], "AMBER": metrics["amber_score"]}
+    raise ValueError(f"unknown benchmark {benchmark!r}; expected one of ('pope', 'mme', 'amber')")
+
+
+def table(runs: Iterable[tuple[Experiment, dict]]):
+    """A DataFrame with one row per ``(spec, metrics)``: the spec's fields (decode options as their
+    own columns), its folder, then :func:`flatten` of its metrics."""
+    import pandas as pd
+
+    rows = []
+    for spec, metrics in runs:
+        fields = {k: v for k, v in asdict(spec).items() if k != "decode"}
+        rows.append({**fields, **spec.options, "folder": spec.folder, **flatten(spec.benchmark, metrics)})
+    return pd.DataFrame(rows)
