@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from .attention import image_attention
-from .blind import select_blind_tokens
+from .blind import random_like, select_blind_tokens
 from .decoding import contrast_logits, plausibility_cut
 from .generation import ANSWER_WORDS, answer_logits, answer_token_ids
 from .inputs import encode
@@ -33,13 +33,6 @@ CONDITIONS = {
     "keep random only (same size)": lambda blind, rand: ~rand,
     "zero all": lambda blind, rand: torch.ones_like(blind),
 }
-
-
-def random_like(mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A random ``BoolTensor[B, N]`` with as many True per row as ``mask [B, N]``."""
-    scores = torch.rand(mask.shape, generator=generator, device=mask.device)
-    ranks = scores.argsort(-1).argsort(-1)
-    return ranks < mask.sum(-1, keepdim=True)
 
 
 def attention_summary(

@@ -45,3 +45,15 @@ def select_blind_tokens(attention: torch.Tensor, layer_gamma: float = 0.5, lam: 
     std = score.std(-1, keepdim=True)
     # Equal scores (std = 0) are all blind: nothing gets masked, whatever the mean's rounding.
     return (score >= score.mean(-1, keepdim=True) + lam * std) | (std == 0)
+
+
+def random_like(mask: torch.Tensor, generator: torch.Generator | None = None, shared: bool = False) -> torch.Tensor:
+    """A random ``BoolTensor[B, N]`` with as many True per row as ``mask [B, N]`` (a same-size control).
+
+    ``shared=True`` draws one random order for the whole batch, so a row's set depends only on the
+    generator and its size, not on the other rows (``decode`` uses it, as VCD shares its noise).
+    """
+    rows = 1 if shared else mask.shape[0]
+    scores = torch.rand((rows, mask.shape[1]), generator=generator, device=mask.device)
+    ranks = scores.argsort(-1).argsort(-1)
+    return ranks < mask.sum(-1, keepdim=True)

@@ -1,26 +1,32 @@
-"""Batched decoding with AvisC and its baselines (VCD, M3ID, greedy, sampling).
+"""Batched decoding with AvisC, its controls and its baselines (VCD, M3ID, greedy, sampling).
 
 Contrastive methods run two branches over the same prompt: the original one and a second one
-(AvisC: non-blind image tokens zeroed; VCD: a diffusion-noised image; M3ID: no image at all).
-Each branch has its own KV cache, but after the two prefills the caches are joined along the
-batch, so every later step is ONE forward of 2B rows. The image goes through the vision tower
-once and both branches share it (VCD's noised image is the one extra pass). Every generated
-token is appended to both branches. The contrast is computed in float32:
+(:mod:`.branches`: AvisC keeps the blind image tokens, VCD noises the image, M3ID drops it, the
+controls keep a random same-size set or nothing). Each branch has its own KV cache, but after the
+two prefills the caches are joined along the batch, so every later step is ONE forward of 2B
+rows. The image goes through the vision tower once and both branches share it (VCD's noised image
+is the one extra pass). Every generated token is appended to both branches. The contrast is
+computed in float32:
 
-* AvisC, VCD: ``z = (1 + alpha) * l - alpha * l_other``
+* AvisC, VCD, the controls, your own branch: ``z = (1 + alpha) * l - alpha * l_other``
 * M3ID: ``z = lc + (1 - g_t) / g_t * (lc - lu)`` on log-softmaxes, ``g_t = exp(-gamma_decay * t)``
 
 then tokens with ``p(v) < beta * max p`` under the original branch are removed (``-inf``), EOS is
 banned for the first ``min_new_tokens`` steps, and the next token is the argmax (``do_sample=False``)
 or a sample after temperature / top-k / top-p.
+
+Every option is a field of :class:`DecodeSettings`, with its help text; ``decode``'s keywords, the
+benchmark runner's options and ``avisc-eval run``'s flags are derived from those fields.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 
 import torch
 from transformers import (
@@ -31,48 +37,60 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+from transformers.utils import ModelOutput
 
 from . import compat
 from .attention import image_rows, record_last_query_attention
-from .blind import select_blind_tokens
+from .branches import BRANCHES, DIFFUSION_STEPS, Branch, BranchContext, BranchInputs, image_branch
 from .inputs import Prompt, embed_prompt
-from .masking import replace_image_tokens
 
-METHODS = ("greedy", "sample", "avisc", "vcd", "m3id")
-CONTRASTIVE = ("avisc", "vcd", "m3id")
+SINGLE = ("greedy", "sample")
+CONTRASTIVE = tuple(BRANCHES)
+METHODS = SINGLE + CONTRASTIVE
 # The official code's default (``cd_alpha=1.0``; its VCD branch hard-codes 1.0). The paper reports
 # alpha = 2.5 for LLaVA-1.5 and 3.0 for InstructBLIP: pass those explicitly to reproduce it.
-DEFAULT_ALPHA = {"avisc": 1.0, "vcd": 1.0}
-DIFFUSION_STEPS = 1000
+DEFAULT_ALPHA = 1.0
+
+
+def option(default, help: str) -> Field:
+    """A ``DecodeSettings`` field: its default and the help text the CLI shows."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """Validated ``decode`` hyper-parameters (see ``decode`` for their meaning)."""
+    """Every decoding option, validated. The one place options are declared."""
 
-    method: str
-    alpha: float | None = None
-    beta: float = 0.1
-    lam: float = 1.0
-    layer_gamma: float = 0.5
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None
-    max_new_tokens: int = 64
-    min_new_tokens: int = 0
-    seed: int | None = None
-    noise_step: int = 500
-    gamma_decay: float = 0.02
+    method: str | Callable = field(metadata={"help": (
+        "greedy, sample (plain multinomial, the paper's 'base'), avisc, vcd, m3id, or the controls random_mask "
+        "and zero_image; in Python also your own branch, a function (features [B, N, D], attention [B, layers, N]) "
+        "-> features")})
+    alpha: float | None = option(None, (
+        "contrast strength of the two-branch methods except M3ID (default 1.0, the official code's; the paper "
+        "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"))
+    beta: float = option(0.1, "plausibility cut in (0, 1]: tokens with p < beta * max p (original branch) removed")
+    lam: float = option(1.0, "blind-token threshold: attention >= mean + lam * std (avisc, random_mask)")
+    layer_gamma: float = option(0.5, "share of image attention of the layers that choose blind tokens, in (0, 1]")
+    do_sample: bool = option(False, "sample instead of the argmax (two-branch methods; the paper sampled)")
+    temperature: float = option(1.0, "sampling temperature > 0")
+    top_p: float = option(1.0, "nucleus sampling mass in (0, 1]")
+    top_k: int | None = option(None, "sample among the k most likely tokens (None or 0: off)")
+    max_new_tokens: int = option(64, "most tokens generated")
+    min_new_tokens: int = option(0, "EOS banned until this many tokens (InstructBLIP's official min_length=1)")
+    seed: int | None = option(None, "seeds sampling, VCD's noise and random_mask (None: torch's global RNG)")
+    noise_step: int = option(500, "VCD's diffusion step, 0 to 999")
+    gamma_decay: float = option(0.02, "M3ID's decay of the image-conditioning weight")
     warpers: LogitsProcessorList = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
+        if isinstance(self.method, str) and self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS} or a branch function")
+        if not isinstance(self.method, str) and not callable(self.method):
+            raise ValueError(f"method must be a name or a branch function, got {self.method!r}")
         if self.method == "greedy" and self.do_sample:
             raise ValueError("method='greedy' with do_sample=True: use method='sample' for plain sampling")
         if self.alpha is None:
-            object.__setattr__(self, "alpha", DEFAULT_ALPHA.get(self.method, 0.0))
+            object.__setattr__(self, "alpha", DEFAULT_ALPHA if self.contrastive else 0.0)
         _check(self.alpha >= 0 and math.isfinite(self.alpha), "alpha", self.alpha, "a finite number >= 0")
         _check(0 < self.beta <= 1, "beta", self.beta, "in (0, 1]")
         _check(math.isfinite(self.lam), "lam", self.lam, "finite")
@@ -93,8 +111,20 @@ class DecodeSettings:
         object.__setattr__(self, "warpers", self._warpers())
 
     @property
+    def contrastive(self) -> bool:
+        """Two branches: a named contrastive method or your own branch."""
+        return not isinstance(self.method, str) or self.method in CONTRASTIVE
+
+    @property
+    def branch(self) -> Branch | None:
+        """The second branch (None for greedy and sample)."""
+        if not isinstance(self.method, str):
+            return image_branch(self.method)
+        return BRANCHES.get(self.method)
+
+    @property
     def sampling(self) -> bool:
-        return self.method == "sample" or (self.do_sample and self.method in CONTRASTIVE)
+        return self.method == "sample" or (self.do_sample and self.contrastive)
 
     def _warpers(self) -> LogitsProcessorList:
         warpers = LogitsProcessorList()
@@ -105,6 +135,18 @@ class DecodeSettings:
         if self.top_p < 1.0:
             warpers.append(TopPLogitsWarper(float(self.top_p)))
         return warpers
+
+
+def decode_options() -> list[Field]:
+    """The ``DecodeSettings`` fields a caller sets besides ``method``, in declaration order."""
+    return [f for f in fields(DecodeSettings) if f.init and f.name != "method"]
+
+
+def option_type(option: Field) -> type:
+    """The value type of a field (``float | None`` -> ``float``)."""
+    hint = typing.get_type_hints(DecodeSettings)[option.name]
+    kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    return kinds[0]
 
 
 def _is_int(value) -> bool:
@@ -157,7 +199,7 @@ def next_token_scores(logits: torch.Tensor, batch: int, step: int, settings: Dec
     """
     logits = logits.float()
     original = logits[:batch]
-    if settings.method not in CONTRASTIVE:
+    if not settings.contrastive:
         return original
     other = logits[batch:]
     other = torch.where(other.isnan().any(-1, keepdim=True), original, other)
@@ -180,65 +222,42 @@ def ban_tokens(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     return torch.where(empty, scores, banned)
 
 
-def choose_tokens(scores: torch.Tensor, settings: DecodeSettings, generator: torch.Generator | None) -> torch.Tensor:
-    """Argmax, or a multinomial sample after temperature / top-k / top-p, ``[B]``."""
+def choose_tokens(
+    scores: torch.Tensor, settings: DecodeSettings, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next tokens ``[B]`` and the scores ``[B, V]`` they were chosen from.
+
+    Argmax of ``scores``, or a multinomial sample after temperature / top-k / top-p (the warped
+    scores are returned then).
+    """
     if not settings.sampling:
-        return scores.argmax(-1)
-    probs = settings.warpers(None, scores).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-# ---------------------------------------------------------------------------------- second branches
-
-
-def diffusion_noise(pixel_values: torch.Tensor, noise_step: int = 500, generator: torch.Generator | None = None):
-    """VCD's forward-diffusion noise at ``noise_step`` on normalised pixels ``[B, C, H, W]``.
-
-    ``x_t = sqrt(abar_t) * x_0 + sqrt(1 - abar_t) * eps`` with VCD's sigmoid beta schedule. One
-    ``eps [C, H, W]`` is drawn and shared by the batch, so a row's result does not depend on its
-    neighbours (VCD ran B = 1).
-    """
-    betas = torch.sigmoid(torch.linspace(-6, 6, DIFFUSION_STEPS)) * (5e-3 - 1e-5) + 1e-5
-    alpha_bar = torch.cumprod(1 - betas, dim=0)[noise_step].item()
-    eps = torch.randn(pixel_values.shape[1:], generator=generator, device=pixel_values.device)
-    noised = math.sqrt(alpha_bar) * pixel_values.float() + math.sqrt(1 - alpha_bar) * eps
-    return noised.to(pixel_values.dtype)
-
-
-def avisc_branch(
-    prompt: Prompt, attention: torch.Tensor, settings: DecodeSettings
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Biased prompt: image tokens that are not blind get zero embeddings. ``(embeds, attention_mask)``."""
-    blind = select_blind_tokens(attention, settings.layer_gamma, settings.lam)
-    return prompt.with_images(replace_image_tokens(prompt.features, ~blind, "zeros")), prompt.attention_mask
-
-
-def vcd_branch(
-    model: PreTrainedModel,
-    inputs: Mapping[str, torch.Tensor],
-    prompt: Prompt,
-    settings: DecodeSettings,
-    generator: torch.Generator | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same prompt with the image diffusion-noised. ``(embeds, attention_mask)``."""
-    pixel_values = inputs["pixel_values"].to(prompt.input_ids.device)
-    noised = diffusion_noise(pixel_values, settings.noise_step, generator)
-    features = compat.image_features(model, {**inputs, "pixel_values": noised})
-    return prompt.with_images(features), prompt.attention_mask
-
-
-def text_only_branch(prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
-    """M3ID's unconditioned prompt: image tokens dropped, re-left-padded to the same length L.
-
-    Keeping length L lets its cache join the original one. ``(embeds, attention_mask)``.
-    """
-    keep = prompt.attention_mask.bool() & ~prompt.image_mask
-    order = keep.int().sort(dim=-1, stable=True).indices  # dropped positions first, kept ones in order
-    embeds = prompt.token_embeds.gather(1, order[..., None].expand_as(prompt.token_embeds))
-    return embeds, keep.gather(1, order).long()
+        return scores.argmax(-1), scores
+    warped = settings.warpers(None, scores)
+    return torch.multinomial(warped.softmax(-1), 1, generator=generator).squeeze(-1), warped
 
 
 # ---------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class DecodeOutput(ModelOutput):
+    """What ``decode(..., return_dict=True)`` returns, in the spirit of transformers' generate outputs.
+
+    ``sequences [B, T]``: the new token ids (what ``decode`` returns by default). Per step t, in
+    tuples of length T: ``scores[t] [B, V]`` the final scores the token was chosen from (after the
+    contrast, the cut, the EOS ban and, when sampling, the warpers); ``logits[t] [B, V]`` the original
+    branch's raw logits and ``branch_logits[t] [B, V]`` the second branch's (None for one-branch
+    methods). ``kept [B, N]``: image tokens the second branch left untouched (AvisC: the blind ones;
+    the controls: the random set, or none), ``layers [B, layers]``: the layers whose attention chose
+    them (None where no attention was used). Logits and scores are float32.
+    """
+
+    sequences: torch.LongTensor | None = None
+    scores: tuple[torch.Tensor, ...] | None = None
+    logits: tuple[torch.Tensor, ...] | None = None
+    branch_logits: tuple[torch.Tensor, ...] | None = None
+    kept: torch.Tensor | None = None
+    layers: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -246,52 +265,44 @@ def decode(
     model: PreTrainedModel,
     inputs: Mapping[str, torch.Tensor],
     *,
-    method: str,
-    alpha: float | None = None,
-    beta: float = 0.1,
-    lam: float = 1.0,
-    layer_gamma: float = 0.5,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int | None = None,
-    max_new_tokens: int = 64,
-    min_new_tokens: int = 0,
-    seed: int | None = None,
-    noise_step: int = 500,
-    gamma_decay: float = 0.02,
-    **unknown,
-) -> torch.LongTensor:
+    method: str | Callable,
+    return_dict: bool = False,
+    **options,
+) -> torch.LongTensor | DecodeOutput:
     """Generate answers; returns the new token ids ``[B, T]``, padded after each row's EOS.
 
-    ``inputs``: the processor's output (left-padded for B > 1). ``method``: "greedy", "sample"
-    (plain multinomial, the paper's "base"), "avisc", "vcd" or "m3id".
+    ``inputs``: the processor's output (left-padded for B > 1). ``method``: "greedy", "sample",
+    "avisc", "vcd", "m3id", the controls "random_mask" and "zero_image", or your own branch function
+    (see :mod:`.branches`). ``options``: any field of :class:`DecodeSettings` (``alpha``, ``beta``,
+    ``lam``, ``layer_gamma``, ``do_sample``, ``temperature``, ``top_p``, ``top_k``,
+    ``max_new_tokens``, ``min_new_tokens``, ``seed``, ``noise_step``, ``gamma_decay``; their help
+    texts are there). Options a method does not use are ignored; unknown keywords or invalid values
+    raise ``ValueError``. Blind tokens come from the original branch's prefill, as in the official code.
 
-    * ``alpha``: contrast strength for AvisC/VCD, default 1.0 (the official code; the paper used
-      2.5 for LLaVA-1.5 and 3.0 for InstructBLIP). ``beta``: plausibility cut (0, 1].
-    * ``lam``, ``layer_gamma``: AvisC's blind-token threshold and layer share (``select_blind_tokens``).
-      Blind tokens come from the original branch's prefill, as in the official code.
-    * ``do_sample``: for the contrastive methods, sample instead of taking the argmax (the paper
-      sampled). ``temperature``, ``top_p``, ``top_k`` (None or 0 = off) shape the sampling.
-    * ``min_new_tokens``: EOS is banned until that many tokens are generated (HF's
-      ``min_new_tokens``; InstructBLIP's official generation used ``min_length=1``). Default 0.
-    * ``seed``: seeds a generator for the sampling and VCD's noise (None = torch's global RNG).
-    * ``noise_step``: VCD's diffusion step (0..999). ``gamma_decay``: M3ID's decay.
-
-    Hyper-parameters a method does not use are ignored. Unknown keywords or invalid values raise
-    ``ValueError``.
+    ``return_dict=True`` returns a :class:`DecodeOutput` with the per-step scores and logits of both
+    branches and the kept image tokens.
     """
-    if unknown:
-        raise ValueError(f"unknown keyword argument(s) for decode: {', '.join(sorted(unknown))}")
-    settings = DecodeSettings(
-        method=method, alpha=alpha, beta=beta, lam=lam, layer_gamma=layer_gamma, do_sample=do_sample,
-        temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens, seed=seed, noise_step=noise_step, gamma_decay=gamma_decay,
-    )
+    settings = decode_settings(method, options)
     prompt = embed_prompt(model, inputs)
-    generator = None if seed is None else torch.Generator(device=prompt.input_ids.device).manual_seed(seed)
-    logits, cache, mask = prefill(model, inputs, prompt, settings, generator)
-    return _generate(model, logits, cache, mask, settings, generator)
+    generator = None if settings.seed is None else torch.Generator(device=prompt.input_ids.device).manual_seed(settings.seed)
+    logits, cache, mask, second = prefill(model, inputs, prompt, settings, generator)
+    trace = Trace(return_dict, second)
+    sequences = _generate(model, logits, cache, mask, settings, generator, trace)
+    return trace.output(sequences) if return_dict else sequences
+
+
+def decode_settings(method, options: Mapping) -> DecodeSettings:
+    """``DecodeSettings(method=method, **options)``, with unknown options named in a ``ValueError``."""
+    unknown = sorted(set(options) - {f.name for f in decode_options()})
+    if unknown:
+        raise ValueError(f"unknown keyword argument(s) for decode: {', '.join(unknown)}")
+    return DecodeSettings(method=method, **options)
+
+
+decode.__signature__ = inspect.signature(decode).replace(parameters=[
+    *list(inspect.signature(decode).parameters.values())[:4],
+    *(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in decode_options()),
+])
 
 
 def prefill(
@@ -300,26 +311,51 @@ def prefill(
     prompt: Prompt,
     settings: DecodeSettings,
     generator: torch.Generator | None,
-) -> tuple[torch.Tensor, DynamicCache, torch.Tensor]:
+) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, BranchInputs | None]:
     """Prefill the original branch, then the method's second branch; join them along the batch.
 
-    Returns ``(last-position logits [branches * B, V], cache, attention_mask [branches * B, L])``,
-    original rows first. AvisC records the original prefill's attention to find the blind tokens.
+    Returns ``(last-position logits [branches * B, V], cache, attention_mask [branches * B, L],
+    the second branch's inputs or None)``, original rows first. A branch that needs attention gets
+    the original prefill's image attention.
     """
-    recording = record_last_query_attention(model) if settings.method == "avisc" else nullcontext({})
+    branch = settings.branch
+    needs_attention = branch is not None and branch.needs_attention
+    recording = record_last_query_attention(model) if needs_attention else nullcontext({})
     with recording as rows:
         logits, cache = compat.language_model_forward(model, prompt.embeds, prompt.attention_mask)
-    if settings.method not in CONTRASTIVE:
-        return logits, cache, prompt.attention_mask
-    if settings.method == "avisc":
-        embeds, mask = avisc_branch(prompt, image_rows(rows, prompt.image_mask), settings)
-    elif settings.method == "vcd":
-        embeds, mask = vcd_branch(model, inputs, prompt, settings, generator)
-    else:
-        embeds, mask = text_only_branch(prompt)
-    other_logits, other_cache = compat.language_model_forward(model, embeds, mask)
+    if branch is None:
+        return logits, cache, prompt.attention_mask, None
+    attention = image_rows(rows, prompt.image_mask) if needs_attention else None
+    second = branch.build(BranchContext(model, inputs, prompt, attention, settings, generator))
+    other_logits, other_cache = compat.language_model_forward(model, second.embeds, second.attention_mask)
     return (torch.cat([logits, other_logits]), compat.concat_caches(cache, other_cache, model.config),
-            torch.cat([prompt.attention_mask, mask]))
+            torch.cat([prompt.attention_mask, second.attention_mask]), second)
+
+
+class Trace:
+    """Collects a decode's per-step scores and logits when ``return_dict`` asks for them."""
+
+    def __init__(self, enabled: bool, second: BranchInputs | None):
+        self.enabled, self.second = enabled, second
+        self.scores, self.logits, self.branch_logits = [], [], []
+
+    def step(self, logits: torch.Tensor, scores: torch.Tensor, batch: int) -> None:
+        """Record one step: ``logits [branches * B, V]`` (raw, original rows first), ``scores [B, V]``."""
+        if self.enabled:
+            self.scores.append(scores.float())
+            self.logits.append(logits[:batch].float())
+            self.branch_logits.append(logits[batch:].float())
+
+    def output(self, sequences: torch.LongTensor) -> DecodeOutput:
+        second = self.second
+        return DecodeOutput(
+            sequences=sequences,
+            scores=tuple(self.scores),
+            logits=tuple(self.logits),
+            branch_logits=tuple(self.branch_logits) if second is not None else None,
+            kept=None if second is None else second.kept,
+            layers=None if second is None else second.layers,
+        )
 
 
 def _generate(
@@ -329,9 +365,10 @@ def _generate(
     mask: torch.Tensor,
     settings: DecodeSettings,
     generator: torch.Generator | None,
+    trace: Trace,
 ) -> torch.LongTensor:
     """The decode loop after the prefill(s): one forward of ``branches * B`` rows per token."""
-    batch = logits.shape[0] // (2 if settings.method in CONTRASTIVE else 1)
+    batch = logits.shape[0] // (2 if settings.contrastive else 1)
     eos, pad = special_token_ids(model)
     eos = torch.tensor(eos, dtype=torch.long, device=logits.device)
     embed = model.get_input_embeddings()
@@ -341,7 +378,8 @@ def _generate(
         scores = next_token_scores(logits, batch, step, settings)
         if step <= settings.min_new_tokens:
             scores = ban_tokens(scores, eos)
-        token = choose_tokens(scores, settings, generator)
+        token, chosen_from = choose_tokens(scores, settings, generator)
+        trace.step(logits, chosen_from, batch)
         token = token.masked_fill(done, pad)
         tokens.append(token)
         done |= torch.isin(token, eos)

@@ -20,6 +20,9 @@ VARIANTS = [
     ("avisc", {"alpha": 2.5, "do_sample": True, "seed": 4, "lam": 0.5, "layer_gamma": 0.8}),
     ("vcd", {"alpha": 1.0, "seed": 5, "beta": 0.2}),
     ("m3id", {"gamma_decay": 0.5}),
+    ("random_mask", {"alpha": 2.5, "seed": 6, "lam": 0.5}),
+    ("random_mask", {"alpha": 1.0, "do_sample": True, "seed": 7}),
+    ("zero_image", {"alpha": 1.5}),
 ]
 IDS = [f"{m}-{i}" for i, (m, _) in enumerate(VARIANTS)]
 # Sampled rows draw from one generator, so they depend on their batch by design.
@@ -69,6 +72,14 @@ def _nonblind(attentions, image_positions, layer_gamma, lam):
     return a < a.mean() + lam * a.std()
 
 
+def _random_nonblind(nonblind, seed):
+    """The random_mask control: as many tokens kept as are blind, chosen by one seeded uniform draw."""
+    draw = torch.rand(1, len(nonblind), generator=torch.Generator().manual_seed(seed))[0]
+    kept = torch.zeros(len(nonblind), dtype=torch.bool)
+    kept[draw.argsort()[: int((~nonblind).sum())]] = True
+    return ~kept
+
+
 def _noised(pixel_values, step, seed):
     betas = torch.sigmoid(torch.linspace(-6, 6, 1000)) * (0.5e-2 - 1e-5) + 1e-5
     abar = torch.cumprod(1 - betas, 0)[step]
@@ -83,7 +94,10 @@ def reference_decode(model, inputs, method, alpha=1.0, beta=0.1, lam=1.0, layer_
     image_positions = prompt[0] == model.config.image_token_id
     eos = model.config.get_text_config().eos_token_id
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    if method == "random_mask":
+        torch.rand(1, int(image_positions.sum()), generator=generator)  # the control's draw comes first
     sampling = method == "sample" or do_sample
+    reads_attention = method in ("avisc", "random_mask")
     out = []
     with torch.no_grad():
         features = _image_features(model, inputs, inputs["pixel_values"])
@@ -93,15 +107,18 @@ def reference_decode(model, inputs, method, alpha=1.0, beta=0.1, lam=1.0, layer_
             ids = torch.cat([prompt, torch.tensor([out], dtype=torch.long)], dim=1)
             positions = torch.cat([image_positions, torch.zeros(len(out), dtype=torch.bool)])
             embeds = _embed(model, ids, positions, features)
-            first = _run(model, embeds, attentions=method == "avisc" and t == 1)
+            first = _run(model, embeds, attentions=reads_attention and t == 1)
             l = first.logits[0, -1].float()
-            if method == "avisc" and t == 1:
-                nonblind = torch.nonzero(positions).flatten()[_nonblind(first.attentions, positions, layer_gamma, lam)]
+            if reads_attention and t == 1:
+                zeroed = _nonblind(first.attentions, positions, layer_gamma, lam)
+                zeroed = _random_nonblind(zeroed, seed) if method == "random_mask" else zeroed
+                nonblind = torch.nonzero(positions).flatten()[zeroed]
             if method in ("greedy", "sample"):
                 z = l
             else:
-                if method == "avisc":
-                    embeds[0, nonblind] = 0.0  # the official code's in-place zeroing
+                if method in ("avisc", "random_mask", "zero_image"):
+                    zeroed = nonblind if method != "zero_image" else torch.nonzero(positions).flatten()
+                    embeds[0, zeroed] = 0.0  # the official code's in-place zeroing
                     other = _run(model, embeds).logits[0, -1].float()
                 elif method == "vcd":
                     other = _run(model, _embed(model, ids, positions, noised_features)).logits[0, -1].float()
@@ -150,7 +167,7 @@ def test_left_padded_batch_rows_equal_single_samples(case, method, kwargs):
         assert _tokens(batched[b], eos) == _tokens(alone[0], eos), f"row {b}"
 
 
-@pytest.mark.parametrize("method", ["avisc", "vcd", "m3id"])
+@pytest.mark.parametrize("method", ["avisc", "vcd", "m3id", "random_mask", "zero_image"])
 def test_contrast_changes_the_answer_somewhere(llava_case, instructblip_case, method):
     """Guards the equality tests above against a contrast that silently does nothing."""
     kwargs = {"alpha": 3.0, "seed": 0, "gamma_decay": 1.0}

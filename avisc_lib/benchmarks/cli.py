@@ -23,7 +23,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from ..decoding import METHODS
+from ..decoding import METHODS, DecodeSettings, decode_options, option_type
 from . import amber, mme, pope
 from .parsers import available_parsers
 from .protocols import PROTOCOLS
@@ -139,21 +139,23 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    """One flag per decode option, typed and explained by its ``DecodeSettings`` field."""
     group = p.add_argument_group("decoding (omitted: the protocol's values, see avisc_lib.decode)")
-    group.add_argument("--alpha", type=float, help="contrast strength (AvisC, VCD)")
-    group.add_argument("--beta", type=float, help="plausibility cut in (0, 1]")
-    group.add_argument("--lam", type=float, help="AvisC blind-token threshold")
-    group.add_argument("--layer-gamma", type=float, help="AvisC share of layers")
-    group.add_argument(
-        "--do-sample", action=argparse.BooleanOptionalAction, help="sample (contrastive methods)"
-    )
-    group.add_argument("--temperature", type=float)
-    group.add_argument("--top-p", type=float)
-    group.add_argument("--top-k", type=int)
-    group.add_argument("--max-new-tokens", type=int)
-    group.add_argument("--min-new-tokens", type=int, help="EOS banned until this many tokens")
-    group.add_argument("--noise-step", type=int, help="VCD diffusion step (0-999)")
-    group.add_argument("--gamma-decay", type=float, help="M3ID decay")
+    for option in decode_options():
+        if option.name == "seed":  # a run-level flag: it also draws synthetic questions
+            continue
+        kind = option_type(option)
+        flag = "--" + option.name.replace("_", "-")
+        default = "" if option.default is None else f" (library default {option.default})"
+        help_text = option.metadata["help"] + default
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            group.add_argument(flag, type=kind, help=help_text)
+
+
+def _field_help(name: str) -> str:
+    return DecodeSettings.__dataclass_fields__[name].metadata["help"]
 
 
 def add_run_command(commands: argparse._SubParsersAction) -> None:
@@ -163,13 +165,14 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     for name, datasets in DATASETS.items():
         p = benchmarks.add_parser(name, help=f"{name}: datasets {', '.join(datasets)}")
         p.add_argument("--model", required=True, help="'tiny', a known hub id or a local model folder")
-        p.add_argument("--method", required=True, choices=METHODS)
+        p.add_argument("--method", required=True, choices=METHODS, help=_field_help("method"))
         p.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
         p.add_argument("--dataset", choices=datasets, default="synthetic")
         p.add_argument("--split", choices=SPLITS[name], default=SPLITS[name][0])
         p.add_argument("--limit", type=int, help="first N questions (MME: per subtask, AMBER: per section)")
         p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--seed", type=int, default=0, help="synthetic questions, decoding (batch k: S + k)")
+        p.add_argument("--seed", type=int, default=0, help=f"{_field_help('seed')}; also draws synthetic questions; "
+                       "batch k decodes with seed S + k")
         p.add_argument(
             "--protocol",
             choices=PROTOCOLS,

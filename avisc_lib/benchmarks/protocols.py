@@ -32,7 +32,8 @@ set up for an M3ID run, which has no α, with α = 1.0 left in it. The protocol 
 statement, the only one about the reported numbers; the AMBER script agrees with it. Pass
 ``alpha=1.0`` to run the POPE or MME script's value instead. VCD's α is 1.0 because the
 AvisC code hard-codes it in its VCD branch, whatever is passed. M3ID has no α (its decay is
-AvisC's 0.02, the library default).
+AvisC's 0.02, the library default). The controls ``random_mask`` and ``zero_image`` take
+AvisC's α, so that only their second branch differs from AvisC's.
 
 The paper sampled, so its numbers vary with the seed: run several seeds and report mean ± std
 (:func:`avisc_lib.evaluation_views.mean_std`), as the paper does for MME and AMBER. Its
@@ -72,6 +73,7 @@ PAPER_SHARED = {
     "lam": 1.0,
     "layer_gamma": 0.5,
 }
+AVISC_CONTROLS = ("random_mask", "zero_image")  # AvisC with another second branch
 PAPER_PARSER = "avisc"
 
 
@@ -100,8 +102,9 @@ def model_kind(model_name: str | None = None, model: PreTrainedModel | None = No
 def paper_decode(method: str, kind: str) -> dict:
     """The paper's decode options for ``method`` on a ``kind`` model (see the module docstring)."""
     options = {**PAPER_SHARED, "top_k": PAPER_TOP_K[kind], "min_new_tokens": PAPER_MIN_NEW_TOKENS[kind]}
-    if (method, kind) in PAPER_ALPHA:
-        options["alpha"] = PAPER_ALPHA[method, kind]
+    alpha_of = "avisc" if method in AVISC_CONTROLS else method
+    if (alpha_of, kind) in PAPER_ALPHA:
+        options["alpha"] = PAPER_ALPHA[alpha_of, kind]
     return options
 
 

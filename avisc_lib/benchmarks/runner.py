@@ -29,27 +29,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
-from ..decoding import DecodeSettings
+from ..decoding import METHODS, DecodeSettings, decode_options
 from ..generation import generate
 from ..models import load_model
 from .protocols import resolve_protocol
 from .store import RunFolder
 from .tasks import Question, Task, build_task
 
-DECODE_OPTIONS = (
-    "alpha",
-    "beta",
-    "lam",
-    "layer_gamma",
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "max_new_tokens",
-    "min_new_tokens",
-    "noise_step",
-    "gamma_decay",
-)
+# Decode options a run takes: every ``DecodeSettings`` field but ``seed``, which the run derives per batch.
+DECODE_OPTIONS = tuple(f.name for f in decode_options() if f.name != "seed")
 Batch = tuple[int, list[Question]]  # (global batch index, its unanswered questions)
 
 
@@ -79,9 +67,9 @@ def run_benchmark(
 
     Writes ``out_dir/{config.json, answers.jsonl, metrics.json}`` (see :mod:`.store`). Rerunning
     the same call resumes: answers already in ``out_dir`` are kept, only missing ones computed.
-    ``decode_options`` (``alpha``, ``beta``, ``lam``, ``layer_gamma``, ``do_sample``,
-    ``temperature``, ``top_p``, ``top_k``, ``max_new_tokens``, ``min_new_tokens``,
-    ``noise_step``, ``gamma_decay``) go to :func:`avisc_lib.decode`.
+    ``method``: a name in :data:`avisc_lib.decoding.METHODS`. ``decode_options``: any field of
+    :class:`avisc_lib.decoding.DecodeSettings` but ``seed`` (:data:`DECODE_OPTIONS`); they go to
+    :func:`avisc_lib.decode`.
 
     ``protocol`` (:mod:`.protocols`): ``"argmax"`` keeps the library defaults for whatever is
     omitted; ``"paper"`` fills in the paper's prompt style, parser and decode options for the
@@ -94,6 +82,8 @@ def run_benchmark(
     ``seed``) draws the synthetic questions; set it to vary only the decoding seed, as the paper's
     repeated runs do (it is then recorded in the configuration too).
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} for a benchmark run; expected one of {METHODS}")
     unknown = sorted(set(decode_options) - set(DECODE_OPTIONS))
     if unknown:
         raise ValueError(f"unknown decode option(s) {', '.join(unknown)}; expected some of {DECODE_OPTIONS}")

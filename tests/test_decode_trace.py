@@ -1,0 +1,132 @@
+"""``decode(..., return_dict=True)``, the branches as parts, your own branch, and options derived from DecodeSettings."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from avisc_lib import answer_logits, decode, image_attention, select_blind_tokens
+from avisc_lib.benchmarks import run_benchmark
+from avisc_lib.benchmarks.cli import build_parser
+from avisc_lib.decoding import METHODS, DecodeSettings
+
+STEPS = 6
+OPTIONS = {"avisc": {"alpha": 2.0}, "random_mask": {"seed": 1, "lam": 0.5}, "vcd": {"seed": 2}}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_trace_sequences_equal_the_tensor_and_tokens_are_the_argmax_of_scores(llava_case, method):
+    inputs = llava_case.batch(3)
+    kwargs = {"max_new_tokens": STEPS, "seed": 9, **OPTIONS.get(method, {})}
+    tensor = decode(llava_case.model, inputs, method=method, **kwargs)
+    out = decode(llava_case.model, inputs, method=method, return_dict=True, **kwargs)
+    assert torch.equal(out.sequences, tensor)
+    assert len(out.scores) == len(out.logits) == tensor.shape[1]
+    assert (out.branch_logits is None) == (method in ("greedy", "sample"))
+    if method != "sample":
+        eos = llava_case.model.generation_config.eos_token_id
+        for t, scores in enumerate(out.scores):
+            running = ~(tensor[:, :t] == eos).any(1)  # rows not finished before step t
+            assert torch.equal(scores.argmax(-1)[running], tensor[running, t])
+
+
+def test_avisc_scores_are_the_contrast_and_cut_of_the_traced_logits(llava_case):
+    alpha, beta = 2.0, 0.2
+    out = decode(llava_case.model, llava_case.batch(3), method="avisc", alpha=alpha, beta=beta,
+                 max_new_tokens=STEPS, return_dict=True)
+    for scores, l, other in zip(out.scores, out.logits, out.branch_logits):
+        for b in range(l.shape[0]):
+            expected = [(1 + alpha) * x - alpha * y if x >= math.log(beta) + max(l[b].tolist()) else -math.inf
+                        for x, y in zip(l[b].tolist(), other[b].tolist())]
+            assert scores[b].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_kept_masks_of_avisc_and_its_controls(llava_case):
+    model, inputs = llava_case.model, llava_case.batch(3)
+    blind = select_blind_tokens(image_attention(model, inputs), 0.5, 0.5)
+    avisc = decode(model, inputs, method="avisc", lam=0.5, max_new_tokens=1, return_dict=True)
+    assert torch.equal(avisc.kept, blind)
+    assert avisc.layers.dtype == torch.bool and avisc.layers.any(-1).all()
+    controls = [decode(model, inputs, method="random_mask", lam=0.5, seed=s, max_new_tokens=1, return_dict=True)
+                for s in (0, 0, 1)]
+    assert torch.equal(controls[0].kept, controls[1].kept)  # seeded
+    assert not torch.equal(controls[0].kept, controls[2].kept)
+    assert not torch.equal(controls[0].kept, blind)
+    assert torch.equal(controls[0].kept.sum(-1), blind.sum(-1))  # same size per row
+    zero = decode(model, inputs, method="zero_image", max_new_tokens=1, return_dict=True)
+    assert not zero.kept.any() and zero.layers is None
+
+
+@pytest.mark.parametrize("method", ["avisc", "random_mask", "zero_image"])
+def test_second_branch_logits_are_the_model_on_the_kept_tokens_only(embedded_case, method):
+    model, inputs = embedded_case.model, embedded_case.batch(2)
+    out = decode(model, inputs, method=method, seed=3, max_new_tokens=1, return_dict=True)
+    vocab = range(out.logits[0].shape[-1])
+    expected = answer_logits(model, inputs, vocab, replace=~out.kept)
+    torch.testing.assert_close(out.branch_logits[0], expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.logits[0], answer_logits(model, inputs, vocab), rtol=1e-4, atol=1e-4)
+
+
+def test_random_mask_rows_do_not_depend_on_their_batch(llava_case):
+    inputs = llava_case.batch(3)
+    batched = decode(llava_case.model, inputs, method="random_mask", seed=5, max_new_tokens=1, return_dict=True)
+    alone = decode(llava_case.model, {k: v[1:2] for k, v in inputs.items()}, method="random_mask", seed=5,
+                   max_new_tokens=1, return_dict=True)
+    assert torch.equal(batched.kept[1], alone.kept[0])
+
+
+def test_your_own_branch(llava_case):
+    model, inputs = llava_case.model, llava_case.batch(2)
+    seen = {}
+
+    def keep_blind(features, attention):
+        seen["shapes"] = (tuple(features.shape), tuple(attention.shape))
+        blind = select_blind_tokens(attention, 0.5, 1.0)
+        return features * blind[..., None]
+
+    mine = decode(model, inputs, method=keep_blind, alpha=2.0, max_new_tokens=STEPS)
+    assert torch.equal(mine, decode(model, inputs, method="avisc", alpha=2.0, max_new_tokens=STEPS))
+    batch, tokens = inputs["input_ids"].shape[0], int((inputs["input_ids"][0] == model.config.image_token_id).sum())
+    assert seen["shapes"][0][:2] == (batch, tokens) and seen["shapes"][1][0] == batch
+    with pytest.raises(ValueError, match="returned"):
+        decode(model, inputs, method=lambda features, attention: features[:, :3], max_new_tokens=1)
+
+
+def test_unknown_methods_and_options_are_named(llava_case):
+    inputs = llava_case.batch(1)
+    with pytest.raises(ValueError, match="unknown method 'avsic'"):
+        decode(llava_case.model, inputs, method="avsic")
+    with pytest.raises(ValueError, match="alhpa"):
+        decode(llava_case.model, inputs, method="avisc", alhpa=1.0)
+    with pytest.raises(ValueError, match="method must be"):
+        decode(llava_case.model, inputs, method=3)
+
+
+def test_every_decode_setting_is_a_flag_of_avisc_eval_run():
+    parser = build_parser()
+    run = next(a for a in parser._subparsers._group_actions[0].choices["run"]._subparsers._group_actions)
+    help_text = run.choices["pope"].format_help()
+    for f in dataclasses.fields(DecodeSettings):
+        if f.init:
+            flag = "--" + f.name.replace("_", "-")
+            assert flag in help_text, flag
+            assert f.metadata["help"].split()[0] in help_text  # its help text is shown
+
+
+@pytest.mark.parametrize("benchmark", ["pope", "mme", "amber"])
+@pytest.mark.parametrize("method", ["random_mask", "zero_image"])
+def test_controls_run_as_benchmark_methods(embedded_case, tmp_path, benchmark, method):
+    metrics = run_benchmark(benchmark, model_name="tiny", model=embedded_case.model, processor=embedded_case.processor,
+                            method=method, out_dir=tmp_path, limit=2, batch_size=4, max_new_tokens=8, progress=False)
+    assert metrics
+    records = (tmp_path / "answers.jsonl").read_text().splitlines()
+    assert records and all(f'"method": "{method}"' in line for line in records)
+
+
+def test_a_branch_function_is_refused_by_the_runner(embedded_case, tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        run_benchmark("pope", model_name="tiny", model=embedded_case.model, processor=embedded_case.processor,
+                      method=lambda f, a: f, out_dir=tmp_path, limit=2)
