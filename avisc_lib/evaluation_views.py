@@ -1,8 +1,7 @@
 """Small views for the evaluation notebooks (04 POPE, 05 MME, 06 AMBER).
 
-* :func:`paper_pope`, :func:`paper_mme`, :func:`paper_amber`: the paper's LLaVA-1.5 numbers
-  (its POPE, MME-hallucination and AMBER tables, arXiv 2405.17820, transcribed from the result
-  images in the authors' repository) as DataFrames, to put beside ours.
+* :func:`paper_pope`, :func:`paper_mme`, :func:`paper_amber`: the paper's tables as DataFrames,
+  to put beside ours (re-exported from :mod:`avisc_lib.paper_tables`, which names their source).
 * :func:`first_token_controls`: AvisC's contrast on the first answer token against honest
   controls, the same contrast with a random same-size mask or with all image-token embeddings
   zeroed after the projector as the "other" branch.
@@ -16,7 +15,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterable, Sequence
 
@@ -29,122 +27,15 @@ from .attention import image_attention
 from .blind import select_blind_tokens
 from .decoding import contrast_logits, plausibility_cut
 from .inputs import encode
+from .paper_tables import (  # noqa: F401  (PAPER_MODELS, paper_amber, paper_mme: re-exported for the notebooks)
+    PAPER_METHODS,
+    PAPER_MODELS,
+    POPE_DATASETS,
+    paper_amber,
+    paper_mme,
+    paper_pope,
+)
 from .world.scenes import COLOURS, SHAPES
-
-PAPER_METHODS = {"base": "sample", "VCD": "vcd", "M3ID": "m3id", "AvisC": "avisc"}
-
-# POPE, LLaVA-1.5, multinomial sampling, one run (the paper's POPE table): accuracy precision recall F1.
-_POPE = """
-COCO random 84.47 83.35 86.13 84.72 | 84.80 83.00 87.53 85.20 | 86.00 85.11 87.27 86.18 | 87.93 88.24 87.53 87.88
-COCO popular 82.23 79.72 86.47 82.95 | 82.27 79.19 87.53 83.15 | 82.83 79.62 88.27 83.72 | 84.33 81.71 88.47 84.96
-COCO adversarial 77.10 72.57 87.13 79.19 | 76.10 71.50 86.80 78.41 | 77.70 73.23 87.33 79.66 | 77.53 72.82 87.87 79.64
-A-OKVQA random 82.73 77.43 92.40 84.26 | 81.30 75.45 92.80 83.23 | 83.57 77.86 93.80 85.09 | 84.60 79.29 93.67 85.88
-A-OKVQA popular 76.10 69.86 91.80 79.34 | 75.43 68.58 93.87 79.26 | 76.80 70.20 93.13 80.06 | 78.83 72.10 94.07 81.63
-A-OKVQA adversarial 67.90 62.11 91.80 74.09 | 67.43 61.50 93.20 74.11 | 68.10 61.99 93.60 74.58 | 68.97 62.70 93.67 75.11
-GQA random 82.40 77.03 92.33 83.99 | 82.27 75.85 94.67 84.22 | 82.83 76.64 94.47 84.62 | 85.00 78.81 95.73 86.45
-GQA popular 72.03 65.57 92.80 76.84 | 71.77 64.90 94.80 77.05 | 72.83 66.04 94.00 77.58 | 74.80 67.46 95.80 79.17
-GQA adversarial 68.73 62.54 93.40 74.92 | 68.27 62.00 94.40 74.84 | 68.13 61.88 94.47 74.78 | 69.20 62.61 95.33 75.58
-"""
-
-# MME hallucination subset, LLaVA-1.5, mean (std) over seeds (the paper's MME-hallucination table).
-_MME = """method,existence,existence_std,count,count_std,position,position_std,color,color_std,total,total_std
-base,173.57,8.16,110.00,15.82,100.47,18.78,125.24,15.91,509.28,30.57
-VCD,172.14,8.09,117.14,8.76,103.33,20.56,119.52,8.58,512.14,31.82
-M3ID,178.33,6.83,107.22,14.78,96.39,5.52,127.50,8.28,509.44,22.52
-AvisC,189.29,1.82,104.76,11.66,106.19,13.93,127.86,9.13,528.09,24.70
-"""
-
-# AMBER, LLaVA-1.5 column, mean (std) over runs (the paper's AMBER table); discriminative blocks pooled.
-_AMBER = """metric,base,base_std,VCD,VCD_std,M3ID,M3ID_std,AvisC,AvisC_std
-chair,7.95,0.64,6.70,0.42,6.00,0.14,6.25,0.07
-cover,44.45,0.21,46.50,0.28,48.90,0.28,46.55,0.64
-hal,31.00,2.83,27.80,1.70,26.00,0.28,25.60,1.70
-cog,2.15,0.35,1.95,0.35,1.45,0.07,2.00,0.04
-accuracy,67.00,0.71,67.30,1.41,67.25,0.21,70.70,0.57
-precision,85.45,0.49,86.10,1.70,86.50,0.57,85.45,0.21
-recall,60.95,1.20,60.55,1.34,60.05,0.07,67.55,0.92
-f1,71.10,0.99,71.10,1.56,70.90,0.14,75.45,0.64
-amber_score,81.58,0.18,82.20,0.99,82.45,0.14,84.60,0.35
-"""
-
-# The same three tables, InstructBLIP columns. As printed, two cells disagree with their row:
-# POPE COCO random VCD (precision and recall imply F1 82.99, accuracy 83.07) and AMBER AvisC
-# precision (72.60 repeats its accuracy; recall and F1 imply about 81.3).
-_POPE_INSTRUCTBLIP = """
-COCO random 82.27 82.84 81.40 82.11 | 83.37 83.39 82.60 83.24 | 84.37 84.62 84.00 84.31 | 88.73 93.88 82.87 88.03
-COCO popular 77.77 74.81 83.73 79.02 | 78.00 75.12 83.73 79.19 | 77.30 74.10 83.93 78.71 | 83.90 81.33 88.00 84.53
-COCO adversarial 73.13 69.41 82.60 75.46 | 75.87 72.85 82.47 77.36 | 76.03 72.47 83.93 77.79 | 81.57 80.37 83.53 81.92
-A-OKVQA random 81.00 77.71 86.93 82.06 | 81.73 78.67 87.07 82.66 | 82.33 77.81 90.47 83.66 | 88.47 87.66 89.53 88.59
-A-OKVQA popular 75.00 70.14 87.07 77.69 | 75.33 70.52 87.07 77.92 | 75.60 70.40 88.33 78.36 | 81.77 77.82 88.87 82.98
-A-OKVQA adversarial 68.80 63.57 88.07 73.84 | 69.70 64.54 87.47 74.27 | 69.57 64.21 88.40 74.39 | 72.53 67.12 88.33 76.28
-GQA random 80.00 77.08 85.40 81.02 | 81.73 79.35 85.80 82.45 | 80.57 76.77 87.67 81.85 | 86.47 85.89 87.27 86.57
-GQA popular 73.53 68.80 86.13 76.49 | 74.10 69.45 86.07 76.87 | 74.57 69.45 87.83 77.53 | 78.00 73.68 87.13 79.84
-GQA adversarial 68.00 63.49 84.73 72.59 | 70.27 65.43 85.93 74.29 | 68.90 64.06 86.13 73.47 | 73.07 67.80 87.87 76.54
-"""
-
-_MME_INSTRUCTBLIP = """method,existence,existence_std,count,count_std,position,position_std,color,color_std,total,total_std
-base,170.19,11.12,89.52,11.04,67.62,14.04,114.76,9.60,442.09,31.51
-VCD,172.62,8.92,98.33,15.99,71.90,13.42,117.14,10.70,459.99,16.56
-M3ID,173.89,10.52,89.72,13.44,72.72,14.77,110.56,7.20,446.88,28.54
-AvisC,184.76,5.56,82.85,12.16,74.76,6.19,131.43,4.76,473.80,19.67
-"""
-
-_AMBER_INSTRUCTBLIP = """metric,base,base_std,VCD,VCD_std,M3ID,M3ID_std,AvisC,AvisC_std
-chair,8.40,0.57,7.60,0.42,6.85,0.07,6.70,0.28
-cover,46.40,1.27,47.65,0.35,47.20,0.71,46.65,1.48
-hal,31.10,0.64,29.90,0.99,27.50,0.71,28.00,0.28
-cog,2.60,0.05,2.20,0.14,2.20,0.14,2.55,0.35
-accuracy,68.20,0.14,69.65,0.35,69.05,0.35,72.60,0.42
-precision,79.00,0.14,80.70,0.42,79.70,0.28,72.60,0.42
-recall,70.70,0.42,71.60,0.42,71.25,0.35,76.10,0.05
-f1,74.60,0.14,75.90,0.42,75.25,0.07,78.60,0.28
-amber_score,83.10,0.35,84.15,0.05,84.20,0.07,85.95,0.05
-"""
-
-PAPER_MODELS = ("llava", "instructblip")  # LLaVA-1.5, InstructBLIP (the model kinds of .benchmarks.protocols)
-_TABLES = {
-    "llava": {"pope": _POPE, "mme": _MME, "amber": _AMBER},
-    "instructblip": {"pope": _POPE_INSTRUCTBLIP, "mme": _MME_INSTRUCTBLIP, "amber": _AMBER_INSTRUCTBLIP},
-}
-# Our POPE dataset names -> the paper's.
-POPE_DATASETS = {"coco": "COCO", "aokvqa": "A-OKVQA", "gqa": "GQA"}
-
-
-def _table(model: str, benchmark: str) -> str:
-    if model not in _TABLES:
-        raise ValueError(f"no paper numbers for model {model!r}; expected one of {PAPER_MODELS}")
-    return _TABLES[model][benchmark]
-
-
-def paper_pope(dataset: str | None = "COCO", model: str = "llava") -> pd.DataFrame:
-    """The paper's POPE table (percent): one row per dataset, split and method.
-
-    ``dataset``: "COCO", "A-OKVQA", "GQA", or None for all three. ``model``: "llava"
-    (LLaVA-1.5) or "instructblip". "base" is plain sampling.
-    """
-    rows = []
-    for line in _table(model, "pope").strip().splitlines():
-        name, split, rest = line.split(" ", 2)
-        for method, cell in zip(PAPER_METHODS, rest.split("|")):
-            acc, prec, rec, f1 = map(float, cell.split())
-            rows.append({"dataset": name, "split": split, "method": method, "accuracy": acc,
-                         "precision": prec, "recall": rec, "f1": f1})
-    frame = pd.DataFrame(rows)
-    if dataset is not None:
-        if dataset not in set(frame.dataset):
-            raise ValueError(f"unknown POPE dataset {dataset!r}; expected COCO, A-OKVQA, GQA or None")
-        frame = frame[frame.dataset == dataset].reset_index(drop=True)
-    return frame
-
-
-def paper_mme(model: str = "llava") -> pd.DataFrame:
-    """The paper's MME hallucination subset (``model`` "llava" or "instructblip"): mean and std per subtask."""
-    return pd.read_csv(io.StringIO(_table(model, "mme"))).set_index("method")
-
-
-def paper_amber(model: str = "llava") -> pd.DataFrame:
-    """The paper's AMBER column for ``model``: metric rows, method (and ``<method>_std``) columns."""
-    return pd.read_csv(io.StringIO(_table(model, "amber"))).set_index("metric")
 
 
 def pope_beside_paper(
