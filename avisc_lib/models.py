@@ -9,8 +9,11 @@ Weights are read from safetensors only and remote code is never trusted.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import re
+import weakref
 from importlib import resources
 from pathlib import Path
 
@@ -189,3 +192,84 @@ def check_image_tokens(config, processor: ProcessorMixin, source: str | Path) ->
             f"{expected} image features; the processor's settings (patch_size, "
             "num_additional_image_tokens, image size, num_query_tokens) do not match the model's config"
         )
+
+
+# --------------------------------------------------------------------------- weights provenance
+
+_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> weights_hash, per model object
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json")
+
+
+def weights_hash(model: PreTrainedModel | str | Path) -> str:
+    """sha256 (hex) naming the weights of ``model``, or of a name ``load_model`` accepts.
+
+    Over the safetensors files the weights come from (``model.name_or_path``: a folder, "tiny",
+    or a hub id in the Hugging Face cache, where a file's blob name is its sha256, so 13 GB are not
+    re-read); a model without such files (built in memory) is hashed over its parameters and
+    buffers in name order. A name whose hub files are not cached yet is downloaded, as
+    ``load_model`` would. Memoised per model object.
+    """
+    if isinstance(model, (str, Path)):
+        files = _weight_files(str(resolve(model)[0]), download=True)
+        if not files:
+            raise FileNotFoundError(f"no safetensors weights found for model {str(model)!r}")
+        return _files_hash(files)
+    if model not in _HASHES:
+        files = _weight_files(str(getattr(model, "name_or_path", "") or ""), download=False)
+        _HASHES[model] = _files_hash(files) if files else _parameters_hash(model)
+    return _HASHES[model]
+
+
+def _weight_files(name: str, download: bool) -> list[Path]:
+    """The safetensors files of a folder, "tiny"/an alias, or a hub id (cached; else downloaded
+    when ``download``); [] when none are known."""
+    name = ALIASES.get(name, name)
+    if not name:
+        return []
+    folder = tiny_model_path() if name == TINY else Path(name).expanduser()
+    if not folder.is_dir():
+        folder = _hub_snapshot(name, download)
+    return sorted(folder.glob("*.safetensors")) if folder is not None else []
+
+
+def _hub_snapshot(repo: str, download: bool) -> Path | None:
+    """The cached snapshot folder of hub repo ``repo`` with its weight files (None if not cached)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, allow_patterns=list(WEIGHT_FILES), local_files_only=True))
+    except HFValidationError:  # not a repo id
+        return None
+    except LocalEntryNotFoundError:
+        return Path(snapshot_download(repo, allow_patterns=list(WEIGHT_FILES))) if download else None
+
+
+def _files_hash(files: list[Path]) -> str:
+    """sha256 over ``name sha256`` lines of ``files``: a cache blob's name where it is a sha256,
+    else the file's content hashed."""
+    digest = hashlib.sha256()
+    for path in files:
+        blob = path.resolve()
+        sha = blob.name if _SHA256_NAME.fullmatch(blob.name) else _file_sha256(blob)
+        digest.update(f"{path.name} {sha}\n".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _parameters_hash(model: torch.nn.Module) -> str:
+    """sha256 over every state-dict entry (name, dtype, shape, bytes) in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name} {data.dtype} {tuple(data.shape)}\n".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,9 +1,18 @@
-"""``run_benchmark`` / ``avisc-eval run`` on the embedded tiny model: outputs, kill-and-resume, refusals."""
+"""``run_benchmark`` / ``avisc-eval run`` on the embedded tiny model: outputs, kill-and-resume, refusals,
+provenance (package version and weights hash)."""
 
+import copy
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
+import huggingface_hub
 import pytest
+import torch
 
+import avisc_lib
+from avisc_lib import models
 from avisc_lib.benchmarks import runner
 from avisc_lib.benchmarks.cli import main
 from avisc_lib.benchmarks.io import FormatError
@@ -200,3 +209,71 @@ def test_cli_run_errors_exit_1(tmp_path, capsys):
     assert main([*args, "--limit", "4"]) == 0
     assert main([*args, "--limit", "5"]) == 1
     assert "holds answers of another configuration (limit: 4 there, 5 here)" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _edited_copy(pope_run, tmp_path, edit):
+    """A copy of the finished run folder whose config.json is changed by ``edit``."""
+    out = tmp_path / "copy"
+    shutil.copytree(pope_run[0], out)
+    config = json.loads((out / "config.json").read_text())
+    edit(config)
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_config_records_the_package_version_and_the_weights_files_hash(pope_run):
+    weights = models.tiny_model_path() / "model.safetensors"
+    expected = _sha256(f"model.safetensors {_sha256(weights.read_bytes())}\n".encode())
+    config = json.loads((pope_run[0] / "config.json").read_text())
+    assert (config["version"], config["weights"]) == (avisc_lib.__version__, expected)
+
+
+def test_a_loaded_model_hashes_as_its_name_so_notebooks_and_cli_share_folders(embedded_case):
+    assert models.weights_hash(embedded_case.model) == models.weights_hash("tiny")
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (lambda c: c.update(version="0.0.1"), f"another avisc_lib \\(version 0.0.1 there, {avisc_lib.__version__} here\\)"),
+        (lambda c: c.update(weights="0" * 64), "other model weights \\(weights sha256 000000000000… there"),
+        (lambda c: [c.pop("version"), c.pop("weights")], "from before run folders recorded the package version"),
+    ],
+    ids=["version", "weights", "no provenance"],
+)
+def test_answers_of_other_code_or_weights_are_refused(pope_run, tmp_path, edit, named):
+    out = _edited_copy(pope_run, tmp_path, edit)
+    with pytest.raises(ConfigMismatch, match=named) as refused:
+        runner.run_benchmark("pope", out_dir=out, **POPE)
+    assert "use another output folder (--out), or delete this one to start fresh" in str(refused.value)
+
+
+def test_weights_hash_of_an_in_memory_model_covers_its_parameters(llava_case):
+    model = copy.deepcopy(llava_case.model)
+    model.name_or_path = ""  # no files behind it
+    before = models.weights_hash(model)
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1.0
+    assert models.weights_hash(model) == before  # memoised per model object
+    assert models.weights_hash(copy.deepcopy(model)) != before
+
+
+def test_weights_hash_takes_hub_cache_blob_names_without_reading_them(tmp_path, monkeypatch):
+    repo = tmp_path / "models--llava-hf--llava-1.5-7b-hf"
+    sha = _sha256(b"the real weights")
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / sha).write_bytes(b"not the bytes the name says")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    snapshot = repo / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "model.safetensors").symlink_to(Path("../../blobs") / sha)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert models.weights_hash("llava") == _sha256(f"model.safetensors {sha}\n".encode())

@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from ..decoding import METHODS, DecodeSettings, decode_options
 from ..generation import generate
-from ..models import load_model
+from ..models import load_model, weights_hash
 from .protocols import resolve_protocol
 from .store import RunFolder
 from .tasks import Question, Task, build_task
@@ -97,7 +97,8 @@ def run_benchmark(
     where = {"image_dir": image_dir, "data_dir": data_dir}
     questions_from = seed if question_seed is None else question_seed
     task = build_task(benchmark, dataset, split, seed=questions_from, limit=limit, parser=parser, **where)
-    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style, protocol)
+    weights = weights_hash(model if model is not None else model_name)
+    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style, protocol, weights)
     if question_seed is not None:
         config["question_seed"] = question_seed
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
@@ -139,9 +140,13 @@ def run_config(
     limit: int | None,
     batch_size: int,
     prompt_style: str | None,
-    protocol: str = "argmax",
+    protocol: str,
+    weights: str,
 ) -> dict:
-    """Everything that decides the answers and metrics of a run (decode values resolved)."""
+    """Everything that decides the answers and metrics of a run (decode values resolved), and
+    where they come from: the package version and ``weights`` (:func:`avisc_lib.models.weights_hash`)."""
+    from .. import __version__
+
     decode = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in DECODE_OPTIONS}
     return {
         "benchmark": task.benchmark,
@@ -149,6 +154,8 @@ def run_config(
         "split": task.split,
         "limit": limit,
         "model": str(model_name),
+        "weights": weights,
+        "version": __version__,
         "protocol": protocol,
         "method": settings.method,
         "seed": settings.seed,

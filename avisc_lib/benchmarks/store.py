@@ -1,7 +1,8 @@
 """The output folder of a benchmark run: its configuration, append-only answer files, metrics.
 
 ``out_dir/config.json``
-    The run's configuration. Once a folder holds answers, another configuration is refused.
+    The run's configuration, with the package version and the model weights' hash (its
+    provenance). Once a folder holds answers, another configuration, version or weights is refused.
 ``out_dir/answers.jsonl``
     One JSON object per line and question (``id``, ``question``, ``answer``, ``label``,
     ``method``, ``image``, ``group``). While a run goes on, process 0 appends here and process
@@ -29,6 +30,7 @@ from .tasks import Question
 ANSWERS = "answers.jsonl"
 CONFIG = "config.json"
 METRICS = "metrics.json"
+PROVENANCE = ("version", "weights")  # config keys naming the code and the weights that made the answers
 
 
 class ConfigMismatch(ValueError):
@@ -56,6 +58,20 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} there, {b!r} here")
     return out
+
+
+def _provenance_difference(stored: dict, config: dict) -> str | None:
+    """Why answers stored under ``stored`` may come from other code or weights than ``config``'s."""
+    missing = [key for key in PROVENANCE if key in config and key not in stored]
+    if missing:
+        return (f"from before run folders recorded the package version and weights hash (no {' or '.join(missing)} "
+                f"in its {CONFIG}), so they may come from other code or weights")
+    if "version" in config and stored["version"] != config["version"]:
+        return f"made by another avisc_lib (version {stored['version']} there, {config['version']} here)"
+    if "weights" in config and stored["weights"] != config["weights"]:
+        return (f"made with other model weights (weights sha256 {stored['weights'][:12]}… there, "
+                f"{config['weights'][:12]}… here)")
+    return None
 
 
 class RunFolder:
@@ -88,11 +104,14 @@ class RunFolder:
                 "use another output folder"
             )
         stored = json.loads(path.read_text(encoding="utf-8"))
+        fresh = "use another output folder (--out), or delete this one to start fresh"
+        provenance = _provenance_difference(stored, config)
+        if provenance:
+            raise ConfigMismatch(f"{self.path} holds answers {provenance}; {fresh}")
         differences = _differences(stored, json.loads(json.dumps(config)))
         if differences:
             raise ConfigMismatch(
-                f"{self.path} holds answers of another configuration ({'; '.join(differences)}); "
-                "use another output folder, or delete this one to start over"
+                f"{self.path} holds answers of another configuration ({'; '.join(differences)}); {fresh}"
             )
 
     def write_config(self, config: dict) -> None:
