@@ -14,12 +14,12 @@ import itertools
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from .attention import image_attention
+from .batching import batches
 from .blind import random_like, select_blind_tokens
-from .decoding import contrast_logits, plausibility_cut
+from .decoding import contrast_logits, decode, plausibility_cut
 from .generation import ANSWER_WORDS, answer_logits, answer_token_ids
 from .inputs import encode
 
@@ -114,8 +114,8 @@ def run_study(
     token_ids = answer_token_ids(model, processor, words)
     generator = torch.Generator().manual_seed(seed)
     parts = []
-    for start in tqdm(range(0, len(questions), batch_size), desc="study", disable=len(questions) <= batch_size):
-        inputs = encode(model, processor, images[start:start + batch_size], questions[start:start + batch_size])
+    for _, rows in batches(len(questions), batch_size, desc="study"):
+        inputs = encode(model, processor, images[rows], questions[rows])
         attention = image_attention(model, inputs).cpu()
         blind = select_blind_tokens(attention, layer_gamma, lam)
         logits = ablation_logits(model, inputs, blind, token_ids, conditions, generator)
@@ -142,7 +142,6 @@ def blind_overlap(blind: torch.Tensor, generator: torch.Generator | None = None)
     return mean_jaccard(blind), mean_jaccard(random_like(blind, generator))
 
 
-@torch.no_grad()
 def avisc_grid(
     model: PreTrainedModel,
     inputs: Mapping[str, torch.Tensor],
@@ -155,22 +154,20 @@ def avisc_grid(
 ) -> pd.DataFrame:
     """AvisC's first-token outcome for one prompt over a hyper-parameter grid.
 
-    One forward per (lam, layer_gamma) for the biased branch; alpha and beta are arithmetic on
-    cached logits, so an interactive control can browse the result without calling the model.
-    Columns: the four hyper-parameters, ``n_blind``, ``p_<id>`` (probability after contrast and
-    cut) for each of ``token_ids``, and ``choice`` (argmax token id).
+    One single-token ``decode(..., return_dict=True)`` per (lam, layer_gamma), whose trace holds
+    both branches' logits; alpha and beta are arithmetic on them, so an interactive control can
+    browse the result without calling the model. Columns: the four hyper-parameters, ``n_blind``,
+    ``p_<id>`` (probability after contrast and cut) for each of ``token_ids``, and ``choice``
+    (argmax token id).
     """
-    vocab = torch.arange(model.get_output_embeddings().weight.shape[0])
-    original = answer_logits(model, inputs, vocab)[0]
-    attention = image_attention(model, inputs)
     rows = []
     for lam, gamma in itertools.product(lams, layer_gammas):
-        blind = select_blind_tokens(attention, gamma, lam)
-        biased = answer_logits(model, inputs, vocab, replace=~blind)[0]
+        step = decode(model, inputs, method="avisc", lam=lam, layer_gamma=gamma, max_new_tokens=1, return_dict=True)
+        original, biased = step.logits[0][0], step.branch_logits[0][0]
         for alpha, beta in itertools.product(alphas, betas):
             scores = plausibility_cut(contrast_logits(original, biased, alpha), original, beta)
             probs = scores.softmax(-1)
             rows.append({"alpha": alpha, "beta": beta, "lam": lam, "layer_gamma": gamma,
-                         "n_blind": int(blind.sum()), "choice": int(scores.argmax()),
+                         "n_blind": int(step.kept.sum()), "choice": int(scores.argmax()),
                          **{f"p_{t}": float(probs[t]) for t in token_ids}})
     return pd.DataFrame(rows)
