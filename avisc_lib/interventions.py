@@ -41,6 +41,7 @@ from transformers import PreTrainedModel
 from . import sinks
 from .attention_edit import AttentionEdit, Mode, edit_attention, register_mode
 from .inputs import Prompt
+from .only import only
 
 # LALBJ/PAI (commit 9bbd8bd). README.md line 65 (POPE) and 82 (CHAIR): --alpha 0.2 --gamma 1.1
 # --start-layer 2 --end-layer 32 (pope_eval.py line 53's argparse default, gamma = 2, is not what
@@ -187,7 +188,8 @@ def _var_redistribute(values, selected, edit, targets):
     target_mass = values.masked_fill(~targets, 0).sum(-1, keepdim=True)
     share = taken / target_mass.clamp(min=torch.finfo(values.dtype).tiny)
     edited = torch.where(selected, values * edit.factor, torch.where(targets, values * (1 + share), values))
-    return torch.where(chosen, edited, values)
+    # Rows whose non-sink image tokens hold no attention are left as they are (the code divides by 0).
+    return torch.where(chosen & (target_mass > 0), edited, values)
 
 
 register_mode("var", Mode("probs", 1.0, lambda f: 0 <= f <= 1, "in [0, 1]", _var_redistribute, needs_targets=True))
@@ -245,4 +247,9 @@ def var_method(model: PreTrainedModel, prompt: Prompt, settings) -> AbstractCont
     return var(model, prompt, p=settings.var_p, rho=settings.var_rho, summ=settings.var_summ, tau=settings.var_tau)
 
 
-INTERVENTIONS: dict[str, Intervention] = {"pai": pai, "clearsight": clearsight, "var": var_method}
+def only_method(model: PreTrainedModel, prompt: Prompt, settings) -> AbstractContextManager:
+    """ONLY's side branch at ``settings.only_layer``; yields an ``OnlyBranch`` (contrast with ``only_scores``)."""
+    return only(model, prompt, layer=settings.only_layer)
+
+
+INTERVENTIONS: dict[str, Intervention] = {"pai": pai, "clearsight": clearsight, "var": var_method, "only": only_method}

@@ -13,7 +13,7 @@ The sinks are kept per layer, as the official code keeps them (``indices[layer]`
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -82,17 +82,24 @@ def fixed_dimensions(dims: Sequence[int], batch: int, hidden_size: int, device: 
 
 
 @contextmanager
-def layer_inputs(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
-    """Record the hidden states entering each decoder layer in ``layers`` (``layer -> [B, L, D]``).
+def layer_inputs(
+    model: PreTrainedModel, layers: Sequence[int], handle: Callable[[int, torch.Tensor], None] | None = None
+) -> Iterator[dict[int, torch.Tensor]]:
+    """The hidden states ``[B, L, D]`` entering each decoder layer in ``layers``, on every forward.
 
-    Forward pre-hooks on the language model's layers, removed on exit (exceptions included).
+    Each goes to ``handle(layer, hidden)`` when given (before the layer runs), else into the yielded
+    dict ``layer -> hidden``. Forward pre-hooks, removed on exit (exceptions included).
     """
     records: dict[int, torch.Tensor] = {}
     decoder_layers = model.get_decoder().layers
 
     def hook(index: int):
         def record(module, args, kwargs):
-            records[index] = args[0] if args else kwargs["hidden_states"]
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if handle is None:
+                records[index] = hidden
+            else:
+                handle(index, hidden)
         return record
 
     handles = [decoder_layers[i].register_forward_pre_hook(hook(i), with_kwargs=True) for i in layers]
