@@ -110,3 +110,22 @@ def test_existence_set_is_balanced_and_cycles_negative_kinds():
     assert [q["answer"] for _, q in items] == ["yes", "no"] * 6
     assert [q["negative"] for _, q in items[1::2]] == list(Q.NEGATIVE_KINDS) * 2
     assert Q.existence_set("test", 6, start=3) == items  # seeded
+
+
+def test_existence_set_with_one_kind_and_its_own_seed():
+    items = Q.existence_set("test", 30, start=20_000, kinds=("adversarial",), seed=11)
+    yes, no = items[::2], items[1::2]
+    assert all(q["category"] in s.categories for s, q in yes)
+    assert all(q["category"] not in s.categories and q["negative"] == "adversarial" for s, q in no)
+    for scene, q in no:  # an absent object of a present colour whenever the scene leaves one
+        colours = {c.split()[0] for c in scene.categories}
+        if any(c.split()[0] in colours and c not in scene.categories for c in CATEGORIES):
+            assert q["category"].split()[0] in colours
+    other_seed = Q.existence_set("test", 30, start=20_000, kinds=("adversarial",), seed=12)
+    assert [q for _, q in other_seed] != [q for _, q in items]
+
+
+@pytest.mark.parametrize("kinds", [(), ("random", "frequent")])
+def test_existence_set_names_bad_kinds(kinds):
+    with pytest.raises(ValueError, match="kinds must be a non-empty sequence of"):
+        Q.existence_set("test", 2, kinds=kinds)

@@ -7,7 +7,8 @@ Each builder returns what the real loaders return, so the same scorers apply:
   questions each; random / popular / adversarial negatives from the object frequencies and
   co-occurrences of the sampled scenes, exactly as POPE's ``main.py``. The world's prior is
   skewed and colour-themed, so popular negatives are the common categories and adversarial
-  ones the same-colour partners.
+  ones the same-colour partners. (The model card's and notebooks 01-03's existence questions,
+  :func:`avisc_lib.world.questions.existence_set`, pick negatives from the world's prior instead.)
 * :func:`mme_sheets` → ``{subtask: list[MMEItem]}`` for the hallucination subset (existence,
   count, position, color): per scene one yes question followed by one no question, MME's
   pairing, so ``acc_plus`` works.
