@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from .analysis import ablation_logits
 from .attention import image_attention
+from .batching import batches
 from .blind import select_blind_tokens
 from .decoding import contrast_logits, plausibility_cut
 from .inputs import encode
@@ -122,8 +123,8 @@ def first_token_controls(
     generator = torch.Generator(device=model.device).manual_seed(seed)
     conditions = ["original", *CONTROLS.values()]
     choices: dict[str, list[int]] = {"no contrast": [], **{name: [] for name in CONTROLS}}
-    for start in range(0, len(questions), batch_size):
-        inputs = encode(model, processor, images[start:start + batch_size], questions[start:start + batch_size])
+    for _, rows in batches(len(questions), batch_size):
+        inputs = encode(model, processor, images[rows], questions[rows])
         blind = select_blind_tokens(image_attention(model, inputs), layer_gamma, lam)
         logits = ablation_logits(model, inputs, blind, vocab, conditions, generator)
         original = logits["original"]

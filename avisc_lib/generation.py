@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from . import compat
+from .batching import batches
 from .decoding import decode
 from .inputs import embed_prompt, encode
 from .masking import replace_image_tokens
@@ -38,14 +38,10 @@ def generate(
     """
     if len(images) != len(questions):
         raise ValueError(f"got {len(images)} images for {len(questions)} questions")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     seed = decode_kwargs.pop("seed", None)
-    starts = range(0, len(questions), batch_size)
     answers: list[str] = []
-    for k, start in enumerate(tqdm(starts, desc=method, disable=len(starts) <= 1)):
-        batch = encode(model, processor, images[start:start + batch_size], questions[start:start + batch_size],
-                       prompt_style)
+    for k, rows in batches(len(questions), batch_size, desc=method):
+        batch = encode(model, processor, images[rows], questions[rows], prompt_style)
         tokens = decode(model, batch, method=method, seed=None if seed is None else seed + k, **decode_kwargs)
         answers += [text.strip() for text in processor.batch_decode(tokens, skip_special_tokens=True)]
     return answers

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
+from ..batching import batches
 from ..decoding import METHODS, DecodeSettings, decode_options
 from ..generation import generate
 from ..models import load_model, weights_hash
@@ -168,12 +169,12 @@ def run_config(
 
 def pending_batches(questions: Sequence[Question], done: set[int], batch_size: int) -> list[Batch]:
     """``(k, unanswered questions of batch k)`` for every global batch with some left."""
-    batches = []
-    for k, start in enumerate(range(0, len(questions), batch_size)):
-        left = [q for q in questions[start : start + batch_size] if q.id not in done]
+    pending = []
+    for k, rows in batches(len(questions), batch_size):
+        left = [q for q in questions[rows] if q.id not in done]
         if left:
-            batches.append((k, left))
-    return batches
+            pending.append((k, left))
+    return pending
 
 
 @dataclass(frozen=True)

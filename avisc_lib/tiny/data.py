@@ -44,13 +44,14 @@ def training_batch(tokenizer, scenes: list[Scene], qs: list[dict]) -> dict[str, 
 
 def yes_no_margin(model, processor, items, batch_size: int = 100) -> torch.Tensor:
     """``float[N]``: logit(yes) - logit(no) at the answer position for (scene, question) items."""
+    from ..batching import batches
     from ..generation import answer_logits, candidate_token_ids
     from ..inputs import encode
 
     yes_no = candidate_token_ids(processor, ["yes", "no"])
     margins = []
-    for k in range(0, len(items), batch_size):
-        chunk = items[k : k + batch_size]
+    for _, rows in batches(len(items), batch_size):
+        chunk = items[rows]
         inputs = encode(model, processor, [s.image for s, _ in chunk], [q["question"] for _, q in chunk])
         logits = answer_logits(model, inputs, yes_no)
         margins.append(logits[:, 0] - logits[:, 1])
