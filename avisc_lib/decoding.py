@@ -24,8 +24,9 @@ from __future__ import annotations
 import inspect
 import math
 import typing
+from typing import Any
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import Field, dataclass, field, fields
 
 import torch
@@ -43,10 +44,16 @@ from . import compat
 from .attention import image_rows, record_last_query_attention
 from .branches import BRANCHES, DIFFUSION_STEPS, Branch, BranchContext, BranchInputs, image_branch
 from .inputs import Prompt, embed_prompt
+from .interventions import INTERVENTIONS, pai_refine
+from .only import only_scores
 
 SINGLE = ("greedy", "sample")
 CONTRASTIVE = tuple(BRANCHES)
-METHODS = SINGLE + CONTRASTIVE
+# Methods that act inside the original branch's forwards (:mod:`.interventions`): PAI, ClearSight
+# and VAR edit its attention (PAI also contrasts with a text-only branch unless ``pai_gamma`` is 1);
+# ONLY reads a side branch from its first and last layers and contrasts with it.
+INTERVENING = tuple(INTERVENTIONS)
+METHODS = SINGLE + CONTRASTIVE + INTERVENING
 # The official code's default (``cd_alpha=1.0``; its VCD branch hard-codes 1.0). The paper reports
 # alpha = 2.5 for LLaVA-1.5 and 3.0 for InstructBLIP: pass those explicitly to reproduce it.
 DEFAULT_ALPHA = 1.0
@@ -80,6 +87,22 @@ class DecodeSettings:
     seed: int | None = option(None, "seeds sampling, VCD's noise and random_mask (None: torch's global RNG)")
     noise_step: int = option(500, "VCD's diffusion step, 0 to 999")
     gamma_decay: float = option(0.02, "M3ID's decay of the image-conditioning weight")
+    pai_alpha: float = option(0.2, "PAI: image-token attention logits s -> s + pai_alpha * |s|, >= 0 (0: off)")
+    pai_gamma: float = option(1.1, "PAI: refinement against a text-only branch, >= 1 (1: off, one pass)")
+    pai_layers: tuple[int, int] | None = option(None, (
+        "PAI: layers start:end, half-open (None: the paper's 2:32 of 32, scaled to the model's depth)"))
+    clearsight_enhance: float = option(1.15, "ClearSight: image-token attention logits times this, > 0 (1: off)")
+    clearsight_suppress: float = option(0.95, "ClearSight: system-prompt attention logits times this, > 0 (1: off)")
+    clearsight_layers: tuple[int, int] | None = option(None, (
+        "ClearSight: layers start:end, half-open (None: the paper's 9:15 of 32, scaled to the model's depth)"))
+    var_p: float = option(0.6, "VAR: share of a sink token's attention it keeps, in [0, 1] (1: off)")
+    var_rho: float = option(0.5, "VAR: a head is image-centric when visual sinks hold <= var_rho of its image attention")
+    var_summ: float = option(0.2, "VAR: ... and its attention on the image is >= var_summ")
+    var_tau: float = option(20.0, "VAR: massive-activation threshold that finds sink dimensions and tokens")
+    only_layer: int = option(0, "ONLY: the layer whose edited attention forms its side branch")
+    only_alpha_pos: float = option(3.0, "ONLY: weight added for the side branch when the two agree, >= 0")
+    only_alpha_neg: float = option(1.0, "ONLY: contrast strength when they disagree, >= 0")
+    only_gamma: float = option(0.2, "ONLY: L1 distance of the two distributions below which they agree")
     warpers: LogitsProcessorList = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -112,14 +135,16 @@ class DecodeSettings:
 
     @property
     def contrastive(self) -> bool:
-        """Two branches: a named contrastive method or your own branch."""
-        return not isinstance(self.method, str) or self.method in CONTRASTIVE
+        """Two sets of logits: a second branch (AvisC and the like, your own, PAI refining) or ONLY's side branch."""
+        return self.branch is not None or self.method == "only"
 
     @property
     def branch(self) -> Branch | None:
-        """The second branch (None for greedy and sample)."""
+        """The second branch (None for one-pass methods)."""
         if not isinstance(self.method, str):
             return image_branch(self.method)
+        if self.method == "pai":
+            return BRANCHES["m3id"] if self.pai_gamma != 1 else None
         return BRANCHES.get(self.method)
 
     @property
@@ -142,11 +167,20 @@ def decode_options() -> list[Field]:
     return [f for f in fields(DecodeSettings) if f.init and f.name != "method"]
 
 
-def option_type(option: Field) -> type:
-    """The value type of a field (``float | None`` -> ``float``)."""
+def option_type(option: Field) -> Callable[[str], object]:
+    """How to read a field's value from text (``float | None`` -> ``float``; layer ranges: ``layer_span``)."""
     hint = typing.get_type_hints(DecodeSettings)[option.name]
     kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-    return kinds[0]
+    return layer_span if typing.get_origin(kinds[0]) is tuple else kinds[0]
+
+
+def layer_span(text: str) -> tuple[int, int]:
+    """``"2:32"`` -> ``(2, 32)``, a half-open range of layers."""
+    start, colon, end = text.partition(":")
+    try:
+        return int(start), int(end)
+    except ValueError:
+        raise ValueError(f"a layer range is start:end, e.g. 2:32, got {text!r}") from None
 
 
 def _is_int(value) -> bool:
@@ -203,6 +237,11 @@ def next_token_scores(logits: torch.Tensor, batch: int, step: int, settings: Dec
         return original
     other = logits[batch:]
     other = torch.where(other.isnan().any(-1, keepdim=True), original, other)
+    if settings.method == "pai":
+        return pai_refine(original, other, settings.pai_gamma, settings.beta)  # PAI's code: beta 0.1
+    if settings.method == "only":
+        return only_scores(original, other, alpha_pos=settings.only_alpha_pos, alpha_neg=settings.only_alpha_neg,
+                           gamma=settings.only_gamma, beta=settings.beta)
     if settings.method == "m3id":
         scores = m3id_logits(original, other, step, settings.gamma_decay)
     else:
@@ -272,11 +311,12 @@ def decode(
     """Generate answers; returns the new token ids ``[B, T]``, padded after each row's EOS.
 
     ``inputs``: the processor's output (left-padded for B > 1). ``method``: "greedy", "sample",
-    "avisc", "vcd", "m3id", the controls "random_mask" and "zero_image", or your own branch function
+    "avisc", "vcd", "m3id", the controls "random_mask" and "zero_image", the attention methods
+    "pai", "clearsight", "var" and "only" (:mod:`.interventions`), or your own branch function
     (see :mod:`.branches`). ``options``: any field of :class:`DecodeSettings` (``alpha``, ``beta``,
     ``lam``, ``layer_gamma``, ``do_sample``, ``temperature``, ``top_p``, ``top_k``,
-    ``max_new_tokens``, ``min_new_tokens``, ``seed``, ``noise_step``, ``gamma_decay``; their help
-    texts are there). Options a method does not use are ignored; unknown keywords or invalid values
+    ``max_new_tokens``, ``min_new_tokens``, ``seed``, ``noise_step``, ``gamma_decay`` and each
+    attention method's own; their help texts are there). Options a method does not use are ignored; unknown keywords or invalid values
     raise ``ValueError``. Blind tokens come from the original branch's prefill, as in the official code.
 
     ``return_dict=True`` returns a :class:`DecodeOutput` with the per-step scores and logits of both
@@ -285,9 +325,10 @@ def decode(
     settings = decode_settings(method, options)
     prompt = embed_prompt(model, inputs)
     generator = None if settings.seed is None else torch.Generator(device=prompt.input_ids.device).manual_seed(settings.seed)
-    logits, cache, mask, second = prefill(model, inputs, prompt, settings, generator)
-    trace = Trace(return_dict, second)
-    sequences = _generate(model, logits, cache, mask, settings, generator, trace)
+    with ExitStack() as interventions:  # held from the original prefill to the last step
+        logits, cache, mask, second, forward = prefill(model, inputs, prompt, settings, generator, interventions)
+        trace = Trace(return_dict, second)
+        sequences = _generate(model, forward, logits, cache, mask, settings, generator, trace)
     return trace.output(sequences) if return_dict else sequences
 
 
@@ -311,25 +352,55 @@ def prefill(
     prompt: Prompt,
     settings: DecodeSettings,
     generator: torch.Generator | None,
-) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, BranchInputs | None]:
-    """Prefill the original branch, then the method's second branch; join them along the batch.
+    interventions: ExitStack,
+) -> tuple[torch.Tensor, DynamicCache, torch.Tensor, BranchInputs | None, Forward]:
+    """Prefill the original branch and the method's second branch; join them along the batch.
 
-    Returns ``(last-position logits [branches * B, V], cache, attention_mask [branches * B, L],
-    the second branch's inputs or None)``, original rows first. A branch that needs attention gets
-    the original prefill's image attention.
+    Returns ``(last-position logits [2B or B, V], cache, attention_mask [rows, L], the second
+    branch's inputs or None, the forward to use for later steps)``, original rows first. A second
+    branch that reads the original prefill's attention is built after it; any other is prefilled
+    first, so that an intervention (entered on ``interventions``, held by the caller until the
+    last step) acts on the original branch only. ONLY's side-branch logits follow the original
+    rows' logits after every forward.
     """
     branch = settings.branch
-    needs_attention = branch is not None and branch.needs_attention
-    recording = record_last_query_attention(model) if needs_attention else nullcontext({})
+    context = BranchContext(model, inputs, prompt, None, settings, generator)
+    early = _branch_prefill(model, branch, context) if branch is not None and not branch.needs_attention else None
+    side = interventions.enter_context(INTERVENTIONS[settings.method](model, prompt, settings)) \
+        if settings.method in INTERVENTIONS else None
+    forward = Forward(model, side if settings.method == "only" else None)
+    recording = record_last_query_attention(model) if branch is not None and branch.needs_attention else nullcontext()
     with recording as rows:
-        logits, cache = compat.language_model_forward(model, prompt.embeds, prompt.attention_mask)
+        logits, cache = forward(prompt.embeds, prompt.attention_mask)
     if branch is None:
-        return logits, cache, prompt.attention_mask, None
-    attention = image_rows(rows, prompt.image_mask) if needs_attention else None
-    second = branch.build(BranchContext(model, inputs, prompt, attention, settings, generator))
-    other_logits, other_cache = compat.language_model_forward(model, second.embeds, second.attention_mask)
+        return logits, cache, prompt.attention_mask, None, forward
+    if early is None:
+        context = BranchContext(model, inputs, prompt, image_rows(rows, prompt.image_mask), settings, generator)
+    second, other_logits, other_cache = early or _branch_prefill(model, branch, context)
     return (torch.cat([logits, other_logits]), compat.concat_caches(cache, other_cache, model.config),
-            torch.cat([prompt.attention_mask, second.attention_mask]), second)
+            torch.cat([prompt.attention_mask, second.attention_mask]), second, forward)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One language-model forward: last-position logits ``[rows, V]`` and the cache; with ONLY's
+    ``side`` branch, its logits ``[B, V]`` appended as extra rows."""
+
+    model: PreTrainedModel
+    side: Any = None
+
+    def __call__(self, embeds: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None = None):
+        logits, cache = compat.language_model_forward(self.model, embeds, mask, cache)
+        return (logits if self.side is None else torch.cat([logits, self.side.logits.to(logits.dtype)])), cache
+
+
+def _branch_prefill(
+    model: PreTrainedModel, branch: Branch, context: BranchContext
+) -> tuple[BranchInputs, torch.Tensor, DynamicCache]:
+    """Build the second branch and prefill it: ``(its inputs, logits [B, V], cache)``."""
+    second = branch.build(context)
+    logits, cache = compat.language_model_forward(model, second.embeds, second.attention_mask)
+    return second, logits, cache
 
 
 class Trace:
@@ -348,11 +419,12 @@ class Trace:
 
     def output(self, sequences: torch.LongTensor) -> DecodeOutput:
         second = self.second
+        two = bool(self.branch_logits) and self.branch_logits[0].shape[0] > 0
         return DecodeOutput(
             sequences=sequences,
             scores=tuple(self.scores),
             logits=tuple(self.logits),
-            branch_logits=tuple(self.branch_logits) if second is not None else None,
+            branch_logits=tuple(self.branch_logits) if two else None,
             kept=None if second is None else second.kept,
             layers=None if second is None else second.layers,
         )
@@ -360,6 +432,7 @@ class Trace:
 
 def _generate(
     model: PreTrainedModel,
+    forward: Forward,
     logits: torch.Tensor,
     cache: DynamicCache,
     mask: torch.Tensor,
@@ -369,6 +442,7 @@ def _generate(
 ) -> torch.LongTensor:
     """The decode loop after the prefill(s): one forward of ``branches * B`` rows per token."""
     batch = logits.shape[0] // (2 if settings.contrastive else 1)
+    rows = mask.shape[0]
     eos, pad = special_token_ids(model)
     eos = torch.tensor(eos, dtype=torch.long, device=logits.device)
     embed = model.get_input_embeddings()
@@ -386,8 +460,8 @@ def _generate(
         if bool(done.all()) or step == settings.max_new_tokens:
             break
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        step_embeds = embed(token.repeat(logits.shape[0] // batch))[:, None]
-        logits, cache = compat.language_model_forward(model, step_embeds, mask, cache)
+        step_embeds = embed(token.repeat(rows // batch))[:, None]
+        logits, cache = forward(step_embeds, mask, cache)
     return torch.stack(tokens, dim=1)
 
 

@@ -12,8 +12,10 @@ from avisc_lib import answer_logits, decode, image_attention, select_blind_token
 from avisc_lib.benchmarks import run_benchmark
 from avisc_lib.benchmarks.cli import build_parser
 from avisc_lib.decoding import METHODS, DecodeSettings
+from conftest import row as row_inputs
 
 STEPS = 6
+ONE_PASS = ("greedy", "sample", "clearsight", "var")  # no second set of logits (PAI refines by default)
 OPTIONS = {"avisc": {"alpha": 2.0}, "random_mask": {"seed": 1, "lam": 0.5}, "vcd": {"seed": 2}}
 
 
@@ -25,7 +27,7 @@ def test_trace_sequences_equal_the_tensor_and_tokens_are_the_argmax_of_scores(ll
     out = decode(llava_case.model, inputs, method=method, return_dict=True, **kwargs)
     assert torch.equal(out.sequences, tensor)
     assert len(out.scores) == len(out.logits) == tensor.shape[1]
-    assert (out.branch_logits is None) == (method in ("greedy", "sample"))
+    assert (out.branch_logits is None) == (method in ONE_PASS)
     if method != "sample":
         eos = llava_case.model.generation_config.eos_token_id
         for t, scores in enumerate(out.scores):
@@ -130,3 +132,60 @@ def test_a_branch_function_is_refused_by_the_runner(embedded_case, tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         run_benchmark("pope", model_name="tiny", model=embedded_case.model, processor=embedded_case.processor,
                       method=lambda f, a: f, out_dir=tmp_path, limit=2)
+
+
+NEUTRAL = {
+    "pai": {"pai_alpha": 0.0, "pai_gamma": 1.0},
+    "clearsight": {"clearsight_enhance": 1.0, "clearsight_suppress": 1.0},
+    "var": {"var_p": 1.0},
+    "only": {"only_alpha_pos": 0.0, "only_alpha_neg": 0.0},
+}
+
+
+@pytest.mark.parametrize("method", NEUTRAL)
+def test_attention_methods_at_their_neutral_values_are_greedy(case, method):
+    inputs = case.batch(3)
+    greedy = decode(case.model, inputs, method="greedy", max_new_tokens=STEPS, return_dict=True)
+    out = decode(case.model, inputs, method=method, max_new_tokens=STEPS, return_dict=True, **NEUTRAL[method])
+    assert torch.equal(out.sequences, greedy.sequences)
+    for mine, theirs in zip(out.logits, greedy.logits):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["pai", "clearsight", "var", "only"])
+def test_attention_methods_batched_rows_equal_single_samples(case, method):
+    inputs = case.batch(4)
+    batched = decode(case.model, inputs, method=method, max_new_tokens=STEPS, return_dict=True)
+    for b in range(4):
+        alone = decode(case.model, row_inputs(inputs, b), method=method,
+                       max_new_tokens=STEPS, return_dict=True)
+        torch.testing.assert_close(batched.logits[0][b], alone.logits[0][0], rtol=1e-4, atol=1e-4)
+        eos = case.model.generation_config.eos_token_id
+        mine, theirs = batched.sequences[b].tolist(), alone.sequences[0].tolist()
+        end = (mine.index(eos) + 1) if eos in mine else len(mine)
+        assert mine[:end] == theirs[:end], f"row {b}"
+
+
+@pytest.mark.parametrize("method", ["pai", "clearsight", "only"])
+def test_attention_methods_change_the_logits(llava_case, method):
+    inputs = llava_case.batch(2)
+    greedy = decode(llava_case.model, inputs, method="greedy", max_new_tokens=2, return_dict=True)
+    out = decode(llava_case.model, inputs, method=method, max_new_tokens=2, return_dict=True,
+                 **({"pai_alpha": 2.0, "pai_gamma": 1.0} if method == "pai" else {}))
+    assert not torch.allclose(out.scores[-1].log_softmax(-1), greedy.scores[-1].log_softmax(-1), atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["pai", "clearsight", "var", "only"])
+def test_attention_methods_run_as_benchmark_methods(embedded_case, tmp_path, method):
+    metrics = run_benchmark("pope", model_name="tiny", model=embedded_case.model, processor=embedded_case.processor,
+                            method=method, out_dir=tmp_path, limit=3, batch_size=4, progress=False)
+    assert set(metrics) >= {"accuracy", "f1"}
+
+
+def test_bad_attention_hyper_parameters_are_named(llava_case):
+    inputs = llava_case.batch(1)
+    for method, bad, match in [("pai", {"pai_alpha": -1.0}, "pai_alpha"), ("clearsight", {"clearsight_enhance": 0.0},
+                               "clearsight_enhance"), ("var", {"var_p": 1.5}, "var_p"),
+                               ("only", {"only_layer": 99}, "only_layer"), ("pai", {"pai_layers": (3, 2)}, "pai_layers")]:
+        with pytest.raises(ValueError, match=match):
+            decode(llava_case.model, inputs, method=method, max_new_tokens=1, **bad)
