@@ -110,25 +110,15 @@ def add_score_command(commands: argparse._SubParsersAction) -> None:
     a.set_defaults(func=_score_amber)
 
 
+# ``run`` flags passed to run_benchmark under their own names.
+RUN_OPTIONS = ("dataset", "split", "limit", "batch_size", "seed", "protocol", "parser", "prompt_style", "image_dir",
+               "data_dir")
+
+
 def _run(args: argparse.Namespace) -> int:
     decode = {name: getattr(args, name) for name in DECODE_OPTIONS if getattr(args, name) is not None}
-    metrics = run_benchmark(
-        args.benchmark,
-        model_name=args.model,
-        method=args.method,
-        out_dir=args.out,
-        dataset=args.dataset,
-        split=args.split,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        protocol=args.protocol,
-        parser=args.parser,
-        prompt_style=args.prompt_style,
-        image_dir=args.image_dir,
-        data_dir=args.data_dir,
-        **decode,
-    )
+    where = {name: getattr(args, name) for name in RUN_OPTIONS}
+    metrics = run_benchmark(args.benchmark, model_name=args.model, method=args.method, out_dir=args.out, **where, **decode)
     if PartialState().is_main_process:
         run = f"{args.benchmark} {args.dataset}/{args.split}"
         parser = json.loads((args.out / CONFIG).read_text())["scoring"]["parser"]
