@@ -171,16 +171,10 @@ def find_sinks(
     return Sinks(searched, torch.stack(found, 1), torch.stack(tokens, 1), prompt.image_mask.to(valid.device))
 
 
-def sink_tokens(
-    model: PreTrainedModel,
-    inputs: Mapping[str, torch.Tensor],
-    *,
-    tau: float = TAU,
-    dims: Sequence[int] | None = None,
-    layers: Sequence[int] | None = None,
-) -> torch.Tensor:
+def sink_tokens(model: PreTrainedModel, inputs: Mapping[str, torch.Tensor], **options) -> torch.Tensor:
     """Visual sink-token mask ``[B, N]`` (True = sink in some searched layer), like ``select_blind_tokens``.
 
-    See ``find_sinks`` for the arguments and for the per-layer masks and the dimensions found.
+    ``options``: ``tau``, ``dims``, ``layers`` of ``find_sinks``, which also gives the per-layer
+    masks and the dimensions found.
     """
-    return find_sinks(model, inputs, tau=tau, dims=dims, layers=layers).mask
+    return find_sinks(model, inputs, **options).mask
