@@ -29,12 +29,8 @@ OFFSETS = {"random": 0, "popular": 10_000, "adversarial": 20_000, "families": 30
 
 def pope_split(model, processor, kind: str, n_scenes: int) -> dict:
     """POPE-style balanced split: per scene one positive and one ``kind`` negative."""
-    scenes, qs = [], []
-    for i in range(OFFSETS[kind], OFFSETS[kind] + n_scenes):
-        scene, rng = make_scene("test", i), np.random.default_rng([11, i])
-        for positive in (True, False):
-            scenes.append(scene)
-            qs.append(Q.existence(scene, rng, positive, kind))
+    items = Q.existence_set("test", n_scenes, OFFSETS[kind], kinds=(kind,), seed=11)
+    scenes, qs = [scene for scene, _ in items], [q for _, q in items]
     answers = generate(model, processor, [s.image for s in scenes], [q["question"] for q in qs],
                        method="greedy", max_new_tokens=4, batch_size=64)
     parse = get_parser("pope", "official")
