@@ -5,6 +5,7 @@ from .blind import select_blind_tokens
 from .budget import Progress
 from .decoding import decode
 from .generation import answer_logits, answer_token_ids, candidate_token_ids, generate
+from .hf_generate import custom_generate
 from .masking import mask_image_tokens, replace_image_tokens
 from .models import known_models, load_model
 from .profiles import Profile, environment_report, resolve_profile
@@ -19,6 +20,7 @@ __all__ = [
     "answer_token_ids",
     "build_prompt",
     "candidate_token_ids",
+    "custom_generate",
     "decode",
     "encode",
     "environment_report",
