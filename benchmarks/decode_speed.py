@@ -6,7 +6,10 @@
    embedded tiny model (EOS disabled, so every row generates exactly T tokens).
 2. Our AvisC against the test suite's plain reference (B = 1 at a time, eager attention, no KV
    cache, the whole sequence re-run each step; ``tests/test_decoding.py::reference_decode``).
-3. Peak memory of ``image_attention`` against eager ``output_attentions=True`` at a LLaVA-1.5-sized
+3. Cost per decode step of every method relative to greedy at B = 16 over 64-token captions:
+   the two-branch methods, the controls and the attention methods (PAI with and without its
+   refinement, ClearSight, VAR, ONLY).
+4. Peak memory of ``image_attention`` against eager ``output_attentions=True`` at a LLaVA-1.5-sized
    sequence (35 + 576 + 20 tokens, 32 layers x 32 heads, tiny widths), each in a fresh process.
 """
 
@@ -16,6 +19,7 @@ import argparse
 import copy
 import os
 import platform
+import statistics
 import resource
 import subprocess
 import sys
@@ -114,6 +118,66 @@ def reference_table(model, processor) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------ cost per decode step
+
+# label -> (method, options, goal): every method at its defaults, PAI also without its refinement.
+COSTED = {
+    "greedy": ("greedy", {}, ""),
+    "avisc": ("avisc", {}, ""),
+    "vcd": ("vcd", {}, ""),
+    "m3id": ("m3id", {}, ""),
+    "random_mask": ("random_mask", {}, ""),
+    "zero_image": ("zero_image", {}, ""),
+    "pai (refined, pai_gamma 1.1)": ("pai", {}, "~ avisc"),
+    "pai (pai_gamma 1, one pass)": ("pai", {"pai_gamma": 1.0}, "<= 1.15x"),
+    "clearsight": ("clearsight", {}, "<= 1.15x"),
+    "var": ("var", {}, "<= 1.15x"),
+    "only": ("only", {}, "<= 1.15x"),
+}
+CAPTION_STEPS = 64
+COST_NOTES = []
+
+
+def step_costs(model, inputs, repeats: int) -> dict[str, dict[str, list[float]]]:
+    """Per round and method: the prefill (a 1-token decode) and the mean decode step, in seconds.
+
+    A step is ``(t(1 + CAPTION_STEPS tokens) - t(1 token)) / CAPTION_STEPS`` within one round (EOS is
+    disabled, so both lengths are exact). The methods run in a rotated order each round, so that
+    load from other jobs falls on all of them alike.
+    """
+    def run(label: str, tokens: int) -> float:
+        method, options, _ = COSTED[label]
+        start = time.perf_counter()
+        decode(model, inputs, method=method, max_new_tokens=tokens, **options)
+        return time.perf_counter() - start
+
+    labels = list(COSTED)
+    for label in labels:
+        run(label, 2)  # warm-up
+    costs = {label: {"prefill": [], "step": []} for label in labels}
+    for round_ in range(repeats):
+        shift = round_ % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            short, long = run(label, 1), run(label, 1 + CAPTION_STEPS)
+            costs[label]["prefill"].append(short)
+            costs[label]["step"].append((long - short) / CAPTION_STEPS)
+    return costs
+
+
+def cost_table(model, processor, repeats: int, size: int = 16) -> list[str]:
+    """Median prefill and step time of each method, and its step time over greedy's in the same round."""
+    costs = step_costs(model, batch(model, processor, size), repeats)
+    greedy = costs["greedy"]["step"]
+    lines = [f"| method (B = {size}) | prefill | per step | step / greedy (median, min-max over rounds) | goal |",
+             "|---|---|---|---|---|"]
+    for label, cost in costs.items():
+        ratios = [step / base for step, base in zip(cost["step"], greedy)]
+        lines.append(f"| {label} | {statistics.median(cost['prefill']) * 1e3:.1f} ms | "
+                     f"{statistics.median(cost['step']) * 1e3:.2f} ms | {statistics.median(ratios):.2f}x "
+                     f"({min(ratios):.2f}-{max(ratios):.2f}) | {COSTED[label][2]} |")
+    return lines
+
+
 # ------------------------------------------------------------------------------------ memory probe
 
 
@@ -194,6 +258,13 @@ def main() -> None:
         "vision pass. For captions the ratio is near 1 while a step costs the same for B and 2B rows "
         "(B = 1 here), and moves toward 2 when the step's work grows with the rows (B = 16 on one CPU thread).",
         "",
+        "## Cost per decode step of every method", "",
+        f"B = 16, {CAPTION_STEPS}-token captions, every method at its defaults. Prefill: a 1-token decode; per "
+        f"step: (64+1-token decode - 1-token decode) / 64, medians over {args.repeats} rounds in which the methods "
+        "run in rotated order; the ratio is taken within each round, so load from other jobs sharing the machine "
+        "falls on greedy and the method alike.", "",
+        *cost_table(model, processor, args.repeats), "",
+        *COST_NOTES, "",
         "## Our AvisC vs the plain reference loop", "",
         "The reference is `tests/test_decoding.py::reference_decode`: one sample at a time, eager attention, "
         "no KV cache (each step re-runs the whole sequence for both branches).", "",
