@@ -15,6 +15,13 @@ Methods are the paper's names (:data:`PAPER_METHODS`); "base" is plain sampling.
 two cells disagree with their row: InstructBLIP POPE COCO random VCD (its precision and recall
 imply F1 82.99 and accuracy 83.07) and InstructBLIP AMBER AvisC precision (72.60 repeats its
 accuracy; its recall and F1 imply about 81.3). The files keep the printed values.
+
+``paper_data/beyond.csv`` (:func:`paper_beyond`) holds the few numbers the attention methods after
+AvisC (PAI, ClearSight, VAR, ONLY) report for LLaVA-1.5 that could be sourced, one number per row
+with its source: ONLY's POPE COCO-random and MME hallucination numbers, and the POPE-random
+accuracies of ClearSight's README (its VAF row with that README's "Regular" and VCD rows). The
+READMEs of PAI (LALBJ/PAI at 9bbd8bd) and VAR (MICV-yonsei/VisAttnSink at 98e62d6) print no numbers.
+Each paper ran its own protocol, so rows of different sources are not comparable with each other.
 """
 
 from __future__ import annotations
@@ -59,3 +66,9 @@ def paper_mme(model: str = "llava") -> pd.DataFrame:
 def paper_amber(model: str = "llava") -> pd.DataFrame:
     """The paper's AMBER column for ``model``: metric rows, method (and ``<method>_std``) columns."""
     return _rows("amber", model).set_index("metric")
+
+
+def paper_beyond(model: str = "llava") -> pd.DataFrame:
+    """Reported numbers of the attention methods after AvisC for ``model``, one per row: paper_method,
+    method (ours), benchmark, dataset, split, metric, value (percent; MME: score) and source."""
+    return _rows("beyond", model)
