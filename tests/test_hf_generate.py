@@ -135,6 +135,8 @@ def test_local_folder_form(embedded_case, tmp_path, monkeypatch):
     out = embedded_case.model.generate(**inputs, custom_generate=str(FOLDER), trust_remote_code=True,
                                        method="avisc", alpha=2.5, max_new_tokens=NEW_TOKENS)
     assert torch.equal(out[:, inputs["input_ids"].shape[1]:], expected)
+    with pytest.raises(ValueError, match="trust_remote_code"):  # opt-in remote code, even from a local folder
+        embedded_case.model.generate(**inputs, custom_generate=str(FOLDER), method="avisc", max_new_tokens=2)
 
 
 def test_folder_is_a_hub_repository():
