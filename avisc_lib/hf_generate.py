@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import sys
 from dataclasses import dataclass, field, fields
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -57,7 +58,7 @@ SUPPORTED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 _GENERATE_CODE = inspect.unwrap(GenerationMixin.generate).__code__
 
 
-def custom_generate(method: str = "avisc", **hyper_parameters) -> "DecodeLoop":
+def custom_generate(method: str | Callable = "avisc", **hyper_parameters) -> "DecodeLoop":
     """A callable for ``model.generate(..., custom_generate=...)`` that decodes with ``method``.
 
     ``hyper_parameters``: ``decode``'s method options (``alpha``, ``beta``, ``lam``, ``layer_gamma``,
@@ -70,7 +71,7 @@ def custom_generate(method: str = "avisc", **hyper_parameters) -> "DecodeLoop":
         raise ValueError(
             f"{misplaced} are generation options: pass them to model.generate(...), not to custom_generate"
         )
-    DecodeSettings(method=method, **hyper_parameters)
+    DecodeSettings(method=method, **hyper_parameters)  # raises now for unknown names and invalid values
     return DecodeLoop(method, dict(hyper_parameters))
 
 
@@ -87,7 +88,7 @@ class DecodeLoop:
     instead of encoding the image itself, so VCD can noise the pixels.
     """
 
-    method: str
+    method: str | Callable
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
 
     def __call__(
