@@ -2,9 +2,6 @@
 
 * :func:`paper_pope`, :func:`paper_mme`, :func:`paper_amber`: the paper's tables as DataFrames,
   to put beside ours (re-exported from :mod:`avisc_lib.paper_tables`, which names their source).
-* :func:`first_token_controls`: AvisC's contrast on the first answer token against honest
-  controls, the same contrast with a random same-size mask or with all image-token embeddings
-  zeroed after the projector as the "other" branch.
 * :func:`mark_caption` / :func:`phrase_pattern`: a caption as markdown with the objects that
   are in the ground truth in **bold** and the hallucinated ones struck through.
 * :func:`mean_std`: "mean ± std" cells over seeds, as the paper reports MME and AMBER.
@@ -19,15 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
-import torch
-from transformers import PreTrainedModel, ProcessorMixin
 
-from .analysis import ablation_logits
-from .attention import image_attention
-from .batching import batches
-from .blind import select_blind_tokens
-from .decoding import contrast_logits, plausibility_cut
-from .inputs import encode
 from .paper_tables import (  # noqa: F401  (PAPER_MODELS, paper_amber, paper_mme: re-exported for the notebooks)
     PAPER_METHODS,
     PAPER_MODELS,
@@ -83,57 +72,6 @@ def mean_std(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str
         mean, std = stats[(column, "mean")], stats[(column, "std")]
         out[column] = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean, std)]
     return out
-
-
-# --------------------------------------------------------------------------- runs
-
-
-# --------------------------------------------------------------------------- controls
-
-CONTROLS = {
-    "AvisC branch (blind tokens only)": "keep blind only",
-    "random tokens only (same size)": "keep random only (same size)",
-    "image tokens zeroed (after the projector)": "zero all",
-}
-
-
-@torch.no_grad()
-def first_token_controls(
-    model: PreTrainedModel,
-    processor: ProcessorMixin,
-    images: Sequence,
-    questions: Sequence[str],
-    *,
-    alpha: float = 1.0,
-    beta: float = 0.1,
-    lam: float = 1.0,
-    layer_gamma: float = 0.5,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """The first answer token chosen by the contrast ``(1+α)·orig − α·other`` and β cut, per "other" branch.
-
-    Columns: ``no contrast`` (argmax of the original logits, i.e. greedy's first token) and one
-    per :data:`CONTROLS` entry: AvisC's own biased branch, a random mask keeping as many tokens
-    as AvisC keeps, and an image with every token zeroed. Values are the decoded tokens.
-    """
-    if len(images) != len(questions):
-        raise ValueError(f"got {len(images)} images for {len(questions)} questions")
-    vocab = torch.arange(model.get_output_embeddings().weight.shape[0])
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    conditions = ["original", *CONTROLS.values()]
-    choices: dict[str, list[int]] = {"no contrast": [], **{name: [] for name in CONTROLS}}
-    for _, rows in batches(len(questions), batch_size):
-        inputs = encode(model, processor, images[rows], questions[rows])
-        blind = select_blind_tokens(image_attention(model, inputs), layer_gamma, lam)
-        logits = ablation_logits(model, inputs, blind, vocab, conditions, generator)
-        original = logits["original"]
-        choices["no contrast"] += original.argmax(-1).tolist()
-        for name, condition in CONTROLS.items():
-            scores = plausibility_cut(contrast_logits(original, logits[condition], alpha), original, beta)
-            choices[name] += scores.argmax(-1).tolist()
-    decode = processor.tokenizer.decode
-    return pd.DataFrame({name: [decode([i]).strip() for i in ids] for name, ids in choices.items()})
 
 
 # --------------------------------------------------------------------------- captions

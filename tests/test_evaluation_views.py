@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from avisc_lib import evaluation_views as views
-from avisc_lib.benchmarks import build_task, run_benchmark
+from avisc_lib.benchmarks import run_benchmark
 from avisc_lib.benchmarks.store import ConfigMismatch
 from avisc_lib.models import load_model
 
@@ -83,15 +83,3 @@ def test_question_seed_fixes_the_questions(tiny, tmp_path):
     assert json.loads((tmp_path / "a" / "config.json").read_text())["question_seed"] == 0
 
 
-def test_first_token_controls(tiny):
-    model, processor = tiny
-    task = build_task("pope", "synthetic", "adversarial", limit=6)
-    images, texts = [task.load_image(q.image) for q in task.questions], [q.text for q in task.questions]
-    first = views.first_token_controls(model, processor, images, texts, batch_size=4)
-    assert list(first.columns) == ["no contrast", *views.CONTROLS] and len(first) == 6
-    assert set(first.stack()) <= {"yes", "no"}
-    # alpha = 0 turns every contrast into the original branch: all columns equal greedy's first token
-    plain = views.first_token_controls(model, processor, images, texts, alpha=0.0, batch_size=4)
-    assert (plain.nunique(axis=1) == 1).all()
-    with pytest.raises(ValueError):
-        views.first_token_controls(model, processor, images[:2], texts, batch_size=4)
