@@ -129,6 +129,12 @@ METHOD_PASSES = {
     # the 1st prefill's attention, as AvisC) or zeroes every image token (no attention capture)
     "random_mask": Passes(1, 2, 2),
     "zero_image": Passes(1, 2, 2),
+    # attention interventions: PAI refines against a text-only branch (pai_gamma != 1, the default);
+    # ClearSight, VAR and ONLY act inside the one pass (their extra work is not modelled)
+    "pai": Passes(1, 2, 2),
+    "clearsight": Passes(1, 1, 1),
+    "var": Passes(1, 1, 1),
+    "only": Passes(1, 1, 1),
 }
 
 

@@ -239,3 +239,9 @@ def test_progress_reports_the_first_run_then_once_a_minute(capsys):
         progress.update(10, seconds)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("10 of") and lines[1].startswith("40 of")
+
+
+def test_every_decode_method_has_a_cost():
+    from avisc_lib.decoding import METHODS
+
+    assert set(budget.METHOD_PASSES) >= set(METHODS)
