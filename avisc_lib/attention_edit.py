@@ -242,29 +242,52 @@ def _editing_sdpa(module, query, key, value, attention_mask, scaling=None, **kwa
     """SDPA, then the query rows selected by the active edits of this layer recomputed with them.
 
     ``query [B', H, q, d]``, ``key``/``value [B', Hkv, Lk, d]``; returns ``([B', q, H, d], None)``.
+    In a decode step every query row is a generated one, so the edits' B rows are all recomputed:
+    SDPA then runs on the other rows only (none unless a second branch was joined).
     """
-    output, _ = ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
     edits = [e for e in _ACTIVE.get() if e.layers is None or module.layer_idx in e.layers]
     if not edits:
-        return output, None
+        return sdpa(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     batch = _edited_batch(edits, query.shape[0])
     num_queries, num_keys = query.shape[2], key.shape[2]
-    device = query.device
+    if num_keys - num_queries >= edits[0].keys.shape[1]:
+        return _generated_rows(module, query, key, value, attention_mask, scaling, edits, batch, **kwargs)
+    output, _ = sdpa(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     rows = [query_rows(edit, num_queries, num_keys) for edit in edits]
     touched = torch.stack(rows).any(0)  # [B, q]
     columns = touched.any(0).nonzero().flatten()
     if columns.numel() == 0:
         return output, None
-    groups = query.shape[1] // key.shape[1]
-    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    q = query[:batch, :, columns].float()
-    scores = q @ repeat_kv(key[:batch], groups).float().transpose(-1, -2) * scale
-    visible = visible_keys(attention_mask, batch, num_queries, num_keys, device)[:, :, columns]
-    probs = edited_probs(scores, visible, edits, [row[:, columns] for row in rows])
-    edited = (probs @ repeat_kv(value[:batch], groups).float()).transpose(1, 2).to(output.dtype)
+    edited = _eager(query[:batch, :, columns], key[:batch], value[:batch], attention_mask, scaling, edits,
+                    [row[:, columns] for row in rows], num_queries, columns)
     keep = touched[:, columns, None, None]
-    output[:batch, columns] = torch.where(keep, edited, output[:batch, columns])
+    output[:batch, columns] = torch.where(keep, edited.to(output.dtype), output[:batch, columns])
     return output, None
+
+
+def _generated_rows(module, query, key, value, attention_mask, scaling, edits, batch, **kwargs):
+    """A forward of generated tokens only: the first ``batch`` rows eager with ``edits``, the rest SDPA."""
+    num_queries = query.shape[2]
+    every = torch.ones(batch, num_queries, dtype=torch.bool, device=query.device)
+    edited = _eager(query[:batch], key[:batch], value[:batch], attention_mask, scaling, edits,
+                    [every] * len(edits), num_queries, slice(None)).to(query.dtype)
+    if batch == query.shape[0]:
+        return edited, None
+    mask = None if attention_mask is None else attention_mask[batch:]
+    rest, _ = ALL_ATTENTION_FUNCTIONS["sdpa"](module, query[batch:], key[batch:], value[batch:], mask,
+                                              scaling=scaling, **kwargs)
+    return torch.cat([edited, rest]), None
+
+
+def _eager(query, key, value, attention_mask, scaling, edits, rows, num_queries, columns):
+    """Edited attention output float32 ``[b, q', H, d]`` of the query rows ``columns`` (``query [b, H, q', d]``)."""
+    batch, groups = query.shape[0], query.shape[1] // key.shape[1]
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = query.float() @ repeat_kv(key, groups).float().transpose(-1, -2) * scale
+    visible = visible_keys(attention_mask, batch, num_queries, key.shape[2], query.device)[:, :, columns]
+    probs = edited_probs(scores, visible, edits, rows)
+    return (probs @ repeat_kv(value, groups).float()).transpose(1, 2)
 
 
 def _edited_batch(edits: Sequence[AttentionEdit], rows: int) -> int:
