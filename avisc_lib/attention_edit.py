@@ -26,8 +26,9 @@ mask) or after it (on the probabilities):
 How it runs: the layer's attention is computed by SDPA as usual, then only the query rows some
 edit selects (the last prompt row for PAI; the rows after the image for ClearSight; the single row
 of a decode step) are recomputed eagerly in float32 with the edits, and written over SDPA's rows.
-Batch rows beyond the edits' B (the second branch a contrastive decode joins as extra rows) keep
-SDPA's output untouched. Edits whose factor is neutral are dropped, and a block with no edit left
+In a decode step every row of the edits' B is recomputed, so SDPA skips them. Batch rows beyond
+the edits' B (the second branch a contrastive decode joins as extra rows) keep SDPA's output
+untouched. Edits whose factor is neutral are dropped, and a block with no edit left
 does not switch the attention implementation, so it is exactly the unedited model.
 """
 
