@@ -1,6 +1,7 @@
 """Decode speed of AvisC against greedy and against the plain reference loop; attention memory.
 
     python benchmarks/decode_speed.py            # CPU, writes benchmarks/RESULTS.md
+    python benchmarks/decode_speed.py --costs-only   # only section 3, the others kept
 
 1. AvisC / greedy wall time for 1-token answers and 64-token captions, B = 1 and B = 16, on the
    embedded tiny model (EOS disabled, so every row generates exactly T tokens).
