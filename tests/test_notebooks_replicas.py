@@ -16,7 +16,6 @@ The benchmark questions are the real POPE and AMBER files (``data/``) and MME-fo
 images are synthetic scenes saved under the real file names; notebooks 01-03 use the photographs.
 """
 
-import itertools
 import json
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from avisc_lib import experiments
 from avisc_lib.benchmarks import fetch, load_questions
 from avisc_lib.benchmarks.images import pope_image_names
 from avisc_lib.replicas import build_replica
@@ -154,33 +154,38 @@ def _answers(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
 
 
+def _specs(notebook: str, group: str) -> list:
+    return [s for s in experiments.grid(notebook, "coco", LIMIT) if s.group == group]
+
+
 def _check_pope_runs(runs: Path, world) -> None:
-    """Every dataset × split × method ran the paper protocol on the real questions; the sweep ran."""
-    for dataset, split in itertools.product(("coco", "aokvqa", "gqa"), ("random", "popular", "adversarial")):
-        real = load_questions(fetch(f"pope/{dataset}/{split}", world["data"]))[:LIMIT]
-        for method in ("sample", "vcd", "m3id", "avisc"):
-            folder = runs / f"pope_{dataset}_{split}_{method}"
-            config = _config(folder)
-            assert (config["dataset"], config["split"], config["limit"], config["protocol"]) == (
-                dataset, split, LIMIT, "paper")  # fmt: skip
-            assert [(a["question"], a["image"]) for a in _answers(folder)] == [(q.text, q.image) for q in real]
-    assert len(list(runs.glob("pope_coco_adversarial_avisc_alpha*"))) == 20  # the α × λ sweep
+    """Every dataset × split × method ran the paper protocol on the real questions; controls and sweep ran."""
+    for spec in _specs("04", experiments.METHODS) + _specs("04", experiments.CONTROLS):
+        real = load_questions(fetch(f"pope/{spec.dataset}/{spec.split}", world["data"]))[:LIMIT]
+        config = _config(runs / spec.folder)
+        assert (config["dataset"], config["split"], config["limit"], config["protocol"]) == (
+            spec.dataset, spec.split, LIMIT, "paper")  # fmt: skip
+        assert [(a["question"], a["image"]) for a in _answers(runs / spec.folder)] == [(q.text, q.image) for q in real]
+    assert all((runs / s.folder / "metrics.json").is_file() for s in _specs("04", experiments.SWEEP))
 
 
 def _check_mme_runs(runs: Path, world) -> None:
     folders = sorted(runs.glob("mme_*"))
-    assert len(folders) == 4 + 5 * 3  # argmax runs, then 5 sampled configurations × 3 seeds
+    argmax, sampled = _specs("05", experiments.ARGMAX), _specs("05", experiments.SAMPLED_RUNS)
+    assert {f.name for f in folders} == {s.folder for s in argmax + sampled}
     assert {(_config(f)["dataset"], _config(f)["split"]) for f in folders} == {("official", "hallucination")}
-    assert {_config(f)["protocol"] for f in folders if "do_sample" in f.name} == {"paper"}
-    answers = _answers(runs / "mme_official_hallucination_avisc_seed0")
+    assert {_config(runs / s.folder)["protocol"] for s in sampled} == {"paper"}
+    answers = _answers(runs / next(s for s in argmax if s.method == "avisc").folder)
     for subtask, questions in world["mme"].items():
         assert [a["question"] for a in answers if a["group"] == subtask] == questions
 
 
 def _check_amber_runs(runs: Path, world) -> None:
     folders = sorted(runs.glob("amber_*"))
-    assert len(folders) == 4 + 5 * 3 and {_config(f)["dataset"] for f in folders} == {"official"}
-    answers = _answers(runs / "amber_official_greedy_seed0")
+    specs = _specs("06", experiments.ARGMAX) + _specs("06", experiments.SAMPLED_RUNS)
+    assert {f.name for f in folders} == {s.folder for s in specs}
+    assert {_config(f)["dataset"] for f in folders} == {"official"}
+    answers = _answers(runs / specs[0].folder)  # greedy, argmax
     sections = ("generative", "attribute", "existence", "relation")
     assert [a["group"] for a in answers] == [g for g in sections for _ in range(LIMIT)]
 

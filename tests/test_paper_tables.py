@@ -77,3 +77,14 @@ def test_pope_beside_paper_errors():
     synthetic = _ours().query("dataset == 'coco'").assign(dataset="synthetic")
     side = views.pope_beside_paper(synthetic, "synthetic", paper_dataset="COCO", base="greedy")
     assert side.loc[("random", "avisc"), "accuracy (paper)"] == 87.93
+
+
+def test_beyond_avisc_numbers_carry_sources_and_our_method_names():
+    from avisc_lib.decoding import METHODS
+    from avisc_lib.paper_tables import paper_beyond
+
+    table = paper_beyond()
+    assert table.source.str.len().gt(20).all()
+    assert set(table.method) <= set(METHODS)
+    only = table[table.method == "only"].set_index("metric").value
+    assert (only["accuracy"], only["f1"], only["total"]) == (89.70, 89.10, 635.55)  # issue 13's quote of ONLY
