@@ -59,9 +59,15 @@ METHODS = SINGLE + CONTRASTIVE + INTERVENING
 DEFAULT_ALPHA = 1.0
 
 
-def option(default, help: str) -> Field:
-    """A ``DecodeSettings`` field: its default and the help text the CLI shows."""
-    return field(default=default, metadata={"help": help})
+def option(default, help: str, methods: tuple[str, ...] | None = None) -> Field:
+    """A ``DecodeSettings`` field: its default, the help text the CLI shows, and the ``methods``
+    that read it (None: every method)."""
+    return field(default=default, metadata={"help": help, "methods": methods})
+
+
+CONTRAST_ALPHA = ("avisc", "vcd", "random_mask", "zero_image")  # z = (1 + alpha) l - alpha l_other
+BLIND = ("avisc", "random_mask")  # read the blind tokens
+TWO_LOGITS = CONTRASTIVE + ("pai", "only")  # a second set of logits, hence the plausibility cut
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,12 @@ class DecodeSettings:
         "-> features")})
     alpha: float | None = option(None, (
         "contrast strength of the two-branch methods except M3ID (default 1.0, the official code's; the paper "
-        "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"))
-    beta: float = option(0.1, "plausibility cut in (0, 1]: tokens with p < beta * max p (original branch) removed")
-    lam: float = option(1.0, "blind-token threshold: attention >= mean + lam * std (avisc, random_mask)")
-    layer_gamma: float = option(0.5, "share of image attention of the layers that choose blind tokens, in (0, 1]")
+        "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"), CONTRAST_ALPHA)
+    beta: float = option(0.1, "plausibility cut in (0, 1]: tokens with p < beta * max p (original branch) removed",
+                         TWO_LOGITS)
+    lam: float = option(1.0, "blind-token threshold: attention >= mean + lam * std", BLIND)
+    layer_gamma: float = option(0.5, "share of image attention of the layers that choose blind tokens, in (0, 1]",
+                                BLIND)
     do_sample: bool = option(False, "sample instead of the argmax (two-branch methods; the paper sampled)")
     temperature: float = option(1.0, "sampling temperature > 0")
     top_p: float = option(1.0, "nucleus sampling mass in (0, 1]")
@@ -85,24 +93,29 @@ class DecodeSettings:
     max_new_tokens: int = option(64, "most tokens generated")
     min_new_tokens: int = option(0, "EOS banned until this many tokens (InstructBLIP's official min_length=1)")
     seed: int | None = option(None, "seeds sampling, VCD's noise and random_mask (None: torch's global RNG)")
-    noise_step: int = option(500, "VCD's diffusion step, 0 to 999")
-    gamma_decay: float = option(0.02, "M3ID's decay of the image-conditioning weight")
-    pai_alpha: float = option(0.2, "PAI: image-token attention logits s -> s + pai_alpha * |s|, >= 0 (0: off)")
-    pai_gamma: float = option(1.1, "PAI: refinement against a text-only branch, >= 1 (1: off, one pass)")
+    noise_step: int = option(500, "VCD's diffusion step, 0 to 999", ("vcd",))
+    gamma_decay: float = option(0.02, "M3ID's decay of the image-conditioning weight", ("m3id",))
+    pai_alpha: float = option(0.2, (
+        "PAI: image-token attention logits s -> s + pai_alpha * |s|, >= 0 (0: off)"), ("pai",))
+    pai_gamma: float = option(1.1, "PAI: refinement against a text-only branch, >= 1 (1: off, one pass)", ("pai",))
     pai_layers: tuple[int, int] | None = option(None, (
-        "PAI: layers start:end, half-open (None: the paper's 2:32 of 32, scaled to the model's depth)"))
-    clearsight_enhance: float = option(1.15, "ClearSight: image-token attention logits times this, > 0 (1: off)")
-    clearsight_suppress: float = option(0.95, "ClearSight: system-prompt attention logits times this, > 0 (1: off)")
+        "PAI: layers start:end, half-open (None: the paper's 2:32 of 32, scaled to the model's depth)"), ("pai",))
+    clearsight_enhance: float = option(1.15, (
+        "ClearSight: image-token attention logits times this, > 0 (1: off)"), ("clearsight",))
+    clearsight_suppress: float = option(0.95, (
+        "ClearSight: system-prompt attention logits times this, > 0 (1: off)"), ("clearsight",))
     clearsight_layers: tuple[int, int] | None = option(None, (
-        "ClearSight: layers start:end, half-open (None: the paper's 9:15 of 32, scaled to the model's depth)"))
-    var_p: float = option(0.6, "VAR: share of a sink token's attention it keeps, in [0, 1] (1: off)")
-    var_rho: float = option(0.5, "VAR: a head is image-centric when visual sinks hold <= var_rho of its image attention")
-    var_summ: float = option(0.2, "VAR: ... and its attention on the image is >= var_summ")
-    var_tau: float = option(20.0, "VAR: massive-activation threshold that finds sink dimensions and tokens")
-    only_layer: int = option(0, "ONLY: the layer whose edited attention forms its side branch")
-    only_alpha_pos: float = option(3.0, "ONLY: weight added for the side branch when the two agree, >= 0")
-    only_alpha_neg: float = option(1.0, "ONLY: contrast strength when they disagree, >= 0")
-    only_gamma: float = option(0.2, "ONLY: L1 distance of the two distributions below which they agree")
+        "ClearSight: layers start:end, half-open (None: the paper's 9:15 of 32, scaled to the model's depth)"),
+        ("clearsight",))
+    var_p: float = option(0.6, "VAR: share of a sink token's attention it keeps, in [0, 1] (1: off)", ("var",))
+    var_rho: float = option(0.5, (
+        "VAR: a head is image-centric when visual sinks hold <= var_rho of its image attention"), ("var",))
+    var_summ: float = option(0.2, "VAR: ... and its attention on the image is >= var_summ", ("var",))
+    var_tau: float = option(20.0, "VAR: massive-activation threshold that finds sink dimensions and tokens", ("var",))
+    only_layer: int = option(0, "ONLY: the layer whose edited attention forms its side branch", ("only",))
+    only_alpha_pos: float = option(3.0, "ONLY: weight added for the side branch when the two agree, >= 0", ("only",))
+    only_alpha_neg: float = option(1.0, "ONLY: contrast strength when they disagree, >= 0", ("only",))
+    only_gamma: float = option(0.2, "ONLY: L1 distance of the two distributions below which they agree", ("only",))
     warpers: LogitsProcessorList = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -132,6 +145,12 @@ class DecodeSettings:
                self.noise_step, f"an int in [0, {DIFFUSION_STEPS - 1}]")
         _check(self.gamma_decay >= 0 and math.isfinite(self.gamma_decay), "gamma_decay", self.gamma_decay, ">= 0")
         object.__setattr__(self, "warpers", self._warpers())
+
+    def used_options(self) -> dict:
+        """The options this method reads, ``{name: value}`` (all of them for a branch function)."""
+        return {f.name: getattr(self, f.name) for f in decode_options()
+                if not isinstance(self.method, str) or f.metadata["methods"] is None
+                or self.method in f.metadata["methods"]}
 
     @property
     def contrastive(self) -> bool:
@@ -316,15 +335,17 @@ def decode(
     (see :mod:`.branches`). ``options``: any field of :class:`DecodeSettings` (``alpha``, ``beta``,
     ``lam``, ``layer_gamma``, ``do_sample``, ``temperature``, ``top_p``, ``top_k``,
     ``max_new_tokens``, ``min_new_tokens``, ``seed``, ``noise_step``, ``gamma_decay`` and each
-    attention method's own; their help texts are there). Options a method does not use are ignored; unknown keywords or invalid values
-    raise ``ValueError``. Blind tokens come from the original branch's prefill, as in the official code.
+    attention method's own; their help texts are there). Options a method does not use are ignored
+    (``DecodeSettings.used_options`` lists the others); unknown keywords or invalid values raise
+    ``ValueError``. Blind tokens come from the original branch's prefill, as in the official code.
 
     ``return_dict=True`` returns a :class:`DecodeOutput` with the per-step scores and logits of both
     branches and the kept image tokens.
     """
     settings = decode_settings(method, options)
     prompt = embed_prompt(model, inputs)
-    generator = None if settings.seed is None else torch.Generator(device=prompt.input_ids.device).manual_seed(settings.seed)
+    device = prompt.input_ids.device
+    generator = None if settings.seed is None else torch.Generator(device=device).manual_seed(settings.seed)
     with ExitStack() as interventions:  # held from the original prefill to the last step
         logits, cache, mask, second, forward = prefill(model, inputs, prompt, settings, generator, interventions)
         trace = Trace(return_dict, second)

@@ -189,3 +189,26 @@ def test_bad_attention_hyper_parameters_are_named(llava_case):
                                ("only", {"only_layer": 99}, "only_layer"), ("pai", {"pai_layers": (3, 2)}, "pai_layers")]:
         with pytest.raises(ValueError, match=match):
             decode(llava_case.model, inputs, method=method, max_new_tokens=1, **bad)
+
+
+def test_used_options_follow_the_method():
+    assert "alpha" not in DecodeSettings("greedy").used_options()
+    assert {"alpha", "beta", "lam", "layer_gamma"} <= set(DecodeSettings("random_mask").used_options())
+    assert "lam" not in DecodeSettings("vcd").used_options() and "noise_step" in DecodeSettings("vcd").used_options()
+    assert {k for k in DecodeSettings("pai").used_options() if k.startswith(("pai", "var", "only", "clearsight"))} == {
+        "pai_alpha", "pai_gamma", "pai_layers"}
+
+
+def test_a_run_folder_records_only_the_options_its_method_reads(embedded_case, tmp_path):
+    import json
+
+    from avisc_lib.benchmarks.store import ConfigMismatch
+
+    run = dict(model_name="tiny", model=embedded_case.model, processor=embedded_case.processor, limit=2,
+               batch_size=4, max_new_tokens=4, progress=False)
+    run_benchmark("pope", method="greedy", out_dir=tmp_path / "g", **run)
+    assert "pai_alpha" not in json.loads((tmp_path / "g" / "config.json").read_text())["decode"]
+    run_benchmark("pope", method="greedy", out_dir=tmp_path / "g", pai_alpha=0.5, **run)  # unused: resumes
+    run_benchmark("pope", method="pai", out_dir=tmp_path / "p", **run)
+    with pytest.raises(ConfigMismatch, match="pai_alpha"):
+        run_benchmark("pope", method="pai", out_dir=tmp_path / "p", pai_alpha=0.5, **run)

@@ -64,8 +64,8 @@ def test_cli_paper_protocol_records_its_settings(tmp_path, capsys, tiny):
     config = _config(out)
     assert config["protocol"] == "paper" and config["prompt_style"] == "llava_v1"
     assert config["scoring"] == {"parser": "avisc"}
-    assert config["decode"] == {**LLAVA_PAPER, "max_new_tokens": 4, "alpha": 2.5, "noise_step": 500,
-                                "gamma_decay": 0.02}  # --max-new-tokens overrides the protocol's 64
+    # --max-new-tokens overrides the protocol's 64; only what AvisC reads (no VCD noise step, no M3ID decay)
+    assert config["decode"] == {**LLAVA_PAPER, "max_new_tokens": 4, "alpha": 2.5}
     task = build_task("pope", limit=8, seed=0)
     expected = generate(*tiny, [task.load_image(q.image) for q in task.questions], [q.text for q in task.questions],
                         method="avisc", prompt_style="llava_v1", batch_size=8, seed=0, alpha=2.5,

@@ -70,7 +70,8 @@ def test_outputs(pope_run):
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["TP"] + metrics["FP"] + metrics["TN"] + metrics["FN"] == 10
     config = json.loads((out / "config.json").read_text())
-    assert config["decode"]["beta"] == 0.1 and config["scoring"] == {"parser": "official"}
+    assert config["decode"]["max_new_tokens"] == 64 and "beta" not in config["decode"]  # greedy reads no beta
+    assert config["scoring"] == {"parser": "official"}
 
 
 def test_complete_run_is_not_recomputed(pope_run, monkeypatch):
@@ -136,7 +137,7 @@ def test_corrupt_line_inside_the_file_is_an_error(pope_run, tmp_path):
     "change, named",
     [
         (dict(method="avisc"), "method: 'greedy' there, 'avisc' here"),
-        (dict(beta=0.2), "decode.beta: 0.1 there, 0.2 here"),
+        (dict(max_new_tokens=8), "decode.max_new_tokens: 64 there, 8 here"),
         (dict(limit=12), "limit: 10 there, 12 here"),
         (dict(parser="avisc"), "scoring.parser"),
         (dict(batch_size=2), "batch_size"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -144,11 +144,12 @@ def run_config(
     protocol: str,
     weights: str,
 ) -> dict:
-    """Everything that decides the answers and metrics of a run (decode values resolved), and
-    where they come from: the package version and ``weights`` (:func:`avisc_lib.models.weights_hash`)."""
+    """Everything that decides the answers and metrics of a run (the decode options its method
+    reads, resolved), and where they come from: the package version and ``weights``
+    (:func:`avisc_lib.models.weights_hash`)."""
     from .. import __version__
 
-    decode = {f.name: getattr(settings, f.name) for f in fields(settings) if f.name in DECODE_OPTIONS}
+    decode = {name: value for name, value in settings.used_options().items() if name in DECODE_OPTIONS}
     return {
         "benchmark": task.benchmark,
         "dataset": task.dataset,
