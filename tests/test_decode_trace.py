@@ -212,3 +212,14 @@ def test_a_run_folder_records_only_the_options_its_method_reads(embedded_case, t
     run_benchmark("pope", method="pai", out_dir=tmp_path / "p", **run)
     with pytest.raises(ConfigMismatch, match="pai_alpha"):
         run_benchmark("pope", method="pai", out_dir=tmp_path / "p", pai_alpha=0.5, **run)
+
+
+@pytest.mark.parametrize("method", ["random_mask", "zero_image", "only"])
+def test_avisc_eval_run_takes_the_new_methods(tmp_path, capsys, method):
+    from avisc_lib.benchmarks.cli import main
+
+    out = tmp_path / method
+    assert main(["run", "pope", "--model", "tiny", "--method", method, "--limit", "3", "--batch-size", "3",
+                 "--max-new-tokens", "4", "--out", str(out)]) == 0
+    assert f"tiny, {method}, protocol argmax" in capsys.readouterr().out
+    assert (out / "metrics.json").is_file()
