@@ -226,7 +226,7 @@ def var(model, prompt: Prompt, *, p: float = VAR_P, rho: float = VAR_RHO, summ: 
                         rho=rho, summ=summ)
         for layer in layers
     }
-    bos = sinks.bos_positions(prompt.input_ids, model.config.get_text_config().bos_token_id)
+    bos = sinks.bos_positions(prompt)
     valid = prompt.attention_mask.bool().to(device)
 
     def find(layer: int, hidden: torch.Tensor) -> None:

@@ -145,7 +145,7 @@ def only(model: PreTrainedModel, prompt: Prompt, *, layer: int = ONLY_LAYER) -> 
     bos = torch.zeros_like(prompt.image_mask)
     if not variant["bos_is_text"]:
         rows = torch.arange(bos.shape[0])
-        bos[rows, sinks.bos_positions(prompt.input_ids, model.config.get_text_config().bos_token_id)] = True
+        bos[rows, sinks.bos_positions(prompt)] = True
     token = _ONLY.set((branch, layer, prompt.image_mask.to(device), bos.to(device)))
 
     def keep_input(index: int, hidden: torch.Tensor) -> None:

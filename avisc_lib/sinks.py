@@ -21,7 +21,7 @@ import torch
 from transformers import PreTrainedModel
 
 from . import compat
-from .inputs import embed_prompt
+from .inputs import Prompt, embed_prompt
 
 TAU = 20.0  # massive-activation threshold: VisAttnSink A_exps/lv1.5_7b.yml line 12 (tau: 20)
 FIRST_LAYER = 2  # sinks are looked for before layers 2.. L-1: src/logic/logic.py line 52 ([2:])
@@ -34,15 +34,16 @@ def activation(hidden: torch.Tensor) -> torch.Tensor:
     return (hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + RMS_EPS)).abs()
 
 
-def bos_positions(input_ids: torch.Tensor, bos_token_id: int | None) -> torch.Tensor:
-    """Index of each row's first BOS token, ``[B]``; raises if a row has none."""
-    if bos_token_id is None:
-        raise ValueError("the model config has no bos_token_id: pass fixed sink `dims` instead")
-    found = input_ids == bos_token_id
-    missing = torch.nonzero(~found.any(-1)).flatten().tolist()
-    if missing:
-        raise ValueError(f"rows {missing} hold no BOS token (id {bos_token_id}): pass fixed sink `dims` instead")
-    return found.int().argmax(-1)
+def bos_positions(prompt: Prompt) -> torch.Tensor:
+    """Index of each row's BOS, ``[B]``: its first position that is neither padding nor an image token.
+
+    Taken from the layout rather than ``config.bos_token_id``, which can disagree with the tokenizer
+    (InstructBLIP-Vicuna's config says 0, its tokenizer writes id 2 after the 32 query tokens).
+    """
+    text = prompt.attention_mask.bool() & ~prompt.image_mask
+    if not bool(text.any(-1).all()):
+        raise ValueError(f"rows {torch.nonzero(~text.any(-1)).flatten().tolist()} hold no text token")
+    return text.int().argmax(-1)
 
 
 def massive_dimensions(phi: torch.Tensor, bos: torch.Tensor, tau: float) -> torch.Tensor:
@@ -128,7 +129,8 @@ class Sinks:
     def image(self) -> torch.Tensor:
         """Visual sink tokens per layer, ``[B, layers, N]``."""
         batch, layers, _ = self.tokens.shape
-        return self.tokens.transpose(1, 2)[self.image_mask].reshape(batch, -1, layers).transpose(1, 2)
+        count = int(self.image_mask[0].sum())
+        return self.tokens.transpose(1, 2)[self.image_mask].reshape(batch, count, layers).transpose(1, 2)
 
     @property
     def mask(self) -> torch.Tensor:
@@ -160,15 +162,22 @@ def find_sinks(
     with layer_inputs(model, searched) as hidden:
         compat.language_model_forward(model, prompt.embeds, prompt.attention_mask)
     phis = [activation(hidden[layer]) for layer in searched]
-    batch, _, size = phis[0].shape
+    (batch, length), size = prompt.input_ids.shape, model.config.get_text_config().hidden_size
+    valid = prompt.attention_mask.bool().to(prompt.embeds.device)
     if dims is None:
-        bos = bos_positions(prompt.input_ids, model.config.get_text_config().bos_token_id)
+        bos = bos_positions(prompt)
         found = [massive_dimensions(phi, bos, tau) for phi in phis]
     else:
-        found = [fixed_dimensions(dims, batch, size, phis[0].device)] * len(phis)
-    valid = prompt.attention_mask.bool().to(phis[0].device)
+        found = [fixed_dimensions(dims, batch, size, valid.device)] * len(phis)
     tokens = [massive_tokens(phi, d, tau) & valid for phi, d in zip(phis, found)]
-    return Sinks(searched, torch.stack(found, 1), torch.stack(tokens, 1), prompt.image_mask.to(valid.device))
+    image_mask = prompt.image_mask.to(valid.device)
+    return Sinks(searched, _stacked(found, (batch, 0, size), valid.device),
+                 _stacked(tokens, (batch, 0, length), valid.device), image_mask)
+
+
+def _stacked(masks: list[torch.Tensor], empty: tuple[int, int, int], device: torch.device) -> torch.Tensor:
+    """Per-layer masks stacked along dim 1; a model too shallow to search any layer gives ``empty``."""
+    return torch.stack(masks, 1) if masks else torch.zeros(empty, dtype=torch.bool, device=device)
 
 
 def sink_tokens(model: PreTrainedModel, inputs: Mapping[str, torch.Tensor], **options) -> torch.Tensor:

@@ -120,9 +120,29 @@ def test_errors(llava_case, kwargs, message):
         find_sinks(llava_case.model, llava_case.batch(1), **kwargs)
 
 
-def test_missing_bos_is_an_error(llava_case):
-    inputs = llava_case.batch(1)
-    bos = llava_case.model.config.get_text_config().bos_token_id
-    inputs["input_ids"] = inputs["input_ids"].masked_fill(inputs["input_ids"] == bos, 7)
-    with pytest.raises(ValueError, match="no BOS token"):
-        find_sinks(llava_case.model, inputs)
+@pytest.mark.parametrize("name", ["llava", "instructblip"])
+def test_bos_is_the_first_text_token_after_padding_and_query_tokens(request, name):
+    from avisc_lib.inputs import embed_prompt
+    from avisc_lib.sinks import bos_positions
+
+    case = request.getfixturevalue(f"{name}_case")
+    inputs = case.batch(3)
+    padding = (inputs["attention_mask"] == 0).sum(-1)
+    # LLaVA: BOS opens the text; InstructBLIP: the 32 query tokens come first, then BOS
+    queries = 0 if name == "llava" else int((inputs["input_ids"][0] == case.model.config.image_token_id).sum())
+    assert bos_positions(embed_prompt(case.model, inputs)).tolist() == (padding + queries).tolist()
+
+
+def test_a_model_too_shallow_to_search_finds_no_sinks(llava_case):
+    import copy
+
+    from avisc_lib import sinks as S
+
+    model = copy.deepcopy(llava_case.model)
+    model.config.get_text_config().num_hidden_layers = 2  # VAR searches layers 2 .. L-1: none
+    model.model.language_model.layers = model.model.language_model.layers[:2]
+    inputs = llava_case.batch(2)
+    found = S.find_sinks(model, inputs)
+    image_tokens = int((inputs["input_ids"][0] == model.config.image_token_id).sum())
+    assert found.layers == () and found.dimensions() == []
+    assert found.mask.shape == (2, image_tokens) and not found.mask.any()
