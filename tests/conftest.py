@@ -8,6 +8,7 @@ Cases: "llava" (CLIP + Llama, random), "llava_gqa" (grouped-query attention), "i
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -70,6 +71,14 @@ class Case:
         """``n`` scenes with questions of different lengths, left-padded."""
         images = [make_scene("test", i).image for i in range(n)]
         return encode(self.model, self.processor, images, [QUESTIONS[i % len(QUESTIONS)] for i in range(n)])
+
+
+def eager_scores(query, key, value, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain attention parts for test references: ``QK^T / sqrt(d)`` ``[B, H, q, k]`` and the values
+    ``[B, H, k, d]``, grouped key/value heads repeated, in ``dtype``."""
+    groups = query.shape[1] // key.shape[1]
+    keys, values = (t.repeat_interleave(groups, dim=1).to(dtype) for t in (key, value))
+    return query.to(dtype) @ keys.transpose(2, 3) / math.sqrt(query.shape[-1]), values
 
 
 def row(inputs: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:

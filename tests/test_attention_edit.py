@@ -10,6 +10,7 @@ import torch
 from avisc_lib import compat
 from avisc_lib.attention_edit import EDITOR, AttentionEdit, edit_attention, edited_probs
 from avisc_lib.inputs import embed_prompt
+from conftest import eager_scores
 
 REFERENCE = "test_reference_edited_eager"
 _SPEC: list[AttentionEdit] = []
@@ -34,9 +35,7 @@ def _reference(module, query, key, value, attention_mask, scaling=None, **kwargs
     """softmax(QK^T / sqrt(d) + mask) for all rows, with the edits of ``_SPEC`` written out per mode."""
     batch, heads, num_queries, dim = query.shape
     num_keys = key.shape[2]
-    keys = key.repeat_interleave(heads // key.shape[1], dim=1).float()
-    values = value.repeat_interleave(heads // key.shape[1], dim=1).float()
-    scores = query.float() @ keys.transpose(2, 3) / math.sqrt(dim)
+    scores, values = eager_scores(query, key, value)
     if attention_mask is None:
         visible = torch.ones(num_queries, num_keys).tril(num_keys - num_queries).bool()[None, None]
     else:

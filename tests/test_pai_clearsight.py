@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import QUESTIONS, row
+from conftest import QUESTIONS, eager_scores, row
 
 from avisc_lib import compat
 from avisc_lib.inputs import embed_prompt, encode
@@ -23,9 +23,7 @@ def _reference(module, query, key, value, attention_mask, scaling=None, **kwargs
     """Eager attention of ONE unpadded sample, edited by slices as PAI's and ClearSight's code do."""
     _, heads, num_queries, dim = query.shape
     num_keys = key.shape[2]
-    keys = key.repeat_interleave(heads // key.shape[1], dim=1).float()
-    values = value.repeat_interleave(heads // key.shape[1], dim=1).float()
-    s = query.float() @ keys.transpose(2, 3) / math.sqrt(dim)
+    s, values = eager_scores(query, key, value)
     start, end = _SPEC["image"]
     if module.layer_idx in _SPEC["layers"]:
         if _SPEC["method"] == "pai" and (num_queries == 1 or _SPEC["gamma"] == 1):

@@ -13,7 +13,7 @@ from avisc_lib import compat
 from avisc_lib.inputs import embed_prompt
 from avisc_lib.interventions import var
 from avisc_lib.only import only, only_scores
-from conftest import row
+from conftest import eager_scores, row
 
 REFERENCE = "test_reference_var_eager"
 STATE: dict = {}
@@ -44,9 +44,7 @@ def sink_model(case):
 def _reference_var(module, query, key, value, attention_mask, scaling=None, **kwargs):
     """Eager attention, B = 1, then logic.py's HeadFork + attn_redist loops, head by head, row by row."""
     _, heads, num_queries, dim = query.shape
-    keys = key.repeat_interleave(heads // key.shape[1], 1).double()
-    values = value.repeat_interleave(heads // key.shape[1], 1).double()
-    probs = (query.double() @ keys.transpose(2, 3) / math.sqrt(dim))
+    probs, values = eager_scores(query, key, value, torch.float64)
     num_keys = probs.shape[-1]
     causal = torch.arange(num_keys)[None] <= torch.arange(num_keys - num_queries, num_keys)[:, None]
     probs = probs.masked_fill(~causal, -math.inf).softmax(-1)
