@@ -436,16 +436,16 @@ class Trace:
         if self.enabled:
             self.scores.append(scores.float())
             self.logits.append(logits[:batch].float())
-            self.branch_logits.append(logits[batch:].float())
+            if logits.shape[0] > batch:
+                self.branch_logits.append(logits[batch:].float())
 
     def output(self, sequences: torch.LongTensor) -> DecodeOutput:
         second = self.second
-        two = bool(self.branch_logits) and self.branch_logits[0].shape[0] > 0
         return DecodeOutput(
             sequences=sequences,
             scores=tuple(self.scores),
             logits=tuple(self.logits),
-            branch_logits=tuple(self.branch_logits) if two else None,
+            branch_logits=tuple(self.branch_logits) or None,
             kept=None if second is None else second.kept,
             layers=None if second is None else second.layers,
         )
