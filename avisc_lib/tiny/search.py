@@ -1,0 +1,249 @@
+"""Search for a vision-tower recipe in which high-norm "sink" tokens emerge on background patches.
+
+    python -m avisc_lib.tiny.search                       # every variant not yet in the log
+    python -m avisc_lib.tiny.search --only cls-w256-d6    # one variant
+    python -m avisc_lib.tiny.search --list                # the grid and what is done
+
+This is the first half of the model-organism search: large ViTs trained long on global objectives
+grow high-norm artefact tokens in redundant background patches (Darcet et al., arXiv 2309.16588),
+and LLaVA's visual sink tokens descend from them (Kang et al., ICLR 2025). The tower is cheap to
+train alone, so each variant trains only the tower and measures, per layer and at checkpoints
+during training, whether outliers appear and where they sit. Towers that grow background outliers
+go on to the language-model stages of :mod:`.train`.
+
+Only pressures the literature names are varied: the objective (per-patch labels, which tie each
+patch to its content, against global targets read from the CLS token alone), width, depth, the
+number of patches, training length and weight decay. Nothing targets norms or attention.
+
+Every variant writes one JSON line to ``--log`` when it finishes (recipe, minutes, the measures
+at each checkpoint); a rerun skips the variants already logged, and an interrupted variant
+resumes from its last checkpoint under ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, make_scene, object_tokens, patch_labels
+from .data import pixel_values
+from .train import lr_schedule
+
+LOG = Path("results/organism/tower_log.jsonl")  # relative to the repository root
+MEASURE_SCENES = 128
+QUADRANTS = 4
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One tower variant. ``objective``: ``patch`` (today's stage 0) or ``cls`` (global targets only)."""
+
+    name: str
+    objective: str = "cls"
+    width: int = 128
+    depth: int = 3
+    patch: int = 8
+    steps: int = 3000
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+
+    @property
+    def grid(self) -> int:
+        return IMAGE_SIZE // self.patch
+
+
+def _r(name: str, **kw) -> Recipe:
+    return Recipe(name, **kw)
+
+
+GRID = [  # cheapest first; names say what differs from the default (cls, w128, d3, patch 8, 3000 steps)
+    _r("patch-w128-d3", objective="patch"),
+    _r("cls-w128-d3"),
+    _r("cls-w128-d6", depth=6),
+    _r("cls-w256-d6", width=256, depth=6),
+    _r("cls-w128-d6-wd0.1", depth=6, weight_decay=0.1),
+    _r("cls-w128-d6-p4", depth=6, patch=4),
+    _r("cls-w256-d6-long", width=256, depth=6, steps=12000),
+    _r("cls-w256-d8-p4-long", width=256, depth=8, patch=4, steps=12000),
+]
+
+
+# ------------------------------------------------------------------------------ model and targets
+def build_tower(recipe: Recipe) -> CLIPVisionModel:
+    """A CLIP vision tower of the recipe's size (seeded), with eager attention so weights can be read."""
+    config = CLIPVisionConfig(hidden_size=recipe.width, intermediate_size=2 * recipe.width,
+                              num_hidden_layers=recipe.depth, num_attention_heads=max(4, recipe.width // 64),
+                              image_size=IMAGE_SIZE, patch_size=recipe.patch, projection_dim=recipe.width)
+    config._attn_implementation = "eager"
+    torch.manual_seed(recipe.seed)
+    return CLIPVisionModel(config)
+
+
+class Heads(nn.Module):
+    """Throw-away heads: per-patch class (13), and global presence (12), count (3), quadrants (12 x 4)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.patch = nn.Linear(width, len(CATEGORIES) + 1)
+        self.presence = nn.Linear(width, len(CATEGORIES))
+        self.count = nn.Linear(width, 3)
+        self.quadrant = nn.Linear(width, len(CATEGORIES) * QUADRANTS)
+
+
+def targets(scenes, patch: int) -> dict[str, torch.Tensor]:
+    """Training targets of a batch; ``quadrant[B, 12, 4]`` marks where each present class sits."""
+    presence = torch.zeros(len(scenes), len(CATEGORIES))
+    quadrant = torch.zeros(len(scenes), len(CATEGORIES), QUADRANTS)
+    for i, s in enumerate(scenes):
+        for o in s.objects:
+            c = CATEGORY_ID[o.category] - 1
+            presence[i, c] = 1
+            quadrant[i, c, 2 * (o.cy >= IMAGE_SIZE // 2) + (o.cx >= IMAGE_SIZE // 2)] = 1
+    return {
+        "pixels": pixel_values([s.image for s in scenes]),
+        "patch": torch.from_numpy(np.stack([patch_labels(s.label_map, patch) for s in scenes])),
+        "presence": presence,
+        "quadrant": quadrant,
+        "count": torch.tensor([len(s.objects) - 1 for s in scenes]),
+    }
+
+
+def loss(recipe: Recipe, tower: CLIPVisionModel, heads: Heads, batch: dict) -> torch.Tensor:
+    """``patch``: per-patch soft CE + presence + count from mean-pooled patches (as :mod:`.train`).
+    ``cls``: presence + count + object quadrants from the CLS token alone; patches get no target."""
+    out = tower(pixel_values=batch["pixels"])
+    bce = nn.functional.binary_cross_entropy_with_logits
+    if recipe.objective == "patch":
+        tokens = out.last_hidden_state[:, 1:]
+        pooled = tokens.mean(1)
+        patch_ce = -(batch["patch"] * heads.patch(tokens).log_softmax(-1)).sum(-1).mean()
+        return patch_ce + bce(heads.presence(pooled), batch["presence"]) + 0.5 * nn.functional.cross_entropy(
+            heads.count(pooled), batch["count"])
+    pooled = out.pooler_output  # the CLS token after the tower's last layer norm
+    quadrant = heads.quadrant(pooled).view(-1, len(CATEGORIES), QUADRANTS)
+    return (bce(heads.presence(pooled), batch["presence"])
+            + 0.5 * nn.functional.cross_entropy(heads.count(pooled), batch["count"])
+            + bce(quadrant, batch["quadrant"]))
+
+
+# ------------------------------------------------------------------------------------- measures
+@torch.no_grad()
+def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> dict:
+    """Per layer, where the highest-norm patch tokens sit and how far they stand out.
+
+    On ``n`` validation scenes: ``max_over_median`` (largest patch-token norm over the image's
+    median), ``top_on_background`` (share of images whose highest-norm patch shows no object),
+    ``outliers`` (patches per image with norm > 2x the median) and ``outliers_on_background``,
+    and ``cls_top5`` (share of the CLS token's attention, head mean, on its 5 most attended patches).
+    """
+    scenes = [make_scene("validation", i) for i in range(n)]
+    background = torch.from_numpy(np.stack([~object_tokens(s, recipe.grid) for s in scenes]))
+    out = tower(pixel_values=pixel_values([s.image for s in scenes]), output_hidden_states=True,
+                output_attentions=True)
+    layers = []
+    for layer, (hidden, attn) in enumerate(zip(out.hidden_states[1:], out.attentions)):
+        norms = hidden[:, 1:].norm(dim=-1)  # [n, patches]
+        median = norms.median(dim=1, keepdim=True).values
+        top = norms.argmax(dim=1)
+        outlier = norms > 2 * median
+        cls_attention = attn.mean(1)[:, 0, 1:]  # [n, patches]
+        layers.append({
+            "layer": layer,
+            "max_over_median": round(float((norms.max(1).values / median.squeeze(1)).mean()), 3),
+            "top_on_background": round(float(background[torch.arange(n), top].float().mean()), 3),
+            "outliers": round(float(outlier.sum(1).float().mean()), 3),
+            "outliers_on_background": round(float((outlier & background).sum() / outlier.sum().clamp(min=1)), 3),
+            "cls_top5": round(float(cls_attention.topk(5, dim=1).values.sum(1).div(cls_attention.sum(1)).mean()), 3),
+        })
+    return {"background_rate": round(float(background.float().mean()), 3), "layers": layers}
+
+
+# ------------------------------------------------------------------------------------- training
+def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENES) -> dict:
+    """Train the recipe's tower (resuming from ``work``), measuring every ``every`` steps."""
+    tower, heads = build_tower(recipe), Heads(recipe.width)
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, recipe.steps))
+    ckpt, state = work / "checkpoint.pt", {"step": 0, "history": [], "seconds": 0.0}
+    if ckpt.exists():
+        saved = torch.load(ckpt, weights_only=False)
+        for module, key in ((tower, "tower"), (heads, "heads"), (opt, "opt"), (sched, "sched")):
+            module.load_state_dict(saved[key])
+        state = saved["state"]
+    start = time.time() - state["seconds"]
+    for step in range(state["step"], recipe.steps):
+        base = step * recipe.batch
+        batch = targets([make_scene("train", base + i) for i in range(recipe.batch)], recipe.patch)
+        value = loss(recipe, tower, heads, batch)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if (step + 1) % every == 0 or step + 1 == recipe.steps:
+            tower.eval()
+            state["history"].append({"step": step + 1, "loss": round(value.item(), 4), **measure(tower, recipe, measure_n)})
+            tower.train()
+            state.update(step=step + 1, seconds=time.time() - start)
+            work.mkdir(parents=True, exist_ok=True)
+            torch.save({"tower": tower.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "state": state}, ckpt)
+            print(f"[{recipe.name}] step {step + 1}: loss {value.item():.3f}, last layer "
+                  f"{json.dumps(state['history'][-1]['layers'][-1])}", flush=True)
+    tower.save_pretrained(work / "tower", safe_serialization=True)
+    return {"recipe": asdict(recipe), "minutes": round(state["seconds"] / 60, 2), "history": state["history"]}
+
+
+def done(log: Path) -> set[str]:
+    """Names of the variants already in the log."""
+    if not log.exists():
+        return set()
+    return {json.loads(line)["recipe"]["name"] for line in log.read_text().splitlines() if line.strip()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--log", type=Path, default=LOG)
+    ap.add_argument("--work", type=Path, default=Path("runs/organism/towers"))
+    ap.add_argument("--only", nargs="*", help="variant names (default: every variant not yet logged)")
+    ap.add_argument("--every", type=int, default=500, help="steps between measurements and checkpoints")
+    ap.add_argument("--steps", type=int, help="override every variant's steps (smoke runs)")
+    ap.add_argument("--measure-scenes", type=int, default=MEASURE_SCENES)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--list", action="store_true", help="print the grid and what is done, then stop")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = {r.name: r for r in GRID}
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(names)}")
+    finished = done(args.log)
+    if args.list:
+        for r in GRID:
+            print(("done  " if r.name in finished else "to do ") + json.dumps(asdict(r)))
+        return
+    for recipe in [names[n] for n in args.only] if args.only else GRID:
+        if recipe.name in finished:
+            continue
+        if args.steps:
+            recipe = replace(recipe, steps=args.steps)
+        row = train(recipe, args.work / recipe.name, min(args.every, recipe.steps), args.measure_scenes)
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        with args.log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"logged {recipe.name} to {args.log}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
