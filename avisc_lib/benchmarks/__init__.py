@@ -5,7 +5,8 @@ yes/no, and the scorers are pure functions over (labels, answers). See each modu
 docstring for the exact rules and every deliberate difference from the official scripts.
 :mod:`.synthetic` builds seeded counterparts from the synthetic world, :mod:`.tasks` puts a
 benchmark in the runner's terms, and :func:`run_benchmark` (:mod:`.runner`) answers and scores
-it, resumably and across ``accelerate`` processes.
+it, resumably and across ``accelerate`` processes. :func:`available` (:mod:`.sources`) says whether a
+real benchmark's images are here, and if not, what to set.
 """
 
 from .amber import Vocabulary, get_backend, load_annotations, load_queries, load_responses, score_amber
@@ -26,6 +27,7 @@ from .pope import (
     score_pope,
 )
 from .runner import run_benchmark
+from .sources import available
 from .tasks import build_task
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "PopeQuestion",
     "UnparseableAnswer",
     "Vocabulary",
+    "available",
     "available_parsers",
     "build_pope",
     "build_task",

@@ -14,12 +14,19 @@ its subtasks was scored, so a partial run never looks like a full one.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from .parsers import NO, YES, get_parser
+from PIL import Image
+
 from .io import FormatError
+from .parsers import NO, YES, get_parser
+
+if TYPE_CHECKING:
+    import datasets
 
 PERCEPTION = (
     "existence",
@@ -37,6 +44,12 @@ COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation
 HALLUCINATION = ("existence", "count", "position", "color")
 SUBTASKS = PERCEPTION + COGNITION
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# The release as a Hugging Face dataset (lmms-eval's source): one "test" split of parquet files with
+# columns question_id ("<subtask>/<image file>"), image (embedded), question, answer ("Yes"/"No"),
+# category (the subtask). Pinned to the commit whose data/ holds the four test files (2374 rows).
+HUB_DATASET = "lmms-lab/MME"
+HUB_REVISION = "d6c9023f017b564f7b3ccccf5348166bce8fdbcd"
+HUB_COLUMNS = ("question_id", "question", "answer", "category")
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,13 @@ class MMEItem:
     where: str = field(default="", compare=False)  # file:line, for error messages
 
 
+def _truth(raw: str, where: str) -> str:
+    gt = raw.strip().lower()
+    if gt not in (YES, NO):
+        raise FormatError(f"{where}: ground truth must be Yes or No, got {raw!r}")
+    return gt
+
+
 def _item(line: str, where: str) -> MMEItem:
     fields = line.split("\t")
     if len(fields) not in (3, 4):
@@ -55,10 +75,7 @@ def _item(line: str, where: str) -> MMEItem:
             f"{where}: expected 3 or 4 TAB-separated fields (image, question, ground truth[, "
             f"response]), found {len(fields)}; a response must be one line without TABs"
         )
-    gt = fields[2].strip().lower()
-    if gt not in (YES, NO):
-        raise FormatError(f"{where}: ground truth must be Yes or No, got {fields[2]!r}")
-    return MMEItem(fields[0], fields[1], gt, fields[3] if len(fields) == 4 else None, where)
+    return MMEItem(fields[0], fields[1], _truth(fields[2], where), fields[3] if len(fields) == 4 else None, where)
 
 
 def load_sheet(path: str | Path) -> list[MMEItem]:
@@ -121,6 +138,92 @@ def load_release(root: str | Path, subtasks: Sequence[str] = SUBTASKS) -> dict[s
             ]
         result[subtask] = items
     return result
+
+
+@dataclass
+class HubRelease:
+    """MME read from its parquet dataset: the questions as :func:`load_release` gives them, and the images."""
+
+    sheets: dict[str, list[MMEItem]]
+    dataset: datasets.Dataset
+    rows: dict[str, int]  # "<subtask>/<image>" -> a row holding that image
+    source: dict[str, str]  # what a run records: the hub dataset and its revision ({} for a local folder)
+
+    def image(self, name: str) -> Image.Image:
+        """The image ``"<subtask>/<image>"`` as RGB."""
+        if name not in self.rows:
+            raise KeyError(f"no MME image {name!r} in {self.source or 'the dataset'}")
+        return self.dataset[self.rows[name]]["image"].convert("RGB")
+
+
+def is_parquet_folder(root: str | Path) -> bool:
+    """Whether ``root`` is a local copy of the dataset (``data/test-*.parquet``), not the release folder."""
+    return any((Path(root) / "data").glob("test-*.parquet"))
+
+
+def load_hub(subtasks: Sequence[str] = SUBTASKS, folder: str | Path | None = None) -> HubRelease:
+    """MME from :data:`HUB_DATASET` at :data:`HUB_REVISION` through ``datasets`` (downloaded once into
+    the Hugging Face cache, ~0.9 GB; offline it loads from there), or from a local ``folder`` in the
+    same layout. Items come in :func:`load_release`'s order: per subtask, images sorted by their
+    question file's name, an image's questions in the dataset's order."""
+    from datasets import Image as ImageFeature, load_dataset
+
+    unknown = sorted(set(subtasks) - set(SUBTASKS))
+    if unknown:
+        raise ValueError(f"unknown MME subtask(s) {unknown}; expected names from {SUBTASKS}")
+    if folder is None:
+        dataset = load_dataset(HUB_DATASET, revision=HUB_REVISION, split="test")
+        source = {"dataset": HUB_DATASET, "revision": HUB_REVISION}
+    else:
+        dataset, source = load_dataset(str(folder), split="test"), {}
+    missing = [c for c in (*HUB_COLUMNS, "image") if c not in dataset.column_names]
+    if missing:
+        raise FormatError(f"MME dataset {folder or HUB_DATASET}: missing column(s) {missing}")
+    if not isinstance(dataset.features["image"], ImageFeature):
+        dataset = dataset.cast_column("image", ImageFeature())
+    sheets, rows = _hub_items(dataset.select_columns(list(HUB_COLUMNS)), subtasks, str(folder or HUB_DATASET))
+    return HubRelease(sheets, dataset, rows, source)
+
+
+def _hub_items(table: datasets.Dataset, subtasks: Sequence[str], name: str):
+    """``(sheets, rows)`` of :class:`HubRelease` from the text columns."""
+    by_image: dict[str, dict[str, list[MMEItem]]] = {t: {} for t in subtasks}
+    rows: dict[str, int] = {}
+    for n, record in enumerate(table):
+        subtask = record["category"]
+        if subtask not in by_image:
+            continue
+        image = PurePosixPath(record["question_id"]).name
+        where = f"{name} row {n} ({record['question_id']})"
+        item = MMEItem(image, record["question"], _truth(record["answer"], where), where=where)
+        by_image[subtask].setdefault(image, []).append(item)
+        rows.setdefault(f"{subtask}/{image}", n)
+    sheets = {}
+    for subtask, images in by_image.items():
+        if not images:
+            raise FormatError(f"MME dataset {name}: no questions of subtask {subtask!r}")
+        ordered = sorted(images, key=lambda image: PurePosixPath(image).stem + ".txt")  # as the question files sort
+        sheets[subtask] = [item for image in ordered for item in images[image]]
+        image_pairs(sheets[subtask])
+    return sheets, rows
+
+
+def hub_status() -> tuple[bool, str]:
+    """``(found, where)``: :data:`HUB_DATASET` at :data:`HUB_REVISION` in the Hugging Face cache, or the
+    hub reachable (one short request; none when ``HF_HUB_OFFLINE`` is set); ``where`` says which, or why not."""
+    from huggingface_hub import HfApi, constants
+
+    label = f"the {HUB_DATASET} dataset (revision {HUB_REVISION[:7]})"
+    snapshot = Path(constants.HF_HUB_CACHE) / f"datasets--{HUB_DATASET.replace('/', '--')}" / "snapshots"
+    if any((snapshot / HUB_REVISION / "data").glob("test-*.parquet")):
+        return True, f"{label} in the Hugging Face cache"
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False, "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
+    try:
+        HfApi().dataset_info(HUB_DATASET, revision=HUB_REVISION, timeout=5)
+    except Exception as e:  # any failure means: not usable from here
+        return False, f"the hub did not answer: {type(e).__name__}"
+    return True, f"{label} from the Hugging Face hub (~0.9 GB, downloaded into its cache on first use)"
 
 
 def image_pairs(items: Sequence[MMEItem]) -> list[tuple[MMEItem, MMEItem]]:
