@@ -8,7 +8,9 @@ import pytest
 from avisc_lib.benchmarks.mme import (
     COGNITION,
     HALLUCINATION,
+    HUB_REVISION,
     PERCEPTION,
+    load_hub,
     load_release,
     load_results_dir,
     load_sheet,
@@ -17,6 +19,7 @@ from avisc_lib.benchmarks.mme import (
     subtask_scores,
 )
 from avisc_lib.benchmarks.io import FormatError
+from mme_parquet import parquet_from_release
 
 SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"  # 14 hand-written answer sheets, 58 questions
 
@@ -169,3 +172,65 @@ def test_release_layouts(tmp_path, nested):
         release_image_path(tmp_path, "existence", "missing.jpg")
     with pytest.raises(FileNotFoundError, match="subtask folder"):
         load_release(tmp_path, ["count"])
+
+
+# --------------------------------------------------------------------------- the lmms-lab/MME dataset
+
+
+@pytest.fixture
+def offline_datasets(tmp_path, monkeypatch):
+    """``datasets`` offline, caching under ``tmp_path``."""
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+
+
+def test_hub_layout_gives_the_release_questions(tmp_path, offline_datasets):
+    root = tmp_path / "release"
+    _release(root, nested=True)
+    (root / "count").mkdir()  # a second subtask, flat layout, three images
+    for stem in ("b", "a", "a-1"):
+        (root / "count" / f"{stem}.jpg").write_bytes(b"\xff\xd8 not decoded here")
+        (root / "count" / f"{stem}.txt").write_text(f"Two {stem}?\tNo\nOne {stem}?\tYes\n")
+    hub = load_hub(["existence", "count"], parquet_from_release(root, tmp_path / "parquet", ["existence", "count"]))
+    assert hub.sheets == load_release(root, ["existence", "count"])  # same items, same order
+    assert [i.image for i in hub.sheets["count"][::2]] == ["a-1.jpg", "a.jpg", "b.jpg"]  # as the .txt files sort
+    assert hub.source == {}  # a local folder: nothing to pin
+    assert hub.rows.keys() == {"existence/000000001.jpg", "existence/000000002.png", "count/a.jpg", "count/a-1.jpg",
+                               "count/b.jpg"}
+
+
+def test_hub_rejects_a_bad_layout(tmp_path, offline_datasets):
+    import datasets
+
+    folder = tmp_path / "bad" / "data"
+    folder.mkdir(parents=True)
+    datasets.Dataset.from_dict({"question_id": ["x/1.jpg"], "question": ["q"], "answer": ["Maybe"],
+                                "category": ["count"], "image": [None]}).to_parquet(folder / "test-0.parquet")
+    with pytest.raises(FormatError, match=r"row 0 \(x/1.jpg\): ground truth must be Yes or No"):
+        load_hub(["count"], folder.parent)
+    with pytest.raises(FormatError, match="no questions of subtask 'existence'"):
+        load_hub(["existence"], folder.parent)
+    with pytest.raises(ValueError, match="unknown MME subtask"):
+        load_hub(["colour"], folder.parent)
+
+
+def test_hub_loads_the_pinned_revision(tmp_path, offline_datasets, monkeypatch):
+    import datasets
+
+    root = tmp_path / "release"
+    _release(root, nested=False)
+    local = parquet_from_release(root, tmp_path / "parquet", ["existence"])
+    calls, real_load = [], datasets.load_dataset
+
+    def load_dataset(path, **kwargs):
+        calls.append((path, kwargs))
+        return real_load(str(local), split="test")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    hub = load_hub(["existence"])
+    assert calls == [("lmms-lab/MME", {"revision": HUB_REVISION, "split": "test"})]
+    assert hub.source == {"dataset": "lmms-lab/MME", "revision": HUB_REVISION}
+    assert len(HUB_REVISION) == 40 and int(HUB_REVISION, 16)
