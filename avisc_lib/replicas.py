@@ -2,9 +2,9 @@
 
 A replica is a saved model folder (safetensors model + processor) that has the real checkpoint's
 interface: model class, config switches, tokenizer id layout and pre-tokenisation, chat template,
-image processing and image-token count. Only the widths and depths are tiny, and the weights are
-random (seeded). Tests, notebooks and outside checks can run the GPU profiles' code path on a CPU
-in seconds::
+image processing, image-token count and the language model's 32 layers. Only the widths (and the
+vision tower's and Q-Former's depths) are tiny, and the weights are random (seeded). Tests,
+notebooks and outside checks can run the GPU profiles' code path on a CPU in seconds::
 
     folder = build_replica("llava-1.5", "runs/replica-llava")        # or "instructblip-vicuna"
     model, processor = avisc_lib.load_model(folder, device="cpu")
@@ -68,11 +68,22 @@ LLAMA_BASE_VOCAB = 32000
 # config.json text_config.vocab_size (both): the embedding has 32064 rows, more than the tokenizer.
 LM_VOCAB_SIZE = 32064
 
-# Widths and depths: ours, as small as keeps every shape meaningful.
-VISION_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-TEXT_SIZES = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=4)
-QFORMER_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+# Widths: ours, as small as bitsandbytes' two CPU paths for 4-bit layers accept. The AVX512-BF16 one
+# repacks each quantized weight [out, in] in blocks of 32 outputs (_convert_weight_packed_for_cpu,
+# block_n) and 64 inputs (the 4-bit blocksize), so every quantized Linear needs in_features a
+# multiple of 64 and out_features one of 32, as every width of the checkpoints is (4096, 11008, 1024,
+# 1408, 768, ...).
+WIDTH, FFN_WIDTH = 64, 128
+# Depths: the language models have the checkpoints' 32 layers (llava-1.5-7b-hf's LlamaConfig default,
+# instructblip-vicuna-7b's config.json text_config.num_hidden_layers), so every layer range a method
+# gives for 32 layers (PAI 2..31, ClearSight 9..14, VAR's sink search 2..31) runs as on the real
+# model. Nothing loops over the vision tower's or the Q-Former's layers: they stay at 2 (LLaVA
+# reads the vision tower's second-to-last layer; the Q-Former's first layer cross-attends).
+LM_LAYERS = 32
+VISION_SIZES = dict(hidden_size=WIDTH, intermediate_size=FFN_WIDTH, num_hidden_layers=2, num_attention_heads=2)
+TEXT_SIZES = dict(hidden_size=WIDTH, intermediate_size=FFN_WIDTH, num_hidden_layers=LM_LAYERS,
+                  num_attention_heads=4, num_key_value_heads=4)
+QFORMER_SIZES = dict(hidden_size=WIDTH, intermediate_size=FFN_WIDTH, num_hidden_layers=2, num_attention_heads=2)
 
 # ------------------------------------------------------------------ llava-hf/llava-1.5-7b-hf
 

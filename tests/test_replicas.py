@@ -37,6 +37,8 @@ EXPECTED = {
 }
 QUESTIONS = ["Is there a dining table in the image?", "Describe this image."]
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes not installed")
+# bitsandbytes' two CPU paths for a 4-bit layer, by the capability check that picks one.
+CPU_KERNELS = {"dequantize": False, "avx512_bf16": True}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,19 @@ def test_loads_with_the_checkpoint_class_and_image_token_count(name, folders):
     batch = encode(model, processor, [make_scene("test", i).image for i in range(2)], QUESTIONS)
     assert (batch["input_ids"] == image_id).sum(-1).tolist() == [count, count]
     assert model.config.get_text_config().vocab_size == 32064
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_language_model_has_the_checkpoint_depth_and_kernel_valid_widths(name, folders):
+    """32 decoder layers, as both 7B checkpoints; every linear layer 4-bit kernels accept.
+
+    bitsandbytes' AVX512-BF16 path needs in_features divisible by 64 (the 4-bit block) and
+    out_features by 32 (its packing block).
+    """
+    model, _ = load_model(folders[name], device="cpu")
+    assert model.config.get_text_config().num_hidden_layers == len(model.get_decoder().layers) == 32
+    linears = [(n, m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert [row for row in linears if row[1] % 64 or row[2] % 32] == []
 
 
 def test_llava_config_and_image_processing(folders):
@@ -159,10 +174,10 @@ def test_float16_attention_is_finite_on_the_image_grid(fp16):
     name, model, _, batch = fp16
     attention = image_attention(model, batch)
     assert model.get_input_embeddings().weight.dtype == torch.float16
-    assert tuple(attention.shape) == (2, 2, EXPECTED[name][2])  # [B, LM layers, image tokens]
+    assert tuple(attention.shape) == (2, 32, EXPECTED[name][2])  # [B, LM layers, image tokens]
     assert torch.isfinite(attention).all() and (attention.sum(-1) <= 1 + 1e-5).all()
     if name == LLAVA:
-        assert attention.reshape(2, 2, 24, 24).shape[-2:] == (24, 24)
+        assert attention.reshape(2, 32, 24, 24).shape[-2:] == (24, 24)
 
 
 def test_float16_avisc_contrast_is_finite(fp16):
@@ -190,16 +205,66 @@ def test_processor_with_another_image_token_count_is_rejected(name, folders, tmp
         load_model(folder, device="cpu")
 
 
-@needs_bnb
-@pytest.mark.parametrize("name", EXPECTED)
-def test_4bit_decode_on_cpu(name, folders):
+@pytest.fixture(params=CPU_KERNELS)
+def cpu_kernel(request, monkeypatch):
+    """Force the CPU path ``Linear4bit`` layers built from here on take, whatever this host has.
+
+    bitsandbytes 0.50.2 (``nn/modules.py``): ``Linear4bit.__init__`` stores ``has_avx512bf16()``,
+    and ``forward`` then repacks the weight for the AVX512-BF16 kernel, or else dequantizes it.
+    """
+    from bitsandbytes.nn import modules
+
+    monkeypatch.setattr(modules, "has_avx512bf16", lambda: CPU_KERNELS[request.param])
+    return request.param
+
+
+def linear4bit_packing(model) -> set[bool]:
+    """Whether each quantized layer's weight is in the AVX512-BF16 kernel's packed layout (as a set)."""
     from bitsandbytes.nn import Linear4bit
 
-    model, processor = load_model(folders[name], device="cpu", quantization="4bit")
-    assert isinstance(model.get_decoder().layers[0].self_attn.q_proj, Linear4bit)
-    batch = encode(model, processor, [make_scene("test", i).image for i in range(2)], QUESTIONS)
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    assert layers, "no 4-bit layer in the model"
+    return {bool(getattr(m.weight.quant_state, "packing_format_for_cpu", False)) for m in layers}
+
+
+def load_4bit(folder, dtype=torch.float32):
+    model, processor = load_model(folder, device="cpu", quantization="4bit", dtype=dtype)
+    return model, encode(model, processor, [make_scene("test", i).image for i in range(2)], QUESTIONS)
+
+
+@needs_bnb
+@pytest.mark.parametrize("name", EXPECTED)
+def test_4bit_decode_on_cpu(name, folders, cpu_kernel):
+    """Both CPU paths run on every host: which CPU the tests land on no longer picks one."""
+    model, batch = load_4bit(folders[name])
+    assert linear4bit_packing(model) == {False}  # nothing is packed before the first forward
     assert torch.isfinite(image_attention(model, batch)).all()
     assert decode(model, batch, method="avisc", max_new_tokens=3).shape == (2, 3)
+    # every quantized layer ran through the forced path (the packed layout is kept once made)
+    assert linear4bit_packing(model) == {CPU_KERNELS[cpu_kernel]}
+
+
+@needs_bnb
+@pytest.mark.parametrize("name", EXPECTED)
+def test_4bit_cpu_kernels_agree(name, folders, monkeypatch):
+    """The AVX512-BF16 kernel (bf16 products) gives the dequantizing path's logits, in float16.
+
+    Only where bitsandbytes has that kernel: elsewhere the packed weight goes to the generic
+    kernel, which reads it in the unpacked layout (the decode test above still checks the repacking).
+    """
+    from bitsandbytes.functional import has_avx512bf16
+    from bitsandbytes.nn import modules
+
+    if not has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes registers no packed 4-bit kernel here")
+    logits = {}
+    for kernel, available in CPU_KERNELS.items():
+        monkeypatch.setattr(modules, "has_avx512bf16", lambda available=available: available)
+        model, batch = load_4bit(folders[name], torch.float16)
+        logits[kernel] = answer_logits(model, batch, range(model.config.get_text_config().vocab_size)).float()
+        assert linear4bit_packing(model) == {available}
+    torch.testing.assert_close(logits["avx512_bf16"], logits["dequantize"], rtol=0, atol=2e-2)
+    assert torch.equal(logits["avx512_bf16"].argmax(-1), logits["dequantize"].argmax(-1))
 
 
 @needs_bnb
