@@ -6,9 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from avisc_lib.benchmarks import download, runner
+from avisc_lib.benchmarks import download, mme, runner
 from avisc_lib.benchmarks.tasks import build_task
 from conftest import scene_images
+from mme_parquet import parquet_from_release
+
+
+@pytest.fixture(autouse=True)
+def no_image_variables(monkeypatch):
+    for variable in ("COCO_IMAGES", "GQA_IMAGES", "MME_DIR", "AMBER_IMAGES"):
+        monkeypatch.delenv(variable, raising=False)
+
 
 def _pin(monkeypatch, data_dir: Path, name: str, text: str) -> None:
     """Put ``text`` where ``fetch(name, data_dir)`` looks, and pin the registry entry to it."""
@@ -82,6 +90,20 @@ def test_pope_missingscene_images(coco, tmp_path):
         build_task("pope", "coco", "adversarial", data_dir=data, image_dir=tmp_path / "nowhere")
 
 
+def test_pope_images_from_the_environment_or_the_coco_cache(coco, tmp_path, monkeypatch):
+    data, images = coco
+    with pytest.raises(ValueError, match="needs image_dir .*COCO_IMAGES: an extracted COCO val2014 folder"):
+        build_task("pope", "coco", "adversarial", data_dir=data)
+    folder = scene_images(tmp_path / "val2014", images)
+    monkeypatch.setenv("COCO_IMAGES", str(folder))
+    assert build_task("pope", "coco", "adversarial", data_dir=data).load_image(images[0]).size == (64, 64)
+    monkeypatch.delenv("COCO_IMAGES")
+    names = [f"COCO_val2014_{i:012d}.jpg" for i in range(2)]  # what pope_image_names reads from the pinned files
+    monkeypatch.setattr("avisc_lib.benchmarks.images.pope_image_names", lambda datasets, data_dir=None: names)
+    scene_images(data / "coco" / "val2014", names)  # extracted by an earlier download
+    assert build_task("pope", "coco", "adversarial", data_dir=data).load_image(images[1]).size == (64, 64)
+
+
 def test_pope_file_not_downloadable(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
@@ -130,6 +152,47 @@ def test_mme_release_folder(tmp_path):
     assert perfect["hallucination"] == 800
     with pytest.raises(FileNotFoundError, match="posters does not exist"):
         build_task("mme", "official", "all", image_dir=root)
+
+
+@pytest.fixture
+def offline_datasets(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+
+
+def test_mme_parquet_dataset_equals_the_release_folder(tmp_path, monkeypatch, offline_datasets):
+    root = _mme_release(tmp_path / "release")
+    monkeypatch.setenv("MME_DIR", str(parquet_from_release(root, tmp_path / "parquet", mme.HALLUCINATION)))
+    hub, release = build_task("mme", "official"), build_task("mme", "official", image_dir=root)
+    assert [(q.text, q.label, q.group) for q in hub.questions] == [(q.text, q.label, q.group) for q in release.questions]
+    assert hub.questions[-1].image == "color/000000000001.jpg" and hub.data == release.data == {}
+    assert hub.load_image(hub.questions[-1].image).tobytes() == release.load_image(release.questions[-1].image).tobytes()
+    answers = {q.id: ("Yes", "no", "Nope", "There is")[q.id % 4] for q in hub.questions}
+    assert hub.score(answers) == release.score(answers)
+    # existence and position: the "no" question right, so acc 1/2, acc+ 0 (50 points); count and color: none right
+    assert hub.score(answers)["hallucination"] == 100.0
+
+
+def test_mme_from_the_pinned_hub_dataset_is_recorded(tmp_path, monkeypatch, offline_datasets):
+    import datasets
+
+    local = parquet_from_release(_mme_release(tmp_path / "release"), tmp_path / "parquet", mme.HALLUCINATION)
+    real_load, calls = datasets.load_dataset, []
+
+    def load_dataset(path, **kwargs):  # the hub, as the cache would serve it
+        calls.append((path, kwargs.get("revision")))
+        return real_load(str(local), split="test")
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    metrics = runner.run_benchmark("mme", model_name="tiny", method="greedy", dataset="official", limit=2,
+                                   out_dir=tmp_path / "out")
+    assert calls == [("lmms-lab/MME", mme.HUB_REVISION)]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["data"] == {"dataset": "lmms-lab/MME", "revision": mme.HUB_REVISION}
+    assert metrics["hallucination"] is not None
 
 
 def test_mme_release_missing_image(tmp_path):
@@ -183,6 +246,14 @@ def test_amber_official_files(amber_files):
     assert [q.id for q in discriminative.questions] == [2, 3, 4] and "generative" not in discriminative.score(
         {2: "No", 3: "Yes", 4: "Yes"}
     )
+
+
+def test_amber_images_from_the_environment(amber_files, monkeypatch):
+    data, images = amber_files
+    with pytest.raises(ValueError, match="needs image_dir .*AMBER_IMAGES: .*github.com/junyangwang0410/AMBER"):
+        build_task("amber", "official", data_dir=data)
+    monkeypatch.setenv("AMBER_IMAGES", str(images))
+    assert len(build_task("amber", "official", data_dir=data).questions) == 4
 
 
 def test_amber_missingscene_images(amber_files):

@@ -82,7 +82,7 @@ def coco_val2014(
         if not download:
             raise FileNotFoundError(
                 f"{len(missing)} image(s) missing from {folder}, e.g. {', '.join(missing[:3])}. "
-                f"Pass download=True (notebook 04: DOWNLOAD_COCO = True) to fetch {archive.url} "
+                f"Pass download=True (notebook 04: DOWNLOAD_COCO = True, avisc-eval: --download-images) to fetch {archive.url} "
                 f"({archive.size / 1e9:.1f} GB, sha256-checked; only the needed images are "
                 "extracted), or point COCO_IMAGES at an extracted val2014 folder."
             )

@@ -165,6 +165,7 @@ def run_config(
         "prompt_style": prompt_style,
         "decode": decode,
         "scoring": task.scoring,
+        **({"data": task.data} if task.data else {}),  # a pinned dataset's revision (MME from lmms-lab/MME)
     }
 
 

@@ -16,7 +16,7 @@ Without a variable, POPE's COCO images can come from the checksummed ``val2014.z
 dataset on the Hugging Face hub (:func:`.mme.load_hub`); GQA and AMBER images have no checksummed
 download, so their variable is the only way in.
 
-    ok, reason = available("mme", "official")    # (False, "MME needs ...") when nothing is here
+    ok, reason = available("mme", "official")  # (False, "mme official needs ...") when nothing is here
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ IMAGE_VARIABLES = {
 WHAT = {  # what each variable must name, for messages
     "COCO_IMAGES": "an extracted COCO val2014 folder",
     "GQA_IMAGES": "an extracted folder of GQA images (the 20 GB images.zip of the GQA site, no published checksum)",
-    "MME_DIR": "the extracted MME_Benchmark_release_version folder",
+    "MME_DIR": "the extracted MME_Benchmark_release_version folder (or a local copy of the lmms-lab/MME dataset)",
     "AMBER_IMAGES": (
         "the folder of the 1004 AMBER_<n>.jpg images (linked from the README of github.com/junyangwang0410/AMBER, "
         "a Google Drive file without a published checksum)"
@@ -55,6 +55,43 @@ def env_image_dir(benchmark: str, dataset: str) -> Path | None:
     variable = image_variable(benchmark, dataset)
     value = os.environ.get(variable, "").strip() if variable else ""
     return Path(value).expanduser() if value else None
+
+
+def needs(benchmark: str, dataset: str) -> str:
+    """One line: what ``benchmark``/``dataset`` needs when no image folder is known."""
+    variable = image_variable(benchmark, dataset)
+    return f"{benchmark} {dataset} needs image_dir (--image-dir) or {variable}: {WHAT[variable]}"
+
+
+def image_folder(
+    benchmark: str,
+    dataset: str,
+    image_dir: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+) -> Path | None:
+    """The image folder of a real dataset: ``image_dir``, else the environment's, else for POPE
+    coco/aokvqa ``<data_dir>/coco/val2014`` (extracted from ``val2014.zip`` there, downloaded first
+    when ``download``). None for the synthetic datasets and for MME without a folder (the
+    ``lmms-lab/MME`` dataset then holds the images). Otherwise ``ValueError`` (:func:`needs`).
+    """
+    if dataset == "synthetic":
+        return None
+    folder = Path(image_dir) if image_dir is not None else env_image_dir(benchmark, dataset)
+    if folder is not None:
+        return folder
+    variable = image_variable(benchmark, dataset)
+    if variable == "MME_DIR":
+        return None
+    data_dir = Path(data_dir or DEFAULT_DATA_DIR)
+    root = data_dir / "coco"
+    if variable == "COCO_IMAGES" and (download or any((root / name).exists() for name in _COCO_FILES)):
+        return images.coco_val2014(images.pope_image_names([dataset], data_dir), root, download=download)
+    raise ValueError(needs(benchmark, dataset))
+
+
+_COCO_FILES = (images.COCO_VAL2014.filename, images.COCO_VAL2014.folder)  # what a download leaves in <data>/coco
 
 
 def available(
@@ -80,7 +117,7 @@ def available(
         if folder.is_dir():
             return True, f"{benchmark} {dataset}: images from {variable}={folder}"
         return False, f"{variable}={folder} is not a folder; point it at {WHAT[variable]}"
-    need = f"{benchmark} {dataset} needs images: set {variable} to {WHAT[variable]}"
+    need = needs(benchmark, dataset)
     if variable == "COCO_IMAGES":
         return _coco(dataset, download, Path(data_dir or DEFAULT_DATA_DIR), need)
     if variable == "MME_DIR":

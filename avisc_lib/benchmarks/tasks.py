@@ -18,7 +18,10 @@ annotations, vocabulary and queries) from the repository's ``data/`` in a checko
 ``data_dir``, downloading them if absent, and the
 images from ``image_dir`` (COCO val2014 or GQA images for POPE, the extracted
 ``MME_Benchmark_release_version`` folder, which also holds MME's questions, and AMBER's
-``AMBER_<n>.jpg`` files). ``data_dir`` defaults to ``$AVISC_DATA_DIR``, else
+``AMBER_<n>.jpg`` files). Without ``image_dir`` the environment's folder is used (``COCO_IMAGES``,
+``GQA_IMAGES``, ``MME_DIR``, ``AMBER_IMAGES``), else POPE's COCO images already extracted into
+``data_dir/coco`` and MME's ``lmms-lab/MME`` dataset (pinned revision, recorded in
+:attr:`Task.data`); see :func:`.sources.image_folder`. ``data_dir`` defaults to ``$AVISC_DATA_DIR``, else
 ``~/.cache/avisc_lib/benchmarks``. ``limit`` keeps the first N questions: of the file (POPE), of each
 subtask rounded up to whole image pairs (MME), of each AMBER section (generative, attribute,
 existence, relation).
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -37,6 +40,7 @@ from PIL import Image
 from . import amber, download, mme, pope, synthetic
 from .io import DEFAULT_DATA_DIR, check_images, open_image
 from .parsers import get_parser
+from .sources import image_folder
 
 DATASETS = {
     "pope": ("synthetic", "coco", "aokvqa", "gqa"),
@@ -76,6 +80,7 @@ class Task:
     load_image: Callable[[str], Image.Image]
     score: Callable[[Mapping[int, str]], dict]
     scoring: dict[str, str]  # parser (and AMBER's noun backend), recorded with the run
+    data: dict[str, str] = field(default_factory=dict)  # a pinned dataset's name and revision, recorded with the run
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,9 @@ def build_task(
     get_parser(benchmark, parser)  # a clear error for an unknown name
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ValueError(f"limit must be None or an int >= 1, got {limit!r}")
-    images = None if image_dir is None else Path(image_dir)
-    source = Source(seed, limit, images, Path(data_dir or DEFAULT_DATA_DIR))
+    data_dir = Path(data_dir or DEFAULT_DATA_DIR)
+    images = image_folder(benchmark, dataset, image_dir, data_dir=data_dir)
+    source = Source(seed, limit, images, data_dir)
     return BUILDERS[benchmark](dataset, split, parser, source)
 
 
@@ -123,12 +129,6 @@ def _head(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]
 
 
-def _image_folder(source: Source, dataset: str, what: str) -> Path:
-    if source.image_dir is None:
-        raise ValueError(f"the {dataset} dataset needs image_dir (--image-dir): {what}")
-    return source.image_dir
-
-
 # --------------------------------------------------------------------------- POPE
 
 
@@ -137,7 +137,7 @@ def _pope_task(dataset: str, split: str, parser: str, source: Source) -> Task:
         questions = _head(synthetic.pope_questions(split, seed=source.seed), source.limit)
         load_image = synthetic.load_image
     else:
-        folder = _image_folder(source, dataset, "the folder of COCO val2014 (coco, aokvqa) or GQA images")
+        folder = source.image_dir
         path = download.fetch(f"pope/{dataset}/{split}", source.data_dir)
         questions = _head(pope.load_questions(path), source.limit)
         check_images(questions, folder)
@@ -160,23 +160,31 @@ def _mme_task(dataset: str, split: str, parser: str, source: Source) -> Task:
     if dataset == "synthetic":
         if split != "hallucination":
             raise ValueError("the synthetic MME has only the hallucination subtasks (split 'hallucination')")
-        sheets = synthetic.mme_sheets(seed=source.seed)
-        load_image = synthetic.load_image
+        sheets, load_image, data = synthetic.mme_sheets(seed=source.seed), synthetic.load_image, {}
     else:
-        root = _image_folder(source, dataset, "the extracted MME_Benchmark_release_version folder")
-        subtasks = mme.HALLUCINATION if split == "hallucination" else mme.SUBTASKS
-        released = mme.load_release(root, subtasks)
-        sheets = {  # images named by their path in the release, unique across subtasks
-            t: [replace(item, image=_release_name(root, t, item.image)) for item in items]
-            for t, items in released.items()
-        }
-        load_image = partial(open_image, root)
+        sheets, load_image, data = _mme_official(split, source.image_dir)
     if source.limit is not None:
         sheets = {t: items[: 2 * math.ceil(source.limit / 2)] for t, items in sheets.items()}
     numbered = [(t, item) for t, items in sheets.items() for item in items]
     questions = [Question(n, i.image, i.question, i.gt, t) for n, (t, i) in enumerate(numbered, start=1)]
     score = partial(_score_mme, numbered, parser)
-    return Task("mme", dataset, split, questions, load_image, score, {"parser": parser})
+    return Task("mme", dataset, split, questions, load_image, score, {"parser": parser}, data)
+
+
+def _mme_official(split: str, root: Path | None):
+    """``(sheets, image loader, data record)`` from the release folder ``root``, or from the parquet
+    dataset (``root`` a local copy, or None: ``lmms-lab/MME``). Images are named ``<subtask>/...``."""
+    subtasks = mme.HALLUCINATION if split == "hallucination" else mme.SUBTASKS
+    if root is None or mme.is_parquet_folder(root):
+        hub = mme.load_hub(subtasks, root)
+        sheets = {t: [replace(item, image=f"{t}/{item.image}") for item in items] for t, items in hub.sheets.items()}
+        return sheets, hub.image, hub.source
+    released = mme.load_release(root, subtasks)
+    sheets = {  # images named by their path in the release, unique across subtasks
+        t: [replace(item, image=_release_name(root, t, item.image)) for item in items]
+        for t, items in released.items()
+    }
+    return sheets, partial(open_image, root), {}
 
 
 def _release_name(root: Path, subtask: str, image: str) -> str:
@@ -209,7 +217,7 @@ def _amber_records(dataset: str, source: Source):
         built = synthetic.amber_set(seed=source.seed)
         nouns = synthetic.WorldNouns()
         return built.annotations, built.queries, built.vocabulary, nouns, synthetic.load_image
-    folder = _image_folder(source, dataset, "the folder of AMBER_<n>.jpg images")
+    folder = source.image_dir
     paths = {name: download.fetch(f"amber/{name}", source.data_dir) for name in ("relation", "safe_words")}
     annotations = download.fetch("amber/annotations", source.data_dir)
     queries = amber.load_queries(download.fetch("amber/query/all", source.data_dir))
