@@ -13,7 +13,10 @@ computed in float32:
 
 then tokens with ``p(v) < beta * max p`` under the original branch are removed (``-inf``), EOS is
 banned for the first ``min_new_tokens`` steps, and the next token is the argmax (``do_sample=False``)
-or a sample after temperature / top-k / top-p.
+or a sample after temperature / top-k / top-p (``do_sample=True``). That last choice is the same
+for every method, one-pass ones included; only ``greedy`` (argmax) and ``sample`` (sampling) fix
+it, and asking them for the other raises ``ValueError``. ``DecodeSettings.decoding`` names the
+choice made, and the benchmark runner records it.
 
 Every option is a field of :class:`DecodeSettings`, with its help text; ``decode``'s keywords, the
 benchmark runner's options and ``avisc-eval run``'s flags are derived from those fields.
@@ -54,6 +57,36 @@ CONTRASTIVE = tuple(BRANCHES)
 # ONLY reads a side branch from its first and last layers and contrasts with it.
 INTERVENING = tuple(INTERVENTIONS)
 METHODS = SINGLE + CONTRASTIVE + INTERVENING
+# One line per method, in METHODS order: the registry every list of methods shown to a user is
+# generated from (DecodeSettings.method's help, hence ``avisc-eval run --method``; custom_generate's card).
+METHOD_SUMMARIES = {
+    "greedy": "the argmax of the model's logits",
+    "sample": "plain multinomial sampling (the AvisC paper's 'base')",
+    "avisc": "AvisC: contrast with a branch that keeps only the blind image tokens",
+    "vcd": "VCD: contrast with a branch whose image is diffusion-noised",
+    "m3id": "M3ID as AvisC re-implemented it: contrast with a branch without the image",
+    "random_mask": "control: AvisC with a random set of image tokens kept instead of the blind ones",
+    "zero_image": "control: AvisC with every image token zeroed",
+    "pai": "PAI: amplified image attention, refined against a text-only branch",
+    "clearsight": "ClearSight (VAF): image attention scaled up, system-prompt attention down, in middle layers",
+    "var": "VAR: attention absorbed by sink tokens handed to the image, in image-centric heads",
+    "only": "ONLY: contrast with a side branch from one layer's text-enhanced attention",
+}
+if tuple(METHOD_SUMMARIES) != METHODS:
+    raise RuntimeError(f"METHOD_SUMMARIES {tuple(METHOD_SUMMARIES)} does not list METHODS {METHODS} in order")
+SAMPLING_ONLY, ARGMAX_ONLY = ("sample",), ("greedy",)  # methods whose name fixes how the token is chosen
+
+
+def method_lines(bullet: str = "- ") -> str:
+    """Every method name with its summary, one per line (``bullet`` before each)."""
+    return "\n".join(f"{bullet}{name}: {summary}" for name, summary in METHOD_SUMMARIES.items())
+
+
+def method_help() -> str:
+    """``DecodeSettings.method``'s help text: every method of the registry, then branch functions."""
+    names = "; ".join(f"{name} ({summary})" for name, summary in METHOD_SUMMARIES.items())
+    return (f"{names}; in Python also your own branch, a function (features [B, N, D], attention [B, layers, N]) "
+            "-> features")
 # The official code's default (``cd_alpha=1.0``; its VCD branch hard-codes 1.0). The paper reports
 # alpha = 2.5 for LLaVA-1.5 and 3.0 for InstructBLIP: pass those explicitly to reproduce it.
 DEFAULT_ALPHA = 1.0
@@ -74,10 +107,7 @@ TWO_LOGITS = CONTRASTIVE + ("pai", "only")  # a second set of logits, hence the 
 class DecodeSettings:
     """Every decoding option, validated. The one place options are declared."""
 
-    method: str | Callable = field(metadata={"help": (
-        "greedy, sample (plain multinomial, the paper's 'base'), avisc, vcd, m3id, or the controls random_mask "
-        "and zero_image; in Python also your own branch, a function (features [B, N, D], attention [B, layers, N]) "
-        "-> features")})
+    method: str | Callable = field(metadata={"help": method_help()})
     alpha: float | None = option(None, (
         "contrast strength of the two-branch methods except M3ID (default 1.0, the official code's; the paper "
         "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"), CONTRAST_ALPHA)
@@ -86,7 +116,9 @@ class DecodeSettings:
     lam: float = option(1.0, "blind-token threshold: attention >= mean + lam * std", BLIND)
     layer_gamma: float = option(0.5, "share of image attention of the layers that choose blind tokens, in (0, 1]",
                                 BLIND)
-    do_sample: bool = option(False, "sample instead of the argmax (two-branch methods; the paper sampled)")
+    do_sample: bool | None = option(None, (
+        "sample the next token instead of taking the argmax, for every method (None: sample only for 'sample'; "
+        "greedy cannot sample, sample cannot take the argmax)"))
     temperature: float = option(1.0, "sampling temperature > 0")
     top_p: float = option(1.0, "nucleus sampling mass in (0, 1]")
     top_k: int | None = option(None, "sample among the k most likely tokens (None or 0: off)")
@@ -123,15 +155,13 @@ class DecodeSettings:
             raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS} or a branch function")
         if not isinstance(self.method, str) and not callable(self.method):
             raise ValueError(f"method must be a name or a branch function, got {self.method!r}")
-        if self.method == "greedy" and self.do_sample:
-            raise ValueError("method='greedy' with do_sample=True: use method='sample' for plain sampling")
+        self._resolve_do_sample()
         if self.alpha is None:
             object.__setattr__(self, "alpha", DEFAULT_ALPHA if self.contrastive else 0.0)
         _check(self.alpha >= 0 and math.isfinite(self.alpha), "alpha", self.alpha, "a finite number >= 0")
         _check(0 < self.beta <= 1, "beta", self.beta, "in (0, 1]")
         _check(math.isfinite(self.lam), "lam", self.lam, "finite")
         _check(0 < self.layer_gamma <= 1, "layer_gamma", self.layer_gamma, "in (0, 1]")
-        _check(isinstance(self.do_sample, bool), "do_sample", self.do_sample, "True or False")
         _check(self.temperature > 0 and math.isfinite(self.temperature), "temperature", self.temperature, "> 0")
         _check(0 < self.top_p <= 1, "top_p", self.top_p, "in (0, 1]")
         _check(self.top_k is None or (_is_int(self.top_k) and self.top_k >= 0), "top_k", self.top_k,
@@ -145,6 +175,23 @@ class DecodeSettings:
                self.noise_step, f"an int in [0, {DIFFUSION_STEPS - 1}]")
         _check(self.gamma_decay >= 0 and math.isfinite(self.gamma_decay), "gamma_decay", self.gamma_decay, ">= 0")
         object.__setattr__(self, "warpers", self._warpers())
+
+    def _resolve_do_sample(self) -> None:
+        """``do_sample=None`` becomes the method's own choice; a choice the method cannot make raises."""
+        if self.do_sample is None:
+            object.__setattr__(self, "do_sample", self.method in SAMPLING_ONLY)
+        _check(isinstance(self.do_sample, bool), "do_sample", self.do_sample, "True, False or None")
+        if self.method in ARGMAX_ONLY and self.do_sample:
+            raise ValueError("method='greedy' with do_sample=True: greedy takes the argmax; use method='sample' "
+                             "for plain sampling")
+        if self.method in SAMPLING_ONLY and not self.do_sample:
+            raise ValueError("method='sample' with do_sample=False: sample draws the token; use method='greedy' "
+                             "for the argmax")
+
+    @property
+    def decoding(self) -> str:
+        """How the next token is chosen: ``"sampling"`` or ``"argmax"``."""
+        return "sampling" if self.do_sample else "argmax"
 
     def used_options(self) -> dict:
         """The options this method reads, ``{name: value}`` (all of them for a branch function)."""
@@ -168,7 +215,8 @@ class DecodeSettings:
 
     @property
     def sampling(self) -> bool:
-        return self.method == "sample" or (self.do_sample and self.contrastive)
+        """Whether the next token is drawn (``do_sample``, resolved), for every method alike."""
+        return self.do_sample
 
     def _warpers(self) -> LogitsProcessorList:
         warpers = LogitsProcessorList()

@@ -13,14 +13,21 @@ LLAVA_V1_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
+# LLaVA's conv_vicuna_v1 (llava/conversation.py): the same layout, "user" for "human"; ClearSight and VAR use it.
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+SYSTEMS = {"llava_v1": LLAVA_V1_SYSTEM, "vicuna_v1": VICUNA_V1_SYSTEM}
 # Prompt styles each model type accepts; the first is the default.
-PROMPT_STYLES = {"llava": ("hf", "llava_v1"), "instructblip": ("raw",)}
+PROMPT_STYLES = {"llava": ("hf", "llava_v1", "vicuna_v1"), "instructblip": ("raw",)}
 
 
 def build_prompt(model: PreTrainedModel, processor: ProcessorMixin, question: str, style: str | None = None) -> str:
     """The prompt text for one question (the processor expands the image placeholder later).
 
-    LLaVA: "hf" (default; the processor's chat template) or "llava_v1" (the paper's prompt).
+    LLaVA: "hf" (default; the processor's chat template), "llava_v1" (the paper's prompt) or
+    "vicuna_v1" (the same with LLaVA's vicuna_v1 system prompt).
     InstructBLIP: "raw" (the question itself).
     """
     styles = PROMPT_STYLES.get(model.config.model_type)
@@ -31,7 +38,7 @@ def build_prompt(model: PreTrainedModel, processor: ProcessorMixin, question: st
         raise ValueError(f"unknown prompt_style {style!r} for {model.config.model_type}; expected one of {styles}")
     if style == "raw":
         return question
-    if style == "llava_v1":
-        return f"{LLAVA_V1_SYSTEM} USER: {processor.image_token}\n{question} ASSISTANT:"
+    if style in SYSTEMS:
+        return f"{SYSTEMS[style]} USER: {processor.image_token}\n{question} ASSISTANT:"
     conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     return processor.apply_chat_template(conversation, add_generation_prompt=True)

@@ -1,4 +1,4 @@
-"""Named protocols ("argmax", "paper") in the runner and ``avisc-eval run --protocol``."""
+"""Named protocols ("argmax", "paper", "official") in the runner and ``avisc-eval run --protocol``."""
 
 import json
 
@@ -7,7 +7,17 @@ import pytest
 from avisc_lib import generate, load_model
 from avisc_lib.benchmarks import build_task, get_parser, pope_metrics, runner
 from avisc_lib.benchmarks.cli import main
-from avisc_lib.benchmarks.protocols import model_kind, resolve_protocol
+from avisc_lib.benchmarks.protocols import (
+    OFFICIAL,
+    PROTOCOL_HELP,
+    PROTOCOLS,
+    llava_mme_text,
+    mme_first_line,
+    model_kind,
+    question_form,
+    resolve_protocol,
+)
+from avisc_lib.decoding import METHODS
 from avisc_lib.benchmarks.store import ConfigMismatch
 from conftest import save_model_folder
 
@@ -106,7 +116,7 @@ def test_resume_under_another_protocol_is_refused(tmp_path):
 
 
 def test_unknown_protocol_is_named(tmp_path, capsys):
-    with pytest.raises(ValueError, match=r"unknown protocol 'vcd'; expected one of \('argmax', 'paper'\)"):
+    with pytest.raises(ValueError, match=r"unknown protocol 'vcd'; expected one of \('argmax', 'paper', 'official'\)"):
         runner.run_benchmark("pope", out_dir=tmp_path / "out", protocol="vcd", **POPE)
     assert not (tmp_path / "out").exists()
     with pytest.raises(SystemExit):
@@ -126,3 +136,118 @@ def test_the_paper_parser_is_avisc_recorder_on_every_benchmark(benchmark):
     answers = {"Yes": "yes", "No, there is no cat.": "no", "There isn't one": "no", "I see a NO sign": "no",
                "A cat.": "yes", "Nothing": "yes"}
     assert {a: parse(a) for a in answers} == answers
+
+
+# ------------------------------------------------------------------ question forms and "official"
+# Lines in the official files' layouts: an MME release question file (``question<TAB>answer``,
+# tests/fixtures/mme) and LLaVA's / RITUAL's MME question file (JSON lines, two-line ``text``).
+RELEASE_LINES = ["Is there a dog in this image? Please answer yes or no.\tYes",
+                 "Is the cup on the left of the plate?  Please answer yes or no.\tNo"]
+LLAVA_LINES = ['{"question_id": "existence/1.jpg", "image": "existence/1.jpg", "text": "Is there a dog in this '
+               'image?\\nAnswer the question using a single word or phrase.", "category": "existence"}',
+               '{"question_id": "position/2.jpg", "image": "position/2.jpg", "text": "Is the cup on the left of '
+               'the plate?\\nAnswer the question using a single word or phrase.", "category": "position"}']
+
+
+def test_the_paper_mme_question_is_what_avisc_scripts_sent():
+    """Release question -> LLaVA's file's text -> its first line (AvisC's mme_llava.py:112)."""
+    for release, llava in zip(RELEASE_LINES, LLAVA_LINES):
+        question = release.split("\t")[0]
+        assert llava_mme_text(question) == json.loads(llava)["text"]
+        assert mme_first_line(question) == json.loads(llava)["text"].split("\n")[0]
+        assert "Please answer" not in mme_first_line(question) and mme_first_line(question).endswith("?")
+
+
+def test_release_fixture_questions_lose_their_suffix_under_paper():
+    lines = open("tests/fixtures/mme/existence.txt", encoding="utf-8").read().splitlines()
+    chosen = resolve_protocol("paper", method="avisc", benchmark="mme", model_name="tiny")
+    send = question_form(chosen.question)
+    for line in lines:
+        question = line.split("\t")[1]
+        assert send(question) == question.removesuffix(" Please answer yes or no.")
+    assert question_form(resolve_protocol("paper", method="avisc", benchmark="pope", model_name="tiny").question)(
+        "Is there a cat in the image?") == "Is there a cat in the image?"
+
+
+def test_paper_mme_run_sends_the_first_line(tmp_path, tiny, monkeypatch):
+    """The runner sends the question form's text and records the form and the decoding."""
+    sent = []
+    original = runner.generate
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: sent.extend(a[3]) or original(*a, **k))
+    runner.run_benchmark("mme", out_dir=tmp_path, protocol="paper", max_new_tokens=2,
+                         **(POPE | dict(limit=2, batch_size=4)))
+    task = build_task("mme", limit=2, seed=0)
+    assert sent == [mme_first_line(q.text) for q in task.questions]
+    config = _config(tmp_path)
+    assert config["question_form"] == "mme_first_line" and config["decoding"] == "sampling"
+
+
+@pytest.mark.parametrize("method", ["clearsight", "var", "pai"])
+def test_one_pass_methods_sample_under_the_paper_protocol(tmp_path, tiny, method):
+    """Under "paper" they draw tokens (as the config says), so seeds give different answers."""
+    extra = {"pai_gamma": 1.0} if method == "pai" else {}  # PAI without its text-only branch: one pass
+    for seed in (0, 1):
+        runner.run_benchmark("pope", out_dir=tmp_path / str(seed), protocol="paper", max_new_tokens=6,
+                             **(POPE | dict(method=method, seed=seed)), **extra)
+    configs = [_config(tmp_path / str(seed)) for seed in (0, 1)]
+    assert all(c["decoding"] == "sampling" and c["decode"]["do_sample"] is True for c in configs)
+    assert _answers(tmp_path / "0") != _answers(tmp_path / "1")
+
+
+def test_official_clearsight_pope_is_its_script(tmp_path, tiny, monkeypatch):
+    chosen = resolve_protocol("official", method="clearsight", benchmark="pope", model_name="tiny")
+    assert (chosen.prompt_style, chosen.parser, chosen.question) == ("vicuna_v1", "official", "clearsight_pope")
+    assert chosen.decode["do_sample"] is False and chosen.decode["max_new_tokens"] == 1024
+    sent = []
+    original = runner.generate
+    monkeypatch.setattr(runner, "generate", lambda *a, **k: sent.extend(a[3]) or original(*a, **k))
+    runner.run_benchmark("pope", out_dir=tmp_path, protocol="official", max_new_tokens=2,
+                         **(POPE | dict(method="clearsight", limit=2)))
+    assert all(q.endswith("? Please just answer yes or no.") for q in sent)
+    config = _config(tmp_path)
+    assert config["decoding"] == "argmax" and config["prompt_style"] == "vicuna_v1"
+    assert config["decode"]["clearsight_enhance"] == 1.15 and config["decode"]["clearsight_suppress"] == 0.95
+
+
+def test_official_only_samples_eight_tokens():
+    pope = resolve_protocol("official", method="only", benchmark="pope", model_name="tiny")
+    assert pope.decode["max_new_tokens"] == 8 and pope.decode["do_sample"] is True
+    assert (pope.decode["beta"], pope.decode["only_gamma"], pope.parser) == (0.1, 0.2, "avisc")
+    mme = resolve_protocol("official", method="only", benchmark="mme", model_name="tiny")
+    assert (mme.decode["beta"], mme.decode["only_gamma"], mme.question) == (0.4, 0.25, "mme_llava_two_lines")
+
+
+@pytest.mark.parametrize("method, benchmark, reason", [
+    ("pai", "pope", "chat-format question files"),
+    ("greedy", "pope", "no paper's method"),
+    ("clearsight", "mme", "POPE script for LLaVA-1.5 only"),
+    ("var", "amber", "scores POPE only"),
+    ("only", "amber", "no AMBER script"),
+])
+def test_official_without_a_source_is_refused(tmp_path, method, benchmark, reason):
+    with pytest.raises(ValueError, match=f"no official protocol for method '{method}' on {benchmark}.*{reason}"):
+        runner.run_benchmark(benchmark, out_dir=tmp_path / "out", protocol="official", **(POPE | dict(method=method)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_official_for_avisc_is_the_paper_protocol():
+    for benchmark in ("pope", "mme", "amber"):
+        paper = resolve_protocol("paper", method="vcd", benchmark=benchmark, model_name="tiny")
+        official = resolve_protocol("official", method="vcd", benchmark=benchmark, model_name="tiny")
+        assert (official.name, official.decode, official.question) == ("official", paper.decode, paper.question)
+
+
+def test_official_entries_name_real_methods_and_valid_options():
+    from avisc_lib.decoding import DecodeSettings
+
+    for (method, benchmark, kind), chosen in OFFICIAL.items():
+        assert method in METHODS and kind == "llava"
+        DecodeSettings(method=method, **chosen.decode)  # every value valid for its method
+
+
+def test_cli_protocol_choices_and_help_come_from_protocols(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "pope", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(PROTOCOLS) + "}" in out
+    assert all(f"{name}: {PROTOCOL_HELP[name].split()[0]}" in out for name in PROTOCOLS)

@@ -3,7 +3,7 @@
 ::
 
     avisc-eval run {pope,mme,amber} --model NAME --method METHOD --out DIR [--dataset D] [--split S]
-        [--limit N] [--batch-size B] [--seed S] [--protocol argmax|paper] [--parser P] [decode options]
+        [--limit N] [--batch-size B] [--seed S] [--protocol argmax|paper|official] [--parser P] [decode options]
     avisc-eval score pope --questions Q --answers A [--parser official|avisc|strict]
     avisc-eval score mme --results-dir DIR
     avisc-eval score amber --responses R --annotations A [--task d|g|a] [--official-rounding]
@@ -26,7 +26,7 @@ from accelerate import PartialState
 from ..decoding import METHODS, DecodeSettings, decode_options, option_type
 from . import amber, mme, pope
 from .parsers import available_parsers
-from .protocols import PROTOCOLS
+from .protocols import PROTOCOL_HELP, PROTOCOLS
 from .report import metrics_frame
 from .runner import DECODE_OPTIONS, run_benchmark
 from .store import CONFIG
@@ -167,7 +167,7 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
             "--protocol",
             choices=PROTOCOLS,
             default="argmax",
-            help="argmax: library defaults; paper: the paper's prompt, sampling, alpha and parser",
+            help="; ".join(f"{name}: {text}" for name, text in PROTOCOL_HELP.items()),
         )
         p.add_argument(
             "--parser",

@@ -1,6 +1,7 @@
-"""Evaluation protocols: how a benchmark run prompts, decodes and parses, under one name.
+"""Evaluation protocols: how a benchmark run words its questions, prompts, decodes and parses, under one name.
 
     run_benchmark("pope", model_name="llava", method="avisc", protocol="paper", seed=42, ...)
+    run_benchmark("pope", model_name="llava", method="clearsight", protocol="official", ...)
 
 ``argmax`` (the default) is the library's defaults: the model's default prompt style, argmax
 decoding, α = 1, β = 0.1, and the benchmark's default parser (POPE and MME ``official``,
@@ -38,21 +39,86 @@ AvisC's α, so that only their second branch differs from AvisC's.
 The paper sampled, so its numbers vary with the seed: run several seeds and report mean ± std
 (:func:`avisc_lib.evaluation_views.mean_std`), as the paper does for MME and AMBER. Its
 ``greedy`` has no place in it: ``method="greedy"`` with this protocol is refused unless the
-caller passes ``do_sample=False``.
+caller passes ``do_sample=False``. The one-pass methods (PAI with ``pai_gamma=1``, ClearSight,
+VAR) sample under it too: sampling is the final token choice, the same for every method, and
+``config.json`` records it (``"decoding"``).
+
+The paper protocol also sends each MME question as AvisC's scripts did (``question``
+``"mme_first_line"``, :func:`mme_first_line`): they read LLaVA's MME question file, in which
+each release question's "Please answer yes or no." is replaced by a second line "Answer the
+question using a single word or phrase.", and keep the first line (``mme_llava.py`` line 112,
+``mme_instructblip.py`` line 91 in sangminwoo/AvisC at 772eba4; the file is
+``experiments/data/MME_Benchmark_release_version/mme_hallucination.jsonl`` of the authors'
+sangminwoo/RITUAL at 8059bb9, named in ``experiments/cd_scripts/mme_eval.sh`` line 3). The
+model therefore sees the bare question. POPE and AMBER questions are sent as they are
+(``eval_bench/pope_eval_llavab.py`` line 207, ``eval_bench/amber_eval_llava.py`` line 175).
+
+``official`` is each method's own released evaluation, so that a number set beside a paper's
+number is produced the way that paper produced it. For AvisC, its baselines and controls it is
+the ``paper`` protocol (AvisC's released scripts). For the later methods it exists where their
+repositories hold a script for the benchmark and model, on LLaVA-1.5 only:
+
+==========  =======  ============  =====================  ========  ==========  ===============================
+method      bench    prompt        question               decoding  new tokens  method options, parser
+==========  =======  ============  =====================  ========  ==========  ===============================
+clearsight  POPE     vicuna_v1     + " Please just        argmax    1024        enhance 1.15, suppress 0.95,
+                                   answer yes or no."                           layers 9:15; POPE ``official``
+var         POPE     vicuna_v1     as it is               argmax    128         p 0.6, rho 0.5, summ 0.2, tau 20;
+                                                                                POPE ``official``
+only        POPE     llava_v1      as it is               sampling  8           alpha+ 3, alpha- 1, beta 0.1,
+                                                          T=1, p=1              gamma 0.2, layer 0; ``avisc``
+only        MME      llava_v1      LLaVA's two-line       sampling  64 (none    alpha+ 3, alpha- 1, beta 0.4,
+                                   form (whole)           T=1, p=1  sourced)    gamma 0.25, layer 0; MME
+                                                                                ``official``
+==========  =======  ============  =====================  ========  ==========  ===============================
+
+Sources (file:line): ClearSight, ustc-hyin/ClearSight at 5466c94: ``visaug/inference/infer_pope.py``
+lines 37 (``vicuna_v1``), 70 (the suffix), 92-96 (``generate`` without ``do_sample``, 1024 tokens),
+54 (layers 8 < i < 15); ``infer_pope.sh`` lines 7-8 (1.15, 0.95). Its scorer
+(``visaug/inference/eval_pope.py`` lines 22-33) looks for "yes" in answers to yes-questions and
+for "no" or "not" in answers to no-questions, as substrings; the library has no such parser and
+POPE's ``official`` applies, which agrees with it on one-word Yes/No answers. VAR, MICV-yonsei/VisAttnSink at 98e62d6:
+``A_exps/lv1.5_7b.yml`` lines 9 (``vicuna_v1``), 12-15 (tau, rho, p, summ), 17 (128 tokens);
+``src/inference.py`` lines 99-110 (the question as it is), 132 (``do_sample=False``);
+``src/eval/eval_and_save_pope.py`` lines 40-47 (POPE's rule). ONLY, zifuwan/ONLY at 109bffe:
+``eval_bench/pope_eval_llava.py`` lines 257-269 (the ``llava_v1`` conversation, the question as
+it is), 59-61 and 288-292 (sampling, T = 1, top-p 1, no top-k), 86 (8 tokens), 130-144 (AvisC's
+recorder); ``eval_bench/scripts/pope_eval.sh`` lines 31-35; ``experiments/eval/mme_llava.py``
+lines 70 and 113-117 (the question file's whole text under ``llava_v1``, line 176), 131 and
+179-181 (sampling); ``experiments/cd_scripts/mme_eval.sh`` lines 3 (the same RITUAL question file
+as AvisC's) and 25-28 (alpha+ 3, alpha- 1, beta 0.4, gamma 0.25); its scorer
+``experiments/eval/eval_mme.py`` lines 30-44 is MME's. ONLY's MME script passes no token limit
+(line 135 is commented out), so the checkpoint's generation config decided; that is not sourced
+here and the library's 64 applies (its answers are a word or two).
+
+Everything else has no ``official`` protocol and :func:`resolve_protocol` refuses it, naming why
+(:data:`NO_OFFICIAL`): ``greedy`` is no paper's method; PAI's POPE script reads chat-format
+question files its repository does not hold (LALBJ/PAI at 9bbd8bd, ``constants.py`` lines
+29-33) and writes a prompt the library has no style for (lines 14 and 27: the system message
+run into ``USER: <image> {question} ASSISTANT:``); ClearSight and VAR release a POPE script
+only; ONLY's InstructBLIP scripts are not transcribed here and it has no AMBER script; and no
+later method's settings for InstructBLIP are sourced.
 
 Values the caller passes to the runner explicitly (decode options, ``parser``,
-``prompt_style``) override the protocol's.
+``prompt_style``) override the protocol's; the question form is the protocol's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedModel
 
 from ..models import CLASSES_BY_TYPE, resolve
 
-PROTOCOLS = ("argmax", "paper")
+PROTOCOLS = ("argmax", "paper", "official")
+PROTOCOL_HELP = {
+    "argmax": "library defaults: the model's default prompt, argmax, the benchmark's default parser",
+    "paper": "AvisC's evaluation: its prompt, question wording, sampling, alpha and answer recorder",
+    "official": "each method's own released evaluation (AvisC's for AvisC and its baselines); refused "
+                "where none is sourced",
+}
 MODEL_KINDS = tuple(CLASSES_BY_TYPE)  # "llava", "instructblip"
 
 PAPER_PROMPT = {"llava": "llava_v1", "instructblip": "raw"}
@@ -74,7 +140,47 @@ PAPER_SHARED = {
     "layer_gamma": 0.5,
 }
 AVISC_CONTROLS = ("random_mask", "zero_image")  # AvisC with another second branch
+AVISC_FAMILY = ("sample", "avisc", "vcd", "m3id", *AVISC_CONTROLS)  # their official protocol is the paper's
 PAPER_PARSER = "avisc"
+PAPER_QUESTIONS = {"mme": "mme_first_line"}  # benchmark -> question form; others as they are
+
+# --- question forms: the text a run sends for a task's question -----------------------------------
+RELEASE_SUFFIX = "Please answer yes or no."  # ends every question of the MME release
+LLAVA_MME_LINE = "Answer the question using a single word or phrase."  # LLaVA's second line instead
+CLEARSIGHT_SUFFIX = " Please just answer yes or no."  # ClearSight infer_pope.py line 70
+
+
+def llava_mme_text(question: str) -> str:
+    """An MME release question in LLaVA's question-file form: ``RELEASE_SUFFIX`` removed, then a
+    second line ``LLAVA_MME_LINE`` (RITUAL's ``mme_hallucination.jsonl``; AvisC's
+    ``experiments/eval/convert_answer_to_mme.py`` lines 57-62 undo this to find the release's answer)."""
+    return f"{question.replace(RELEASE_SUFFIX, '').strip()}\n{LLAVA_MME_LINE}"
+
+
+def mme_first_line(question: str) -> str:
+    """What AvisC's MME scripts send: the first line of :func:`llava_mme_text`, the bare question."""
+    return llava_mme_text(question).split("\n")[0]
+
+
+def clearsight_pope(question: str) -> str:
+    """ClearSight's POPE question: the question, then ``CLEARSIGHT_SUFFIX``."""
+    return question + CLEARSIGHT_SUFFIX
+
+
+QUESTION_FORMS: dict[str, Callable[[str], str]] = {
+    "mme_first_line": mme_first_line,
+    "mme_llava_two_lines": llava_mme_text,
+    "clearsight_pope": clearsight_pope,
+}
+
+
+def question_form(name: str | None) -> Callable[[str], str]:
+    """The function a run applies to every question text; None: the text as it is."""
+    if name is None:
+        return str
+    if name not in QUESTION_FORMS:
+        raise ValueError(f"unknown question form {name!r}; expected one of {tuple(QUESTION_FORMS)} or None")
+    return QUESTION_FORMS[name]
 
 
 @dataclass(frozen=True)
@@ -85,6 +191,37 @@ class Protocol:
     prompt_style: str | None = None  # None: the model's default style
     parser: str | None = None  # None: the benchmark's default parser
     decode: dict = field(default_factory=dict)  # decode options; omitted ones keep decode's defaults
+    question: str | None = None  # a name in QUESTION_FORMS; None: the task's question text as it is
+
+
+# --- each later method's official evaluation (LLaVA-1.5); sources in the module docstring -----------
+OFFICIAL_SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": None}
+ONLY_WEIGHTS = {"only_alpha_pos": 3.0, "only_alpha_neg": 1.0, "only_layer": 0}
+OFFICIAL = {  # (method, benchmark, model kind) -> Protocol
+    ("clearsight", "pope", "llava"): Protocol(
+        "official", "vicuna_v1", "official", {"do_sample": False, "max_new_tokens": 1024, "clearsight_enhance": 1.15,
+                                              "clearsight_suppress": 0.95}, "clearsight_pope"),
+    ("var", "pope", "llava"): Protocol(
+        "official", "vicuna_v1", "official", {"do_sample": False, "max_new_tokens": 128, "var_p": 0.6,
+                                              "var_rho": 0.5, "var_summ": 0.2, "var_tau": 20.0}),
+    ("only", "pope", "llava"): Protocol(
+        "official", "llava_v1", "avisc", {**OFFICIAL_SAMPLING, "max_new_tokens": 8, **ONLY_WEIGHTS, "beta": 0.1,
+                                          "only_gamma": 0.2}),
+    ("only", "mme", "llava"): Protocol(
+        "official", "llava_v1", "official", {**OFFICIAL_SAMPLING, "max_new_tokens": 64, **ONLY_WEIGHTS, "beta": 0.4,
+                                             "only_gamma": 0.25}, "mme_llava_two_lines"),
+}
+NO_OFFICIAL = {  # method -> why it has no official protocol beyond OFFICIAL's entries
+    "greedy": "greedy is no paper's method; use protocol='argmax'",
+    "pai": ("PAI's POPE script reads chat-format question files its repository does not hold (LALBJ/PAI "
+            "constants.py:29-33) and a prompt the library has no style for (constants.py:14,27); pass its "
+            "README.md:65 settings yourself (pai_alpha=0.2, pai_gamma=1.1, layers 2:32, greedy)"),
+    "clearsight": "ClearSight's repository releases a POPE script for LLaVA-1.5 only (visaug/inference/infer_pope.py)",
+    "var": "VisAttnSink's repository scores POPE only (src/eval/eval_and_save_pope.py), for LLaVA-1.5 "
+           "(A_exps/lv1.5_7b.yml)",
+    "only": "ONLY's POPE and MME scripts for LLaVA-1.5 are transcribed here; its InstructBLIP scripts are not, "
+            "and it has no AMBER script",
+}
 
 
 def model_kind(model_name: str | None = None, model: PreTrainedModel | None = None) -> str:
@@ -108,13 +245,40 @@ def paper_decode(method: str, kind: str) -> dict:
     return options
 
 
+def paper_protocol(method: str, benchmark: str | None, kind: str) -> Protocol:
+    """The ``paper`` protocol's settings for ``method`` on ``benchmark`` with a ``kind`` model."""
+    return Protocol("paper", PAPER_PROMPT[kind], PAPER_PARSER, paper_decode(method, kind),
+                    PAPER_QUESTIONS.get(benchmark))
+
+
+def official_protocol(method: str, benchmark: str | None, kind: str) -> Protocol:
+    """``method``'s own evaluation of ``benchmark`` on a ``kind`` model; ``ValueError`` where none is sourced."""
+    if benchmark is None:
+        raise ValueError("the official protocol depends on the benchmark: pass benchmark=")
+    if method in AVISC_FAMILY:
+        return replace(paper_protocol(method, benchmark, kind), name="official")
+    if (method, benchmark, kind) in OFFICIAL:
+        return OFFICIAL[method, benchmark, kind]
+    reason = NO_OFFICIAL.get(method, "its official evaluation is not sourced here")
+    raise ValueError(f"no official protocol for method {method!r} on {benchmark} with a {kind} model: {reason}")
+
+
 def resolve_protocol(
-    protocol: str, *, method: str, model_name: str | None = None, model: PreTrainedModel | None = None
+    protocol: str,
+    *,
+    method: str,
+    benchmark: str | None = None,
+    model_name: str | None = None,
+    model: PreTrainedModel | None = None,
 ) -> Protocol:
-    """The settings of ``protocol`` for ``method``; the paper's depend on the model kind (:func:`model_kind`)."""
+    """The settings of ``protocol`` for ``method``; ``paper`` and ``official`` depend on the model kind
+    (:func:`model_kind`) and on ``benchmark`` (None: ``paper`` without its question form; ``official``
+    needs it)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
     if protocol == "argmax":
         return Protocol("argmax")
     kind = model_kind(model_name, model)
-    return Protocol("paper", PAPER_PROMPT[kind], PAPER_PARSER, paper_decode(method, kind))
+    if protocol == "paper":
+        return paper_protocol(method, benchmark, kind)
+    return official_protocol(method, benchmark, kind)

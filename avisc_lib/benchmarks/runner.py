@@ -2,8 +2,10 @@
 
     metrics = run_benchmark("pope", model_name="tiny", method="avisc", split="adversarial", out_dir="runs/a")
 
-A named protocol (:mod:`.protocols`: ``"argmax"``, the default, or ``"paper"``) sets the prompt
-style, parser and decode options; values passed explicitly override it.
+A named protocol (:mod:`.protocols`: ``"argmax"``, the default, ``"paper"`` or ``"official"``)
+sets the question form, prompt style, parser and decode options; values passed explicitly
+override all but the question form. ``config.json`` records each, and how tokens were chosen
+(``"decoding"``: ``"argmax"`` or ``"sampling"``).
 
 Questions (:mod:`.tasks`) are cut into global batches of ``batch_size`` consecutive questions;
 batch k is decoded with seed ``seed + k`` (as :func:`avisc_lib.generate` numbers its batches).
@@ -18,7 +20,7 @@ process then merges the answers in question order, scores them and writes ``metr
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from ..batching import batches
 from ..decoding import METHODS, DecodeSettings, decode_options
 from ..generation import generate
 from ..models import load_model, weights_hash
-from .protocols import resolve_protocol
+from .protocols import question_form, resolve_protocol
 from .store import RunFolder
 from .tasks import Question, Task, build_task
 
@@ -73,10 +75,13 @@ def run_benchmark(
     :func:`avisc_lib.decode`.
 
     ``protocol`` (:mod:`.protocols`): ``"argmax"`` keeps the library defaults for whatever is
-    omitted; ``"paper"`` fills in the paper's prompt style, parser and decode options for the
-    model's kind. Explicit ``parser``, ``prompt_style`` and decode options win over the
-    protocol's. ``config.json`` records the protocol and the resolved values, so a folder
-    refuses to resume under another protocol.
+    omitted; ``"paper"`` fills in the paper's question form, prompt style, parser and decode
+    options for the model's kind; ``"official"`` the method's own released evaluation of the
+    benchmark (``ValueError`` where none is sourced). Explicit ``parser``, ``prompt_style`` and
+    decode options win over the protocol's. ``config.json`` records the protocol and the
+    resolved values, the question form and how tokens were chosen, so a folder refuses to
+    resume under another protocol. A decode option the method cannot honour (``do_sample=True``
+    with ``greedy``, ``False`` with ``sample``) raises ``ValueError`` before anything runs.
 
     ``model``/``processor``: an already loaded pair (a notebook's), used instead of loading
     ``model_name``, which is still what ``config.json`` records. ``question_seed`` (default:
@@ -90,7 +95,7 @@ def run_benchmark(
         raise ValueError(f"unknown decode option(s) {', '.join(unknown)}; expected some of {DECODE_OPTIONS}")
     _require_int("batch_size", batch_size, minimum=1)
     _require_int("seed", seed)
-    chosen = resolve_protocol(protocol, method=method, model_name=model_name, model=model)
+    chosen = resolve_protocol(protocol, method=method, benchmark=benchmark, model_name=model_name, model=model)
     decode_options = {**chosen.decode, **decode_options}
     parser = chosen.parser if parser is None else parser
     prompt_style = chosen.prompt_style if prompt_style is None else prompt_style
@@ -99,7 +104,8 @@ def run_benchmark(
     questions_from = seed if question_seed is None else question_seed
     task = build_task(benchmark, dataset, split, seed=questions_from, limit=limit, parser=parser, **where)
     weights = weights_hash(model if model is not None else model_name)
-    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style, protocol, weights)
+    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style, protocol, weights,
+                        chosen.question)
     if question_seed is not None:
         config["question_seed"] = question_seed
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
@@ -118,7 +124,7 @@ def run_benchmark(
         if mine:
             if model is None:
                 model, processor = load_model(model_name, device=state.device)
-            decoder = Decoder(model, processor, method, prompt_style, decode_options)
+            decoder = Decoder(model, processor, method, prompt_style, decode_options, question_form(chosen.question))
             answer_batches(task, mine, decoder, folder, state.process_index, seed, progress and state.is_main_process)
     state.wait_for_everyone()
     if state.is_main_process:
@@ -143,9 +149,11 @@ def run_config(
     prompt_style: str | None,
     protocol: str,
     weights: str,
+    question: str | None = None,
 ) -> dict:
     """Everything that decides the answers and metrics of a run (the decode options its method
-    reads, resolved), and where they come from: the package version and ``weights``
+    reads, resolved; how tokens were chosen; the question form, :data:`.protocols.QUESTION_FORMS`
+    or None), and where they come from: the package version and ``weights``
     (:func:`avisc_lib.models.weights_hash`)."""
     from .. import __version__
 
@@ -163,6 +171,8 @@ def run_config(
         "seed": settings.seed,
         "batch_size": batch_size,
         "prompt_style": prompt_style,
+        "question_form": question,
+        "decoding": settings.decoding,
         "decode": decode,
         "scoring": task.scoring,
         **({"data": task.data} if task.data else {}),  # a pinned dataset's revision (MME from lmms-lab/MME)
@@ -181,13 +191,15 @@ def pending_batches(questions: Sequence[Question], done: set[int], batch_size: i
 
 @dataclass(frozen=True)
 class Decoder:
-    """A loaded model and the decoding of a run."""
+    """A loaded model and the decoding of a run; ``question`` turns a task's question text into
+    the text sent (:func:`.protocols.question_form`)."""
 
     model: PreTrainedModel
     processor: ProcessorMixin
     method: str
     prompt_style: str | None
     options: dict
+    question: Callable[[str], str] = str
 
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str], seed: int) -> list[str]:
         """Answers to one batch, decoded with ``seed``."""
@@ -195,7 +207,7 @@ class Decoder:
             self.model,
             self.processor,
             images,
-            questions,
+            [self.question(q) for q in questions],
             method=self.method,
             prompt_style=self.prompt_style,
             batch_size=len(questions),
