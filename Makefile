@@ -1,28 +1,46 @@
 # Set-up on a fresh machine is two commands:
 #   make notebooks   # runs the whole notebook series on the embedded tiny model (CPU is enough)
 #   make test        # runs the test suite (library tests + every notebook through nbmake)
-# Both create .venv on first use. TORCH_SPEC picks the torch build installed before the package,
-# so that pip does not resolve a multi-GB CUDA build first on CPU-only machines.
+# Both create .venv on first use; `make test` also creates .venv-lmms, which adds the lmms extra.
+# lmms-eval lives apart because its timm imports torchvision, and PyPI's torchvision for torch 2.13
+# is a CUDA build that cannot import beside a CPU torch: in .venv every installed package imports.
+# TORCH_SPEC picks the torch build installed before the package, so that pip does not resolve a
+# multi-GB CUDA build first on CPU-only machines.
 
 PYTHON ?= python3
 VENV ?= .venv
+LMMS_VENV ?= .venv-lmms
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+LMMS_BIN := $(LMMS_VENV)/bin
 OUT ?= build/notebooks
+comma := ,
 
-.PHONY: install notebooks test test-fast clean
+.PHONY: install install-lmms notebooks test test-fast clean
+
+# $(call venv,FOLDER,EXTRAS): a virtual environment in FOLDER with torch and the package's EXTRAS.
+define venv
+	$(PYTHON) -m venv --clear $(1)
+	$(1)/bin/pip install --quiet --upgrade pip
+	$(1)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(1)/bin/pip install --quiet -e ".[$(2)]"
+endef
 
 $(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev,lmms]"
-	# PyPI's torchvision is a CUDA build: beside a CPU torch it fails to import, and transformers with it.
-	$(BIN)/python -c "import torchvision" 2>/dev/null || $(BIN)/pip uninstall --quiet -y torchvision
+	$(call venv,$(VENV),dev)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+# Where torchvision cannot import (a CUDA wheel beside a CPU torch), it goes, and timm with it;
+# lmms-eval's core needs neither.
+$(LMMS_BIN)/.installed: pyproject.toml
+	$(call venv,$(LMMS_VENV),dev$(comma)lmms)
+	$(LMMS_BIN)/python -c "import torchvision" 2>/dev/null || $(LMMS_BIN)/pip uninstall --quiet -y torchvision timm
+	touch $@
+
 install: $(BIN)/.installed
+
+install-lmms: $(LMMS_BIN)/.installed
 
 notebooks: install
 	mkdir -p $(OUT) figures
@@ -33,11 +51,14 @@ notebooks: install
 	done
 	@echo "executed notebooks in $(OUT)/, figures in figures/"
 
-test: install
+# The lmms-eval tests run in .venv-lmms (in .venv they skip), with the environment checks again.
+test: install install-lmms
 	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q
+	$(LMMS_BIN)/python -c "import lmms_eval"
+	$(LMMS_BIN)/python -m pytest tests/test_lmms.py tests/test_console_scripts.py -q
 
 test-fast: install  # the development loop: everything but notebooks and slow tests (<= 2 min)
 	$(BIN)/python -m pytest tests -m "not slow and not notebooks" -q
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) $(LMMS_VENV) build .pytest_cache

@@ -1,6 +1,8 @@
 """``avisc-eval run`` under a real ``accelerate launch`` on CPU: answers and metrics equal one process's.
 
-accelerate 1.x starts ``--cpu`` runs as ONE process (its multi-CPU path needs mpirun);
+It runs the ``accelerate`` console script of this environment, as a user would (its CLI
+imports optional libraries such as timm when they are installed; ``-m accelerate.commands.launch``
+does not). accelerate 1.x starts ``--cpu`` runs as ONE process (its multi-CPU path needs mpirun);
 ``--multi_gpu --num_processes 2`` starts two torchrun workers, which the runner joins over
 gloo when there is no CUDA. Both launches are checked against an in-process run.
 """
@@ -9,7 +11,8 @@ import json
 import os
 import socket
 import subprocess
-import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +38,8 @@ def single(tmp_path_factory):
 @pytest.mark.parametrize("launch, processes", [(["--multi_gpu", "--num_processes", "2"], 2), (["--cpu"], 1)])
 def test_launched_run_equals_single_process(single, tmp_path, launch, processes):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_machines", "1",
+    accelerate = Path(sysconfig.get_path("scripts")) / "accelerate"
+    command = [str(accelerate), "launch", *launch, "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
                "-m", "avisc_lib.benchmarks.cli", *RUN, "--out", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

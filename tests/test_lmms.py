@@ -1,4 +1,8 @@
-"""The lmms-eval model: registration, request handling, and POPE end to end against ``avisc-eval run``."""
+"""The lmms-eval model: registration, request handling, and POPE end to end against ``avisc-eval run``.
+
+lmms-eval lives in its own environment, ``.venv-lmms`` (``make install-lmms``); ``make test`` runs
+this file there. In ``.venv`` it skips.
+"""
 
 import json
 import os
@@ -9,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("lmms_eval")
+pytest.importorskip("lmms_eval", reason="lmms-eval is installed in .venv-lmms, where `make test` runs this file")
 
 from lmms_eval.api.instance import Instance  # noqa: E402
 from lmms_eval.models import get_model  # noqa: E402
@@ -20,6 +24,12 @@ from avisc_lib.lmms import AviscModel, cut_at, task_options  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lmms"
 QUESTIONS = 12
+
+
+def test_lmms_eval_command_runs():
+    done = subprocess.run([sys.executable, "-m", "lmms_eval", "--help"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("usage: lmms-eval")
 
 
 def test_entry_point_registers_the_model():

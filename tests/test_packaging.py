@@ -39,6 +39,13 @@ def test_environment_yml_matches_pyproject():
     assert sorted(map(_normalise, _conda_pip_requirements())) == sorted(map(_normalise, expected))
 
 
+def test_environment_yml_names_the_lmms_extra():
+    """The lmms extra stays out of the conda environment, but its comment there lists it in full."""
+    lmms = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["lmms"]
+    text = _normalise((ROOT / "environment.yml").read_text())
+    assert [req for req in lmms if _normalise(req) not in text] == []
+
+
 def test_environment_yml_python_matches_requires_python():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert f"python{project['requires-python']}" in (ROOT / "environment.yml").read_text()
