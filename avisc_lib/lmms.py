@@ -5,6 +5,9 @@
 ``manifest``). ``pretrained`` is any name ``load_model`` accepts ("tiny", "llava", "instructblip", a
 hub id, a folder); ``method`` and the method's hyper-parameters (``alpha``, ``beta``, ``lam``, ...)
 go to ``decode``; the task's generation kwargs give max_new_tokens, do_sample, temperature, top_p.
+``dtype`` (auto, float16, bfloat16, float32) and ``quantization`` (auto, none, 4bit, 8bit) follow the
+run profiles' rules when "auto" (:func:`avisc_lib.profiles.load_options`): a 7B model on a T4 loads
+in 4-bit, e.g. ``--model_args pretrained=llava,quantization=auto``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from PIL import Image
 
 from .generation import generate
 from .hf_generate import custom_generate
-from .models import load_model
+from .models import default_device, load_model
+from .profiles import load_options
 
 MODEL_ID = "avisc"
 # Task generation kwargs that decode takes as they are; "until" is applied to the answers.
@@ -43,6 +47,8 @@ class AviscModel(lmms):
         batch_size: int | str = 1,
         device: str | None = None,
         prompt_style: str | None = None,
+        dtype: str = "auto",
+        quantization: str = "auto",
         **hyper_parameters,
     ) -> None:
         super().__init__()
@@ -51,7 +57,9 @@ class AviscModel(lmms):
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        self.model, self.processor = load_model(pretrained, device=device)
+        device = device or str(default_device())
+        options = load_options(pretrained, device, dtype, quantization)
+        self.model, self.processor = load_model(pretrained, device=device, **options)
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """One answer per request, in order; consecutive requests with equal generation kwargs share batches."""

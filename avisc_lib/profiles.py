@@ -34,6 +34,9 @@ from . import budget, experiments
 from .models import ALIASES, load_model
 
 PROFILES = ("tiny", "llava", "instructblip")
+PROFILE_OF = {hub_id: name for name, hub_id in ALIASES.items()}  # a 7B profile's hub id -> its name
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+QUANTIZATIONS = ("auto", "none", "4bit", "8bit")  # load_options' choices ("none": full precision)
 # Smallest GPU memory (GiB) that holds the 7B model in fp16 with room for two KV caches.
 FP16_MIN_GIB = {"llava": 20.0, "instructblip": 18.0}
 DEVICES = ("cpu", "cuda")
@@ -130,20 +133,45 @@ def _hardware_profile(name: str | None, gpu_gib: float | None, device: str | Non
             f"profile {name!r} needs a CUDA GPU (a 7B model on CPU takes minutes per answer); "
             "use AVISC_PROFILE=tiny here, a GPU runtime on Colab, or AVISC_DEVICE=cpu to run it on CPU anyway"
         )
-    quantization = None
-    if gpu_gib < FP16_MIN_GIB[name]:
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise RuntimeError(
-                f"{gpu_gib:.0f} GiB of GPU memory is too little for {name} in fp16 "
-                f"(needs ~{FP16_MIN_GIB[name]:.0f} GiB); `pip install bitsandbytes` for 4-bit loading"
-            )
-        quantization = "4bit"
+    quantization = gpu_quantization(name, gpu_gib)
     # Sizes are planned for the detected GPU, or for the known GPU of nearest memory (a simulated
     # or unknown GPU); the plan shows estimates for a detected or simulated one only.
     gpu = budget.nearest_gpu(gpu_gib) if simulated else budget.detect_gpu()
     limit = default_limit(name, gpu or budget.nearest_gpu(gpu_gib), quantization == "4bit")
     return Profile(name, ALIASES[name], "cuda", torch.float16, quantization, "coco", GPU_SAMPLES, limit,
                    GPU_BATCH_SIZE, gpu)
+
+
+def gpu_quantization(model: str, gpu_gib: float) -> str | None:
+    """"4bit" where a 7B profile's model (``model``: "llava", "instructblip" or their hub ids) does not
+    fit ``gpu_gib`` in fp16 (:data:`FP16_MIN_GIB`), else None; ``RuntimeError`` when 4-bit is needed
+    but bitsandbytes is missing. Other models have no known size: None."""
+    profile = PROFILE_OF.get(model, model)
+    if profile not in FP16_MIN_GIB or gpu_gib >= FP16_MIN_GIB[profile]:
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            f"{gpu_gib:.0f} GiB of GPU memory is too little for {profile} in fp16 "
+            f"(needs ~{FP16_MIN_GIB[profile]:.0f} GiB); `pip install bitsandbytes` for 4-bit loading"
+        )
+    return "4bit"
+
+
+def load_options(model: str, device: str, dtype: str = "auto", quantization: str = "auto") -> dict:
+    """``load_model``'s ``dtype`` and ``quantization`` for ``model`` on ``device`` ("cpu"/"cuda"), by the
+    profiles' rules wherever a value is "auto": on CPU float32 without quantization; on a GPU float16,
+    and 4-bit where :func:`gpu_quantization` says so for the detected GPU memory. Explicit values: a
+    name in :data:`DTYPES`; "none", "4bit" or "8bit". Used by ``avisc-eval run`` and the lmms-eval model."""
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'auto' or one of {tuple(DTYPES)}, got {dtype!r}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    on_gpu = torch.device(device).type == "cuda"
+    if quantization == "auto":
+        gpu_gib = gpu_memory_gib() if on_gpu else None
+        quantization = gpu_quantization(model, gpu_gib) if gpu_gib else None
+    dtype = ("float16" if on_gpu else "float32") if dtype == "auto" else dtype
+    return {"dtype": DTYPES[dtype], "quantization": None if quantization == "none" else quantization}
 
 
 @lru_cache

@@ -226,3 +226,74 @@ def test_fetch_errors_name_the_file(tmp_path, monkeypatch):
     monkeypatch.setitem(download._SOURCES, "MME", (tmp_path / "nowhere").as_uri())
     with pytest.raises(OSError, match="could not download mme/eval_tool from file://"):
         download.fetch("mme/eval_tool", tmp_path)
+
+
+# --------------------------------------------------------------------------- run: dataset, images, dtype
+
+
+AVISC_EVAL = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "avisc-eval"
+
+
+def _avisc_eval(tmp_path, *argv: str, **env: str):
+    """``avisc-eval argv`` as a user runs it: the installed script, a fresh process, no image variables."""
+    import os
+    import subprocess
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("COCO_IMAGES", "GQA_IMAGES", "MME_DIR", "AMBER_IMAGES")}
+    clean |= {"AVISC_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", **env}
+    return subprocess.run([str(AVISC_EVAL), *argv], capture_output=True, text=True, env=clean, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_real_model_never_runs_the_synthetic_benchmark_by_default(tmp_path):
+    done = _avisc_eval(tmp_path, "run", "pope", "--model", "llava-hf/llava-1.5-7b-hf", "--method", "greedy",
+                       "--out", str(tmp_path / "out"))
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "avisc-eval: dataset coco (the default for model llava-hf/llava-1.5-7b-hf" in done.stderr
+    assert "error: pope coco needs image_dir (--image-dir) or COCO_IMAGES" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_run_reads_the_image_variable_and_records_the_dtype(tmp_path):
+    questions = load_questions(DATA / "POPE/output/coco/coco_pope_random.json")[:2]
+    images = scene_images(tmp_path / "val2014", sorted({q.image for q in questions}))
+    run = ["run", "pope", "--model", "tiny", "--method", "greedy", "--limit", "2", "--split", "random"]
+    done = _avisc_eval(tmp_path, *run, "--out", str(tmp_path / "a"), "--dataset", "coco", "--dtype", "bfloat16",
+                       COCO_IMAGES=str(images))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "avisc-eval: tiny on cpu in bfloat16" in done.stderr
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (config["dataset"], config["load"]) == ("coco", {"dtype": "bfloat16", "quantization": None})
+    assert [json.loads(line)["image"] for line in (tmp_path / "a" / "answers.jsonl").read_text().splitlines()] == [
+        q.image for q in questions
+    ]
+    done = _avisc_eval(tmp_path, *run, "--out", str(tmp_path / "b"), "--dataset", "coco",
+                       COCO_IMAGES=str(tmp_path / "elsewhere"))
+    assert done.returncode == 1 and f"image folder {tmp_path / 'elsewhere'} does not exist" in done.stderr
+    done = _avisc_eval(tmp_path, *run, "--out", str(tmp_path / "c"))
+    assert "avisc-eval: dataset synthetic (the default for model tiny" in done.stderr and done.returncode == 0
+
+
+def test_7b_model_on_a_small_gpu_loads_in_4bit(tmp_path, monkeypatch, capsys):
+    from avisc_lib import profiles
+    from avisc_lib.benchmarks import cli
+
+    calls = []
+
+    def run_benchmark(*args, **kwargs):
+        calls.append(kwargs)
+        raise ValueError("stopped before loading")
+
+    monkeypatch.setattr(cli, "run_benchmark", run_benchmark)
+    monkeypatch.setattr(cli, "run_device", lambda: "cuda")
+    monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 15.0)  # a T4
+    argv = ["run", "pope", "--model", "llava", "--method", "greedy", "--out", str(tmp_path), "--dataset", "synthetic"]
+    assert main(argv) == 1
+    assert calls[-1]["load_options"] == {"dtype": profiles.torch.float16, "quantization": "4bit"}
+    assert "avisc-eval: llava on cuda in float16, 4bit" in capsys.readouterr().err
+    assert main([*argv, "--quantization", "none", "--dtype", "bfloat16"]) == 1
+    assert calls[-1]["load_options"] == {"dtype": profiles.torch.bfloat16, "quantization": None}
+    monkeypatch.setattr(profiles.importlib.util, "find_spec", lambda name: None)  # no bitsandbytes
+    assert main(argv) == 1 and len(calls) == 2
+    assert "error: 15 GiB of GPU memory is too little for llava in fp16" in capsys.readouterr().err

@@ -70,3 +70,30 @@ def test_pope_image_names_from_the_real_files(tmp_path):
     both = pope_image_names(["coco", "aokvqa"], tmp_path)
     assert set(coco) < set(both) and all(n.startswith("COCO_val2014_") for n in both)
     assert not any(tmp_path.iterdir())
+
+
+def test_avisc_eval_download_images(tmp_path, monkeypatch):
+    """``avisc-eval run pope --dataset coco --download-images``: the zip is fetched and the asked images extracted."""
+    from functools import partial
+
+    from avisc_lib.benchmarks.cli import main
+    from conftest import scene_images
+
+    monkeypatch.delenv("COCO_IMAGES", raising=False)
+    questions = load_questions(DATA / "POPE/output/coco/coco_pope_random.json")[:2]
+    names = sorted({q.image for q in questions})
+    photos = scene_images(tmp_path / "photos", names)
+    path = tmp_path / "server" / "val2014.zip"
+    path.parent.mkdir()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in names:
+            zf.write(photos / name, f"val2014/{name}")
+    archive = Archive(path.as_uri(), path.stat().st_size, download.sha256sum(path), "val2014")
+    monkeypatch.setattr(images, "coco_val2014", partial(coco_val2014, archive=archive))
+    monkeypatch.setattr(images, "pope_image_names", lambda datasets, data_dir=None: names)
+    run = ["run", "pope", "--model", "tiny", "--method", "greedy", "--dataset", "coco", "--split", "random",
+           "--limit", "2", "--data-dir", str(tmp_path / "data")]
+    assert main([*run, "--out", str(tmp_path / "refused")]) == 1  # not without the flag
+    assert main([*run, "--out", str(tmp_path / "out"), "--download-images"]) == 0
+    assert sorted(p.name for p in (tmp_path / "data" / "coco" / "val2014").iterdir()) == names
+    assert (tmp_path / "out" / "metrics.json").is_file()

@@ -3,13 +3,21 @@
 ::
 
     avisc-eval run {pope,mme,amber} --model NAME --method METHOD --out DIR [--dataset D] [--split S]
-        [--limit N] [--batch-size B] [--seed S] [--protocol argmax|paper|official] [--parser P] [decode options]
+        [--limit N] [--batch-size B] [--seed S] [--protocol argmax|paper|official] [--parser P]
+        [--dtype auto|float16|bfloat16|float32] [--quantization auto|none|4bit|8bit]
+        [--image-dir DIR] [--download-images] [decode options]
     avisc-eval score pope --questions Q --answers A [--parser official|avisc|strict]
     avisc-eval score mme --results-dir DIR
     avisc-eval score amber --responses R --annotations A [--task d|g|a] [--official-rounding]
 
 ``run`` prints a table of the metrics (and writes DIR/metrics.json; see
-:mod:`.runner`); it also runs under ``accelerate launch``. Each ``score`` prints one JSON
+:mod:`.runner`); it also runs under ``accelerate launch``. ``--dataset`` defaults by model: the
+synthetic benchmark for ``tiny``, the real one (POPE coco, MME and AMBER official) for any other,
+so a real model never scores the toy benchmark unless asked to. Images come from ``--image-dir``,
+else the notebooks' variables (``COCO_IMAGES``, ``GQA_IMAGES``, ``MME_DIR``, ``AMBER_IMAGES``; see
+:mod:`.sources`). ``--dtype``/``--quantization`` default to the run profiles' rules
+(:func:`avisc_lib.profiles.load_options`: float16 on a GPU, 4-bit for a 7B model on a GPU too small
+for it, e.g. a T4; float32 on CPU). Each ``score`` prints one JSON
 object on stdout. Errors go to stderr with exit status 1. Commands are added by the functions
 in :data:`COMMANDS`, each taking the top-level subparsers object.
 """
@@ -21,14 +29,19 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 
 from ..decoding import METHODS, DecodeSettings, decode_options, option_type
+from ..models import TINY
+from ..profiles import DTYPES, QUANTIZATIONS, load_options
 from . import amber, mme, pope
 from .parsers import available_parsers
 from .protocols import PROTOCOL_HELP, PROTOCOLS
 from .report import metrics_frame
 from .runner import DECODE_OPTIONS, run_benchmark
+from .sources import IMAGE_VARIABLES, image_folder
 from .store import CONFIG
 from .tasks import DATASETS, DEFAULT_DATA_DIR, DEFAULT_PARSERS, SPLITS
 
@@ -115,10 +128,40 @@ RUN_OPTIONS = ("dataset", "split", "limit", "batch_size", "seed", "protocol", "p
                "data_dir")
 
 
+def run_device() -> str:
+    """"cuda" or "cpu", as the runner's ``PartialState`` chooses."""
+    return "cpu" if parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available() else "cuda"
+
+
+def default_dataset(benchmark: str, model: str) -> str:
+    """The synthetic dataset for the tiny model, the real one for any other."""
+    return "synthetic" if model == TINY else DATASETS[benchmark][1]
+
+
 def _run(args: argparse.Namespace) -> int:
+    state = PartialState()
+    if args.dataset is None:
+        args.dataset = default_dataset(args.benchmark, args.model)
+        if state.is_main_process:
+            print(f"avisc-eval: dataset {args.dataset} (the default for model {args.model}; --dataset to choose)",
+                  file=sys.stderr)
+    if args.download_images:
+        with state.main_process_first():  # one download, then every process finds the images
+            args.image_dir = image_folder(args.benchmark, args.dataset, args.image_dir, data_dir=args.data_dir,
+                                          download=True)
+    device = run_device()
+    try:
+        loading = load_options(args.model, device, args.dtype, args.quantization)
+    except RuntimeError as e:  # a 7B model needs 4-bit here, and bitsandbytes is missing
+        raise ValueError(str(e)) from e
+    if state.is_main_process:
+        quantized = f", {loading['quantization']}" if loading["quantization"] else ""
+        print(f"avisc-eval: {args.model} on {device} in {str(loading['dtype']).removeprefix('torch.')}{quantized}",
+              file=sys.stderr)
     decode = {name: getattr(args, name) for name in DECODE_OPTIONS if getattr(args, name) is not None}
     where = {name: getattr(args, name) for name in RUN_OPTIONS}
-    metrics = run_benchmark(args.benchmark, model_name=args.model, method=args.method, out_dir=args.out, **where, **decode)
+    metrics = run_benchmark(args.benchmark, model_name=args.model, method=args.method, out_dir=args.out,
+                            load_options=loading, **where, **decode)
     if PartialState().is_main_process:
         run = f"{args.benchmark} {args.dataset}/{args.split}"
         parser = json.loads((args.out / CONFIG).read_text())["scoring"]["parser"]
@@ -157,7 +200,8 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--model", required=True, help="'tiny', a known hub id or a local model folder")
         p.add_argument("--method", required=True, choices=METHODS, help=_field_help("method"))
         p.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
-        p.add_argument("--dataset", choices=datasets, default="synthetic")
+        p.add_argument("--dataset", choices=datasets,
+                       help=f"default: synthetic for --model {TINY}, {datasets[1]} for any other model")
         p.add_argument("--split", choices=SPLITS[name], default=SPLITS[name][0])
         p.add_argument("--limit", type=int, help="first N questions (MME: per subtask, AMBER: per section)")
         p.add_argument("--batch-size", type=int, default=8)
@@ -175,7 +219,16 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
             help=f"default: the protocol's (argmax: {DEFAULT_PARSERS[name]})",
         )
         p.add_argument("--prompt-style", help="see avisc_lib.build_prompt (default: the protocol's)")
-        p.add_argument("--image-dir", type=Path, help="image folder of a real dataset")
+        variables = sorted({v for (b, _), v in IMAGE_VARIABLES.items() if b == name})
+        p.add_argument("--image-dir", type=Path, help=f"image folder of a real dataset (default: ${', $'.join(variables)})")
+        p.add_argument("--download-images", action="store_true",
+                       help="pope coco/aokvqa without an image folder: download COCO val2014.zip (6.6 GB, "
+                       "sha256-checked) into the data dir and extract the images POPE asks about")
+        p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
+                       help="weights dtype (auto: float16 on a GPU, float32 on CPU)")
+        p.add_argument("--quantization", choices=QUANTIZATIONS, default="auto",
+                       help="bitsandbytes loading (auto: 4bit for a 7B model on a GPU with too little memory "
+                       "for float16, e.g. a T4; none on CPU)")
         p.add_argument("--data-dir", type=Path, help=f"benchmark file cache (default {DEFAULT_DATA_DIR})")
         _add_decode_options(p)
         p.set_defaults(func=_run)

@@ -62,6 +62,7 @@ def run_benchmark(
     data_dir: str | Path | None = None,
     model=None,
     processor=None,
+    load_options: dict | None = None,
     question_seed: int | None = None,
     progress: bool = True,
     **decode_options,
@@ -86,7 +87,8 @@ def run_benchmark(
     ``model``/``processor``: an already loaded pair (a notebook's), used instead of loading
     ``model_name``, which is still what ``config.json`` records. ``question_seed`` (default:
     ``seed``) draws the synthetic questions; set it to vary only the decoding seed, as the paper's
-    repeated runs do (it is then recorded in the configuration too).
+    repeated runs do (it is then recorded in the configuration too). ``load_options``: ``dtype`` and
+    ``quantization`` for ``load_model`` (:func:`avisc_lib.profiles.load_options`), recorded as ``"load"``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} for a benchmark run; expected one of {METHODS}")
@@ -108,6 +110,8 @@ def run_benchmark(
                         chosen.question)
     if question_seed is not None:
         config["question_seed"] = question_seed
+    if load_options:
+        config["load"] = {k: v if v is None else str(v).removeprefix("torch.") for k, v in load_options.items()}
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     folder = RunFolder(out_dir)
     folder.check_config(config)  # every process, before any waits on another
@@ -123,7 +127,7 @@ def run_benchmark(
     with state.split_between_processes(todo) as mine:
         if mine:
             if model is None:
-                model, processor = load_model(model_name, device=state.device)
+                model, processor = load_model(model_name, device=state.device, **(load_options or {}))
             decoder = Decoder(model, processor, method, prompt_style, decode_options, question_form(chosen.question))
             answer_batches(task, mine, decoder, folder, state.process_index, seed, progress and state.is_main_process)
     state.wait_for_everyone()
