@@ -3,7 +3,7 @@
 from .attention import image_attention, record_last_query_attention
 from .blind import select_blind_tokens
 from .budget import Progress
-from .decoding import decode
+from .decoding import METHODS, DecodeSettings, decode
 from .generation import answer_logits, answer_token_ids, candidate_token_ids, generate
 from .hf_generate import custom_generate
 from .masking import mask_image_tokens, replace_image_tokens
@@ -14,6 +14,8 @@ from .prompts import build_prompt
 from .sinks import sink_tokens
 
 __all__ = [
+    "DecodeSettings",
+    "METHODS",
     "Profile",
     "Progress",
     "answer_logits",

@@ -234,6 +234,15 @@ def decode_options() -> list[Field]:
     return [f for f in fields(DecodeSettings) if f.init and f.name != "method"]
 
 
+def settings_doc() -> str:
+    """The methods and every option with its default and help, as ``help(DecodeSettings)`` shows them."""
+    options = "\n".join(f"    {f.name} = {f.default!r}: {f.metadata['help']}" for f in decode_options())
+    return f"\n\nMethods:\n\n{method_lines('    ')}\n\nOptions:\n\n{options}\n"
+
+
+DecodeSettings.__doc__ += settings_doc()
+
+
 def option_type(option: Field) -> Callable[[str], object]:
     """How to read a field's value from text (``float | None`` -> ``float``; layer ranges: ``layer_span``)."""
     hint = typing.get_type_hints(DecodeSettings)[option.name]

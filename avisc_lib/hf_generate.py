@@ -17,6 +17,7 @@ import inspect
 import sys
 from dataclasses import dataclass, field, fields
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +39,7 @@ from transformers.generation import (
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import GenerationMixin
 
-from .decoding import DecodeSettings, decode
+from .decoding import METHOD_SUMMARIES, DecodeSettings, decode
 
 # decode options that come from generate's own arguments (its GenerationConfig), not from custom_generate.
 GENERATION_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "min_new_tokens")
@@ -73,6 +74,26 @@ def custom_generate(method: str | Callable = "avisc", **hyper_parameters) -> "De
         )
     DecodeSettings(method=method, **hyper_parameters)  # raises now for unknown names and invalid values
     return DecodeLoop(method, dict(hyper_parameters))
+
+
+CARD_METHODS_START = "<!-- methods: generated from avisc_lib.decoding.METHOD_SUMMARIES by write_card_methods -->"
+CARD_METHODS_END = "<!-- end of methods -->"
+
+
+def card_methods() -> str:
+    """The card's list of methods (``custom_generate/README.md``), from the one registry of methods."""
+    lines = "\n".join(f"  - `{name}`: {summary}" for name, summary in METHOD_SUMMARIES.items())
+    return f"{CARD_METHODS_START}\n- `method` (default `\"avisc\"`), one of:\n{lines}\n{CARD_METHODS_END}"
+
+
+def write_card_methods(card: str | Path) -> None:
+    """Rewrite the generated method list between the markers of the card file ``card``."""
+    path = Path(card)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.find(CARD_METHODS_START), text.find(CARD_METHODS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no {CARD_METHODS_START!r} ... {CARD_METHODS_END!r} block")
+    path.write_text(text[:start] + card_methods() + text[end + len(CARD_METHODS_END):], encoding="utf-8")
 
 
 def method_options() -> list[str]:

@@ -1,4 +1,4 @@
-"""Attention interventions as decoding methods: PAI and ClearSight.
+"""Attention interventions as decoding methods: PAI, ClearSight, VAR and ONLY (:mod:`.only`).
 
 ``INTERVENTIONS[method](model, prompt, settings)`` returns a context manager that decode holds
 around the original branch's prefill and every later step (a second branch joined as extra batch
@@ -14,6 +14,11 @@ them. More methods are added by putting an entry in ``INTERVENTIONS``.
   prefill runs before ``CFGLogits`` first resets it (``pope_eval.py`` lines 113-143, ``CFG.py``
   lines 32-49; confirmed in the repository's issue #11). We follow the code: with ``gamma != 1``
   the prefill is not edited, generated tokens are. ``pai_refine`` is the refinement itself.
+  ``gamma = 1`` here is the official code run *without* ``--use-cfg`` (edit on every step, the
+  prefill's answer row included, no text-only branch), not ``--use-cfg --gamma 1``: there
+  ``CFGLogits`` returns before it ever clears ``use_cfg`` (``CFG.py`` lines 28-33, 48-49), so the
+  flag ``llama_modify`` set stays on and the edit never runs (``attention.py`` line 90, ``if
+  use_attn and not use_cfg``): that call decodes the unedited model.
 * **ClearSight / VAF** (CVPR 2025; code ``ustc-hyin/ClearSight`` at 5466c94): in layers [9, 15) the
   pre-softmax logits of queries after the image are multiplied by ``enhance`` on image tokens and
   by ``suppress`` on the system prompt (``visaug/inference/AttnAdapter.py`` lines 70-78). The code
@@ -206,12 +211,24 @@ def var(model, prompt: Prompt, *, p: float = VAR_P, rho: float = VAR_RHO, summ: 
         tau: float = sinks.TAU) -> Iterator[None]:
     """VAR on every forward inside the block; sinks are found in the prefill, layer by layer.
 
-    As the official code: sinks are looked for before layers 2 .. L-1 on the hidden states of the
-    *edited* forward (DimProspector runs inside it), each row's sink dimensions are its BOS's (the
-    code's fixed LLaMA-2 table, read from the model instead); prompt rows after the image and every
-    generated row are edited; the last layer is edited too (its ``except_last_layer`` option never
-    takes effect: ``VARProcessor`` shadows it with its own class attribute ``False``, line 148).
-    ``p = 1`` leaves the model exactly as it is.
+    What the official code does for its *first* question, for every question: sinks are looked
+    for before layers 2 .. L-1 on the hidden states of the *edited* forward (DimProspector runs
+    inside it); prompt rows after the image and every generated row are edited; the last layer is
+    edited too (its ``except_last_layer`` option never takes effect: ``VARProcessor`` shadows it
+    with its own class attribute ``False``, line 148). ``p = 1`` leaves the model exactly as it is.
+
+    Two departures from the released code (VisAttnSink at 98e62d6), both deliberate:
+
+    * It never resets its state between questions. ``StashEngine.clear`` (``src/stash.py`` lines
+      87-93) reassigns the class-level dicts of ``DefaultConfig`` (lines 24-29), which are the very
+      dicts already mutated, so ``output_token_count`` keeps counting. From the second question on
+      it is >= 0: the sink search, gated on a count < 0 (``src/model/llava.py`` line 314), never
+      runs again and question 1's sinks are reused, and the filter that keeps prompt rows after
+      the image (``src/logic/logic.py`` line 179) is off, so every prompt row is edited. This
+      function implements the intended behaviour, per question, for every batch.
+    * Sink dimensions are read from each row's BOS at each layer (``sinks.massive_dimensions``)
+      rather than taken from the fixed table ``DIM_SINK`` (LLaMA-2-7B: 2533 and 1415,
+      ``src/logic/constants.py`` line 9), so no table of models is needed.
     """
     _check(_finite(p) and 0 <= p <= 1, "var_p", p, "in [0, 1]")
     _check(_finite(rho) and 0 <= rho <= 1, "var_rho", rho, "in [0, 1]")

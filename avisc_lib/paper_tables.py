@@ -18,10 +18,13 @@ accuracy; its recall and F1 imply about 81.3). The files keep the printed values
 
 ``paper_data/beyond.csv`` (:func:`paper_beyond`) holds the few numbers the attention methods after
 AvisC (PAI, ClearSight, VAR, ONLY) report for LLaVA-1.5 that could be sourced, one number per row
-with its source: ONLY's POPE COCO-random and MME hallucination numbers, and the POPE-random
-accuracies of ClearSight's README (its VAF row with that README's "Regular" and VCD rows). The
-READMEs of PAI (LALBJ/PAI at 9bbd8bd) and VAR (MICV-yonsei/VisAttnSink at 98e62d6) print no numbers.
-Each paper ran its own protocol, so rows of different sources are not comparable with each other.
+with its source: ONLY's POPE COCO-random and MME hallucination numbers, from its paper (arXiv
+2507.00898v1; the source names the table by content, as the paper's table numbering was not
+re-checked when the citation was written), and the POPE-random accuracies of ClearSight's README
+(its VAF row with that README's "Regular" and VCD rows). The READMEs of PAI (LALBJ/PAI at 9bbd8bd)
+and VAR (MICV-yonsei/VisAttnSink at 98e62d6) print no numbers. Each paper ran its own protocol, so
+rows of different sources are not comparable with each other; ``protocol="official"``
+(:mod:`.benchmarks.protocols`) reruns ONLY's POPE and MME and ClearSight's POPE the way they ran.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ weight, float32, eps 1e-6) and calls a token a sink at layer l when phi(x)[d] > 
 *sink dimensions* d. The code hard-codes those dimensions per LLM (``src/logic/constants.py``:
 LLaMA-2-7B 2533 and 1415); the paper finds them as the dimensions where BOS has massive activation.
 Here they are read from each row's own BOS at each layer (d is a sink dimension of row b at layer l
-when phi(BOS)[d] > tau), so no table of models is needed; pass ``dims`` to use fixed ones instead.
-The sinks are kept per layer, as the official code keeps them (``indices[layer]``).
+when phi(BOS)[d] > tau), so no table of models is needed; pass ``dims`` to use fixed ones instead
+(the code's ``DIM_SINK``, ``src/logic/constants.py`` line 9). The sinks are kept per layer, as the
+official code keeps them (``indices[layer]``), and found anew for every batch: the released code
+finds them for its first question only (see :func:`avisc_lib.interventions.var`).
 """
 
 from __future__ import annotations

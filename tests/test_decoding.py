@@ -234,6 +234,8 @@ def test_half_precision_runs(llava_case, dtype):
     ({"method": "avisc", "max_new_tokens": 0}, "max_new_tokens must be"),
     ({"method": "vcd", "noise_step": 1000}, "noise_step must be"),
     ({"method": "greedy", "do_sample": True}, "use method='sample'"),
+    ({"method": "sample", "do_sample": False}, "use method='greedy'"),
+    ({"method": "avisc", "do_sample": 1}, "do_sample must be True, False or None"),
     ({"method": "avisc", "cd_alpha": 1.0}, "unknown keyword argument.*cd_alpha"),
 ])
 def test_invalid_settings_are_named(llava_case, kwargs, message):
@@ -260,3 +262,25 @@ def test_bad_inputs_are_clear_errors(llava_case):
     right = {**inputs, "attention_mask": inputs["attention_mask"].flip(-1)}
     with pytest.raises(ValueError, match="left-padded"):
         decode(model, right, method="greedy")
+
+
+@pytest.mark.parametrize("method, options", [
+    ("clearsight", {}), ("var", {}), ("pai", {"pai_gamma": 1.0}), ("avisc", {}),
+])
+def test_do_sample_draws_the_token_for_every_method(llava_case, method, options):
+    """do_sample=True draws each token from the method's final scores (one-pass methods included),
+    and ``decoding`` says so; before, one-pass methods took the argmax whatever do_sample said."""
+    model, inputs = llava_case.model, llava_case.batch(2)
+    assert DecodeSettings(method=method, do_sample=True, **options).decoding == "sampling"
+    sampled = dict(method=method, do_sample=True, temperature=3.0, max_new_tokens=1, **options)
+    out = decode(model, inputs, seed=11, return_dict=True, **sampled)
+    draw = torch.multinomial(out.scores[0].softmax(-1), 1, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(out.sequences[:, 0], draw.squeeze(-1))
+    argmax = decode(model, inputs, method=method, max_new_tokens=1, **options)[:, 0]
+    assert any((decode(model, inputs, seed=s, **sampled)[:, 0] != argmax).any() for s in range(6))
+
+
+def test_do_sample_default_is_the_methods_own_choice():
+    assert (DecodeSettings(method="sample").do_sample, DecodeSettings(method="sample").decoding) == (True, "sampling")
+    assert (DecodeSettings(method="greedy").do_sample, DecodeSettings(method="greedy").decoding) == (False, "argmax")
+    assert DecodeSettings(method="clearsight").do_sample is False

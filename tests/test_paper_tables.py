@@ -87,4 +87,13 @@ def test_beyond_avisc_numbers_carry_sources_and_our_method_names():
     assert table.source.str.len().gt(20).all()
     assert set(table.method) <= set(METHODS)
     only = table[table.method == "only"].set_index("metric").value
-    assert (only["accuracy"], only["f1"], only["total"]) == (89.70, 89.10, 635.55)  # issue 13's quote of ONLY
+    assert (only["accuracy"], only["f1"], only["total"]) == (89.70, 89.10, 635.55)
+
+
+def test_beyond_numbers_cite_papers_or_repositories_not_issues():
+    from avisc_lib.paper_tables import paper_beyond
+
+    table = paper_beyond()
+    assert not table.source.str.contains("issue", case=False).any()
+    only = table[table.paper_method == "ONLY"].source
+    assert only.str.contains("arXiv 2507.00898").all() and only.str.contains("table").all()

@@ -149,6 +149,28 @@ def test_another_configuration_is_refused(pope_run, change, named):
         runner.run_benchmark("pope", out_dir=out, **(POPE | change))
 
 
+def test_config_states_how_tokens_were_chosen(pope_run, tmp_path):
+    out, _ = pope_run
+    config = json.loads((out / "config.json").read_text())
+    assert (config["decoding"], config["decode"]["do_sample"], config["question_form"]) == ("argmax", False, None)
+    runner.run_benchmark("pope", out_dir=tmp_path, **(POPE | dict(method="clearsight", do_sample=True, limit=4)))
+    sampled = json.loads((tmp_path / "config.json").read_text())
+    assert (sampled["decoding"], sampled["decode"]["do_sample"]) == ("sampling", True)
+
+
+def test_a_folder_from_before_decoding_was_recorded_is_refused(pope_run, tmp_path):
+    """Its config.json lacks "decoding" (one-pass methods then ignored do_sample=True), so its
+    answers may not have been chosen the way the config said."""
+    out, _ = pope_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["decoding"], config["question_form"]
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigMismatch, match="decoding: None there, 'argmax' here"):
+        runner.run_benchmark("pope", out_dir=old, **POPE)
+
+
 def test_a_run_that_failed_before_any_answer_does_not_lock_the_folder(tmp_path):
     with pytest.raises(ValueError, match="unknown prompt_style 'chatml'"):
         runner.run_benchmark("pope", out_dir=tmp_path, prompt_style="chatml", **POPE)
@@ -174,6 +196,8 @@ def test_answers_without_config_are_refused(tmp_path):
         (dict(beta=1.5), "beta must be in"),
         (dict(method="beam"), "unknown method"),
         (dict(dataset="coco"), r"needs image_dir \(--image-dir\)"),
+        (dict(do_sample=True), "method='greedy' with do_sample=True"),
+        (dict(method="sample", do_sample=False), "method='sample' with do_sample=False"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(tmp_path, change, message):

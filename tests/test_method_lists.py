@@ -1,0 +1,62 @@
+"""Every list of methods shown to a user is generated from ``decoding.METHOD_SUMMARIES``: each names
+every registered method (``METHODS``: greedy/sample, the branches, the interventions)."""
+
+import pydoc
+from pathlib import Path
+
+import pytest
+
+import avisc_lib
+from avisc_lib.benchmarks.cli import main
+from avisc_lib.branches import BRANCHES
+from avisc_lib.decoding import METHOD_SUMMARIES, METHODS, DecodeSettings, decode_options
+from avisc_lib.hf_generate import card_methods, write_card_methods
+from avisc_lib.interventions import INTERVENTIONS
+
+CARD = Path(__file__).resolve().parents[1] / "custom_generate" / "README.md"
+REGISTERED = ("greedy", "sample", *BRANCHES, *INTERVENTIONS)
+
+
+def test_the_registry_holds_every_registered_method():
+    assert METHODS == tuple(METHOD_SUMMARIES) and set(METHODS) == set(REGISTERED) and len(METHODS) == 11
+
+
+def _missing(text: str) -> list[str]:
+    return [m for m in REGISTERED if m not in text]
+
+
+def test_decode_settings_method_help_lists_every_method():
+    assert _missing(DecodeSettings.__dataclass_fields__["method"].metadata["help"]) == []
+
+
+def test_cli_method_help_lists_every_method(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "pope", "--help"])
+    help_text = capsys.readouterr().out
+    section = help_text[help_text.index("--method"):help_text.index("--out")]
+    assert _missing(section) == []
+
+
+def test_card_lists_every_method_as_generated(tmp_path):
+    card = CARD.read_text(encoding="utf-8")
+    assert card_methods() in card, "custom_generate/README.md is stale: run hf_generate.write_card_methods on it"
+    assert [m for m in REGISTERED if f"`{m}`" not in card_methods()] == []
+    stale = tmp_path / "README.md"
+    stale.write_text(card.replace("  - `only`", "  - `old`"), encoding="utf-8")
+    write_card_methods(stale)
+    assert stale.read_text(encoding="utf-8") == card
+
+
+def test_card_without_markers_is_refused(tmp_path):
+    bare = tmp_path / "README.md"
+    bare.write_text("# no list here\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="has no .* block"):
+        write_card_methods(bare)
+
+
+def test_help_on_the_package_settings_shows_methods_and_options():
+    """help(avisc_lib.DecodeSettings) used to raise AttributeError: the package did not export it."""
+    text = pydoc.render_doc(avisc_lib.DecodeSettings, renderer=pydoc.plaintext)
+    assert _missing(text[text.index("Methods:"):]) == []
+    assert [f.name for f in decode_options() if f"{f.name} = " not in text] == []
+    assert avisc_lib.METHODS == METHODS and "DecodeSettings" in avisc_lib.__all__
