@@ -5,6 +5,8 @@ running one, and the metrics of many runs as one table.
     metrics = run(specs[0], model, processor, runs_dir="runs/notebooks/tiny", model_name="tiny")
     frame = table([(spec, run(spec, ...)) for spec in specs])  # one row per run: spec columns + metrics
     plan = [spec.cost() for spec in specs]                      # budget.Run, for the time plan
+    specs = runnable(specs)      # leaves out (and says so) the runs whose images are not here
+    session_plans("04")          # estimated minutes on each GPU the cost model knows
 
 The grids (``kind`` is the profile's dataset kind: ``"synthetic"`` on the tiny profile, ``"coco"``
 for the real benchmarks):
@@ -14,19 +16,20 @@ for the real benchmarks):
   three splits (:data:`CONTROLS`); the α × λ sweep of AvisC on its adversarial split
   (:data:`SWEEP`, on ``limit`` questions, or :data:`SWEEP_FULL_LIMIT` when ``limit`` is None).
 * ``05`` (MME hallucination subset) and ``06`` (AMBER, all sections): :data:`ARGMAX_METHODS` by
-  argmax once (:data:`ARGMAX`), then the :data:`SAMPLED` configurations × :data:`N_SEEDS`
-  sampling seeds with the questions of the first seed (:data:`SAMPLED_RUNS`).
+  argmax once (:data:`ARGMAX`), then the :data:`SAMPLED` configurations × ``seeds`` (default:
+  :data:`N_SEEDS` seeds from ``seed``) with the questions of ``seed`` (:data:`SAMPLED_RUNS`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import budget
 from .budget import Progress, Run
 
 # The tiny profile decodes by argmax; GPU profiles run the paper's protocol (sampled, see
@@ -55,7 +58,7 @@ METHODS = "datasets × splits × methods"
 CONTROLS = "controls (random mask, zeroed image)"
 SWEEP = "α × λ sweep (AvisC)"
 ARGMAX = "argmax methods"
-SAMPLED_RUNS = f"sampled × {N_SEEDS} seeds"
+SAMPLED_RUNS = "sampled, one run per seed"
 
 # Questions per POPE split, per MME hallucination subtask and per AMBER section, by dataset kind.
 # Real: POPE (RUCAIBox/POPE): 500 images × 6 questions per file for COCO, A-OKVQA and GQA; MME (its
@@ -143,8 +146,11 @@ def _capped(size: int, limit: int | None) -> int:
 # --------------------------------------------------------------------------- the notebooks' grids
 
 
-def pope_grid(kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
-    """Notebook 04: the methods grid, the controls on the first dataset, the α × λ sweep."""
+def pope_grid(kind: str, limit: int | None, seed: int = 0, seeds: Sequence[int] | None = None) -> list[Experiment]:
+    """Notebook 04: the methods grid, the controls on the first dataset, the α × λ sweep (one seed:
+    ``seeds`` must be None or ``[seed]``)."""
+    if seeds is not None and list(seeds) != [seed]:
+        raise ValueError(f"notebook 04 runs one seed (seed={seed}); got seeds={list(seeds)}")
     protocol = PROTOCOL[kind]
     datasets = POPE_DATASETS[kind]
     methods = (BASE[protocol], *POPE_METHODS[1:])
@@ -158,40 +164,91 @@ def pope_grid(kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
                     for a in SWEEP_ALPHAS for lam in SWEEP_LAMS]
 
 
-def mme_grid(kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
+def mme_grid(kind: str, limit: int | None, seed: int = 0, seeds: Sequence[int] | None = None) -> list[Experiment]:
     """Notebook 05: argmax methods once, sampled configurations × seeds (hallucination subset)."""
-    return _methods_and_seeds("mme", "hallucination", kind, limit, seed)
+    return _methods_and_seeds("mme", "hallucination", kind, limit, seed, seeds)
 
 
-def amber_grid(kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
+def amber_grid(kind: str, limit: int | None, seed: int = 0, seeds: Sequence[int] | None = None) -> list[Experiment]:
     """Notebook 06: as notebook 05, on AMBER's four sections (captions and yes/no questions)."""
-    return _methods_and_seeds("amber", "all", kind, limit, seed)
+    return _methods_and_seeds("amber", "all", kind, limit, seed, seeds)
 
 
-def _methods_and_seeds(benchmark: str, split: str, kind: str, limit: int | None, seed: int) -> list[Experiment]:
+def _methods_and_seeds(benchmark: str, split: str, kind: str, limit: int | None, seed: int,
+                       seeds: Sequence[int] | None) -> list[Experiment]:
     dataset = "synthetic" if kind == "synthetic" else "official"
+    seeds = [seed + i for i in range(N_SEEDS)] if seeds is None else list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     specs = [Experiment(benchmark, dataset, split, m, seed, limit=limit, group=ARGMAX) for m in ARGMAX_METHODS]
-    return specs + [Experiment(benchmark, dataset, split, method, seed + i, question_seed=seed,
+    return specs + [Experiment(benchmark, dataset, split, method, s, question_seed=seed,
                                protocol=PROTOCOL[kind], limit=limit, decode={"do_sample": True, **extra},
                                label=label, group=SAMPLED_RUNS)
-                    for label, method, extra in SAMPLED for i in range(N_SEEDS)]
+                    for label, method, extra in SAMPLED for s in seeds]
 
 
 GRIDS = {"04": pope_grid, "05": mme_grid, "06": amber_grid}
 
 
-def grid(notebook: str, kind: str, limit: int | None, seed: int = 0) -> list[Experiment]:
-    """The runs notebook ``"04"``, ``"05"`` or ``"06"`` makes with ``limit`` questions per split."""
+def grid(notebook: str, kind: str, limit: int | None, seed: int = 0,
+         seeds: Sequence[int] | None = None) -> list[Experiment]:
+    """The runs notebook ``"04"``, ``"05"`` or ``"06"`` makes with ``limit`` questions per split;
+    ``seeds``: the sampling seeds of notebooks 05 and 06 (default: :data:`N_SEEDS` from ``seed``)."""
     if notebook not in GRIDS:
         raise ValueError(f"unknown notebook {notebook!r}; expected one of {tuple(GRIDS)}")
     if kind not in PROTOCOL:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {tuple(PROTOCOL)}")
-    return GRIDS[notebook](kind, limit, seed)
+    return GRIDS[notebook](kind, limit, seed, seeds)
 
 
 def notebook_runs(notebook: str, limit: int | None, kind: str) -> list[Run]:
     """:meth:`Experiment.cost` of every run of :func:`grid`: what the time plan counts."""
     return [spec.cost() for spec in grid(notebook, kind, limit)]
+
+
+def runnable(specs: Iterable[Experiment], *, download: bool = False) -> list[Experiment]:
+    """The ``specs`` whose images are here (:func:`avisc_lib.benchmarks.available`), in order.
+
+    Prints one line per benchmark and dataset left out: how many runs, and what to set to run them.
+    ``download``: a checksummed image download is allowed (notebook 04's ``DOWNLOAD_COCO``).
+    """
+    from .benchmarks import available
+
+    specs = list(specs)
+    verdicts = {key: available(*key, download=download) for key in dict.fromkeys((s.benchmark, s.dataset) for s in specs)}
+    for (benchmark, dataset), (ok, reason) in verdicts.items():
+        if not ok:
+            runs = sum((s.benchmark, s.dataset) == (benchmark, dataset) for s in specs)
+            print(f"skipped {benchmark} {dataset} ({runs} runs): {reason}")
+    return [s for s in specs if verdicts[s.benchmark, s.dataset][0]]
+
+
+def plan(specs: Sequence[Experiment], profile):
+    """:func:`.budget.plan` of ``specs`` under ``profile`` (a :class:`avisc_lib.Profile`): the runs a
+    notebook will make, with estimated minutes on the profile's GPU."""
+    return budget.plan([s.cost() for s in specs], profile.gpu, profile.name,
+                       quantized=profile.quantization == "4bit", batch_size=profile.batch_size)
+
+
+def session_plans(notebook: str, models: Sequence[str] = ("llava", "instructblip")):
+    """Notebook ``notebook`` on each GPU the cost model knows (:data:`.budget.GPUS`), with every
+    benchmark's images: the questions per split a GPU profile picks there, its precision, the runs,
+    and the estimated minutes. One row per model and GPU."""
+    import pandas as pd
+
+    from .profiles import GPU_BATCH_SIZE, default_limit
+
+    rows = []
+    for model in models:
+        for gpu in budget.GPUS:
+            quantized = not budget.fits_fp16(gpu, model, GPU_BATCH_SIZE)
+            limit = default_limit(model, gpu, quantized)
+            runs = notebook_runs(notebook, limit, "coco")
+            rows.append({"model": model, "GPU": gpu, "weights": "4-bit" if quantized else "fp16",
+                         "questions per split": limit or "all", "runs": len(runs),
+                         "minutes": round(budget.estimate(runs, gpu, model, quantized=quantized,
+                                                          batch_size=GPU_BATCH_SIZE) / 60)})
+    return pd.DataFrame(rows).set_index(["model", "GPU"])
 
 
 # --------------------------------------------------------------------------- running and tables

@@ -123,3 +123,50 @@ def test_controls_run_as_full_decodes(tmp_path, embedded_case, method):
                               model_name="tiny", batch_size=2)
     assert metrics["TP"] + metrics["FP"] + metrics["TN"] + metrics["FN"] == spec.limit
     assert {r["method"] for r in experiments.answers(spec, tmp_path)} == {method}
+
+
+def test_sampled_runs_take_the_seeds_given():
+    """Notebooks 05/06 pass SEEDS: ten seeds make ten runs per sampled configuration, same questions."""
+    specs = [s for s in experiments.grid("05", "synthetic", 10, seed=0, seeds=range(10)) if s.group == experiments.SAMPLED_RUNS]
+    assert len(specs) == 10 * len(experiments.SAMPLED)
+    assert {s.seed for s in specs} == set(range(10)) and {s.question_seed for s in specs} == {0}
+    default = experiments.grid("06", "synthetic", 10, seed=5)
+    assert {s.seed for s in default if s.group == experiments.SAMPLED_RUNS} == {5, 6, 7}
+    with pytest.raises(ValueError, match="distinct"):
+        experiments.grid("05", "synthetic", 10, seeds=[1, 1])
+    with pytest.raises(ValueError, match="one seed"):
+        experiments.grid("04", "synthetic", 10, seeds=[0, 1])
+
+
+def test_runnable_keeps_what_is_here_and_names_what_to_set(monkeypatch, tmp_path, capsys):
+    for variable in ("COCO_IMAGES", "GQA_IMAGES", "MME_DIR", "AMBER_IMAGES"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GQA_IMAGES", str(tmp_path))
+    specs = experiments.grid("04", "coco", 10)
+    kept = experiments.runnable(specs, download=False)
+    assert kept == [s for s in specs if s.dataset == "gqa"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["skipped pope coco", "skipped pope aokvqa"]
+    assert all("COCO_IMAGES" in line for line in lines)
+    assert lines[0].startswith(f"skipped pope coco ({sum(s.dataset == 'coco' for s in specs)} runs)")
+    assert experiments.runnable(experiments.grid("05", "synthetic", 10)) == experiments.grid("05", "synthetic", 10)
+
+
+def test_plan_of_specs_counts_what_runs(capsys):
+    class Profile:  # what experiments.plan reads of an avisc_lib.Profile
+        gpu, name, quantization, batch_size = "T4", "llava", "4bit", 8
+
+    specs = experiments.grid("06", "coco", 20)
+    table = experiments.plan(specs[:3], Profile())
+    assert table.loc["total", "runs"] == 3 and table.loc["total", "minutes"] > 0
+    assert experiments.plan([], Profile()).loc["total", "runs"] == 0
+
+
+def test_session_plans_price_every_gpu_and_model():
+    table = experiments.session_plans("06")
+    assert set(table.index) == {(m, g) for m in ("llava", "instructblip") for g in budget.GPUS}
+    t4 = table.loc[("llava", "T4")]
+    runs = experiments.notebook_runs("06", t4["questions per split"], "coco")
+    assert t4["weights"] == "4-bit" and t4["runs"] == len(runs)
+    assert t4["minutes"] == round(budget.estimate(runs, "T4", "llava", quantized=True) / 60)

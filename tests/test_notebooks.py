@@ -1,6 +1,7 @@
 """Notebook hygiene: committed without outputs, neutral kernel, the shared parameters cell, short cells."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,58 @@ def test_prose_states_no_measured_numbers(path):
 
     markdown = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
     assert set(re.findall(r"\b\d+\.\d{2}\b", markdown)) <= {"0.02"}
+
+
+def _cells(path):
+    return json.loads(path.read_text())["cells"]
+
+
+def _tagged(path, tag):
+    return [c for c in _cells(path) if tag in c["metadata"].get("tags", [])]
+
+
+def test_settings_a_colab_user_needs_come_first():
+    """The parameters cell holds every setting; no notebook sets one of them again further down."""
+    source = "".join(_tagged(NOTEBOOKS[0], "parameters")[0]["source"])
+    for name in ("AVISC_PROFILE", "SEED", "SAVE_TO_DRIVE", "DOWNLOAD_COCO", "%env"):
+        assert name in source
+    for path in NOTEBOOKS:
+        later = [c for c in _cells(path) if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", [])]
+        assert not [c for c in later if re.search(r"^(SAVE_TO_DRIVE|SAVE_RUNS_TO_DRIVE|DOWNLOAD_COCO) =", "".join(c["source"]), re.M)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_drive_is_mounted_before_anything_is_downloaded(path):
+    """Model weights (HF_HOME), benchmark files (AVISC_DATA_DIR) and runs go to Drive before the
+    package, and with it huggingface_hub, reads those variables on import."""
+    cells = [c for c in _cells(path) if c["cell_type"] == "code"]
+    drive = _tagged(path, "colab-drive")
+    assert len(drive) == 1 and drive[0]["source"] == _tagged(NOTEBOOKS[0], "colab-drive")[0]["source"]
+    source = "".join(drive[0]["source"])
+    assert all(v in source for v in ("HF_HOME", "AVISC_DATA_DIR", "AVISC_RUNS_DIR", "SAVE_TO_DRIVE"))
+    first_import = next(i for i, c in enumerate(cells) if re.search(r"^(import|from) avisc_lib", "".join(c["source"]), re.M))
+    assert cells.index(_tagged(path, "parameters")[0]) < cells.index(drive[0]) < first_import
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_opens_on_a_colab_gpu(path):
+    metadata = json.loads(path.read_text())["metadata"]
+    assert metadata["accelerator"] == "GPU" and metadata["colab"]["gpuType"] == "T4"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_bos_comes_from_the_prompt_layout(path):
+    """config.bos_token_id can disagree with the tokenizer (InstructBLIP-Vicuna: 0 vs 2): use
+    avisc_lib.sinks.bos_positions."""
+    assert "bos_token_id" not in "".join("".join(c["source"]) for c in _cells(path))
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem[:2] in ("04", "05", "06")], ids=lambda p: p.stem)
+def test_evaluation_notebooks_print_their_plan_and_skip_what_is_missing(path):
+    """Runtimes come from the cost model, printed by a cell (not typed into the prose), and runs
+    whose images are missing are skipped, not raised on."""
+    code = "".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
+    assert f'experiments.session_plans("{path.stem[:2]}")' in code and "experiments.plan(SPECS, profile)" in code
+    assert "experiments.runnable(" in code and "raise " not in code
+    first = "".join(_cells(path)[0]["source"])
+    assert not re.search(r"\b(hours?|\d+\s*(min|minutes))\b", first.split("**Runtime.**")[1].split("GPU")[1])

@@ -14,6 +14,8 @@ GPU profile elsewhere: ``AVISC_PROFILE``, ``AVISC_DEVICE=cpu``, ``AVISC_LIMIT=1`
 
 The benchmark questions are the real POPE and AMBER files (``data/``) and MME-format fixtures; the
 images are synthetic scenes saved under the real file names; notebooks 01-03 use the photographs.
+Notebooks 04-07 also run with no image variable set and an empty data cache, as a Colab user first
+meets them: each skips the benchmark parts it has no images for, says so in one line, and ends.
 """
 
 import json
@@ -26,6 +28,7 @@ from nbclient import NotebookClient
 from avisc_lib import experiments
 from avisc_lib.benchmarks import fetch, load_questions
 from avisc_lib.benchmarks.images import pope_image_names
+from avisc_lib.benchmarks.sources import image_variable
 from avisc_lib.replicas import build_replica
 from conftest import DATA, scene_images
 from notebook_rules import warnings_in
@@ -122,11 +125,27 @@ def world(tmp_path_factory):
             "folders": {name: build_replica(name, root / name) for name in ("llava-1.5", "instructblip-vicuna")}}
 
 
-def _execute(path: Path, setup: str, world, monkeypatch, tmp_path) -> Path:
-    """Run notebook ``path`` under ``setup``; return its run folder."""
+IMAGE_VARIABLES = ("COCO_IMAGES", "GQA_IMAGES", "MME_DIR", "AMBER_IMAGES")
+# What notebooks 04-07 print without images: one line per benchmark and dataset they skip.
+SKIPPED = {
+    "04_pope": ("skipped pope coco ", "skipped pope aokvqa ", "skipped pope gqa "),
+    "05_mme": ("skipped mme official ",),
+    "06_amber": ("skipped amber official ",),
+    "07_beyond_avisc": ("skipped pope coco ", "skipped mme official ", "skipped amber official "),
+}
+
+
+def _execute(path: Path, setup: str, world, monkeypatch, tmp_path, images: bool = True):
+    """Run notebook ``path`` under ``setup`` (``images``: with every image variable set, else with
+    none and an empty data cache); return its run folder and the executed notebook."""
     replica, profile, gib, quantization, tokens = SETUPS[setup]
     for key, value in world["env"].items():
         monkeypatch.setenv(key, value)
+    if not images:
+        for key in IMAGE_VARIABLES:
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("AVISC_DATA_DIR", str(tmp_path / "empty_cache"))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # MME's hub dataset is not in the (empty) cache either
     monkeypatch.setenv("AVISC_PROFILE", profile)
     monkeypatch.setenv("AVISC_MODEL", str(world["folders"][replica]))
     monkeypatch.setenv("AVISC_RUNS_DIR", str(tmp_path / "runs"))
@@ -142,8 +161,8 @@ def _execute(path: Path, setup: str, world, monkeypatch, tmp_path) -> Path:
     assert not warnings_in(notebook)
     if path.stem == "01_attention_bias":  # the blank-image cell prints the token count it found
         assert any(f"{tokens} image tokens" in o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
-    assert path.stem == "00_setup" or list((tmp_path / "figures").glob("*.png")), "no figure saved"
-    return tmp_path / "runs" / profile
+    assert path.stem == "00_setup" or not images or list((tmp_path / "figures").glob("*.png")), "no figure saved"
+    return tmp_path / "runs" / profile, notebook
 
 
 def _config(folder: Path) -> dict:
@@ -196,6 +215,22 @@ RUN_CHECKS = {"04_pope": _check_pope_runs, "05_mme": _check_mme_runs, "06_amber"
 @pytest.mark.parametrize("setup", SETUPS)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_on_the_replica(path, setup, world, monkeypatch, tmp_path):
-    runs = _execute(path, setup, world, monkeypatch, tmp_path)
+    runs, _ = _execute(path, setup, world, monkeypatch, tmp_path)
     if path.stem in RUN_CHECKS:
         RUN_CHECKS[path.stem](runs, world)
+
+
+def _printed(notebook) -> list[str]:
+    return [line for c in notebook.cells for o in c.get("outputs", []) for line in o.get("text", "").splitlines()]
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem in SKIPPED], ids=lambda p: p.stem)
+def test_notebook_without_images_skips_and_says_what_to_set(path, setup, world, monkeypatch, tmp_path):
+    runs, notebook = _execute(path, setup, world, monkeypatch, tmp_path, images=False)
+    skipped = [line for line in _printed(notebook) if line.startswith("skipped ")]
+    assert len(skipped) == len(SKIPPED[path.stem]), skipped
+    for start, line in zip(SKIPPED[path.stem], skipped):  # one line each, naming the variable to set
+        benchmark, dataset = start.split()[1:]
+        assert line.startswith(start) and image_variable(benchmark, dataset) in line, line
+    assert not runs.exists(), "a skipped benchmark made a run"
