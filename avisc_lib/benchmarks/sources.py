@@ -39,8 +39,9 @@ WHAT = {  # what each variable must name, for messages
     "GQA_IMAGES": "an extracted folder of GQA images (the 20 GB images.zip of the GQA site, no published checksum)",
     "MME_DIR": "the extracted MME_Benchmark_release_version folder (or a local copy of the lmms-lab/MME dataset)",
     "AMBER_IMAGES": (
-        "the folder of the 1004 AMBER_<n>.jpg images (linked from the README of github.com/junyangwang0410/AMBER, "
-        "a Google Drive file without a published checksum)"
+        "the folder of the 1004 AMBER_<n>.jpg images, from the Google Drive file linked in the README of "
+        "github.com/junyangwang0410/AMBER (https://drive.google.com/file/d/1MaCHgtupcZUjf007anNl4_MV0o4DjXvl; "
+        "no published checksum, so nothing is downloaded for you)"
     ),
 }
 
