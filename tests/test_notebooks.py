@@ -125,3 +125,13 @@ def test_evaluation_notebooks_print_their_plan_and_skip_what_is_missing(path):
     assert "experiments.runnable(" in code and "raise " not in code
     first = "".join(_cells(path)[0]["source"])
     assert not re.search(r"\b(hours?|\d+\s*(min|minutes))\b", first.split("**Runtime.**")[1].split("GPU")[1])
+
+
+def test_badges_open_the_pinned_release():
+    """The Open-in-Colab badge opens the notebook of the release its install cell installs."""
+    import avisc_lib
+
+    for path in NOTEBOOKS:
+        badges = re.findall(r"colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/([^/]+)/notebooks/([\w.]+)",
+                            "".join(_cells(path)[0]["source"]))
+        assert badges == [(f"v{avisc_lib.__version__}", path.name)]
