@@ -258,21 +258,29 @@ def test_a_real_model_never_runs_the_synthetic_benchmark_by_default(tmp_path):
 def test_run_reads_the_image_variable_and_records_the_dtype(tmp_path):
     questions = load_questions(DATA / "POPE/output/coco/coco_pope_random.json")[:2]
     images = scene_images(tmp_path / "val2014", sorted({q.image for q in questions}))
-    run = ["run", "pope", "--model", "tiny", "--method", "greedy", "--limit", "2", "--split", "random"]
-    done = _avisc_eval(tmp_path, *run, "--out", str(tmp_path / "a"), "--dataset", "coco", "--dtype", "bfloat16",
+    done = _avisc_eval(tmp_path, "run", "pope", "--model", "tiny", "--method", "greedy", "--limit", "2", "--split",
+                       "random", "--out", str(tmp_path / "out"), "--dataset", "coco", "--dtype", "bfloat16",
                        COCO_IMAGES=str(images))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "avisc-eval: tiny on cpu in bfloat16" in done.stderr
-    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert (config["dataset"], config["load"]) == ("coco", {"dtype": "bfloat16", "quantization": None})
-    assert [json.loads(line)["image"] for line in (tmp_path / "a" / "answers.jsonl").read_text().splitlines()] == [
+    assert [json.loads(line)["image"] for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()] == [
         q.image for q in questions
     ]
-    done = _avisc_eval(tmp_path, *run, "--out", str(tmp_path / "b"), "--dataset", "coco",
-                       COCO_IMAGES=str(tmp_path / "elsewhere"))
-    assert done.returncode == 1 and f"image folder {tmp_path / 'elsewhere'} does not exist" in done.stderr
-    done = _avisc_eval(tmp_path, *run, "--out", str(tmp_path / "c"))
-    assert "avisc-eval: dataset synthetic (the default for model tiny" in done.stderr and done.returncode == 0
+
+
+def test_dataset_defaults_by_model_and_a_wrong_variable_is_named(tmp_path, monkeypatch, capsys):
+    from avisc_lib.benchmarks.cli import default_dataset
+
+    assert [default_dataset(b, "tiny") for b in ("pope", "mme", "amber")] == ["synthetic"] * 3
+    assert [default_dataset(b, "llava") for b in ("pope", "mme", "amber")] == ["coco", "official", "official"]
+    monkeypatch.setenv("COCO_IMAGES", str(tmp_path / "elsewhere"))
+    run = ["run", "pope", "--model", "tiny", "--method", "greedy", "--limit", "2", "--out", str(tmp_path / "out")]
+    assert main([*run, "--dataset", "coco"]) == 1
+    assert f"image folder {tmp_path / 'elsewhere'} does not exist" in capsys.readouterr().err
+    assert main(run) == 0
+    assert "avisc-eval: dataset synthetic (the default for model tiny" in capsys.readouterr().err
 
 
 def test_7b_model_on_a_small_gpu_loads_in_4bit(tmp_path, monkeypatch, capsys):
