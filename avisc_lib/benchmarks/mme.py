@@ -166,7 +166,8 @@ def load_hub(subtasks: Sequence[str] = SUBTASKS, folder: str | Path | None = Non
     the Hugging Face cache, ~0.9 GB; offline it loads from there), or from a local ``folder`` in the
     same layout. Items come in :func:`load_release`'s order: per subtask, images sorted by their
     question file's name, an image's questions in the dataset's order."""
-    from datasets import Image as ImageFeature, load_dataset
+    from datasets import Image as ImageFeature
+    from datasets import load_dataset
 
     unknown = sorted(set(subtasks) - set(SUBTASKS))
     if unknown:
