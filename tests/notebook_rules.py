@@ -6,7 +6,7 @@ this adds two rules of the series.
   each entry with its reason.
 * The committed figures are the notebooks' own: under the profile they were drawn with (the tiny
   model on CPU, no ``AVISC_*`` variable that changes the data), the notebook draws its figures into a
-  scratch folder, and it fails when one differs from ``figures/`` byte for byte, when it draws one
+  scratch folder, and it fails when one differs from ``figures/`` pixel for pixel, when it draws one
   that is not committed, or when a committed ``figures/<NN>_*.png`` of notebook ``NN`` is no longer
   drawn (:func:`figure_differences`). Regenerate with ``make notebooks`` and commit the figures.
 
@@ -47,6 +47,15 @@ def warnings_in(notebook) -> list[str]:
     return found
 
 
+def same_pixels(a: Path, b: Path) -> bool:
+    """Whether two PNGs hold the same image, pixel for pixel (their metadata, such as the matplotlib
+    version that wrote them, aside)."""
+    from PIL import Image
+
+    with Image.open(a) as first, Image.open(b) as second:
+        return first.size == second.size and first.convert("RGBA").tobytes() == second.convert("RGBA").tobytes()
+
+
 def figure_differences(drawn: Path, committed: Path, notebook: str) -> list[str]:
     """What differs between the PNGs notebook ``notebook`` (e.g. ``"05_mme"``) ``drawn`` and the
     ``committed`` figures folder: one line per figure changed, new, or no longer drawn."""
@@ -55,7 +64,7 @@ def figure_differences(drawn: Path, committed: Path, notebook: str) -> list[str]
         ours = committed / png.name
         if not ours.is_file():
             found.append(f"{png.name}: drawn by {notebook} but not in {committed.name}/ (commit it)")
-        elif ours.read_bytes() != png.read_bytes():
+        elif not same_pixels(ours, png):
             found.append(f"{png.name}: differs from {committed.name}/{png.name} (regenerate: make notebooks)")
     for ours in sorted(committed.glob(f"{notebook[:2]}_*.png")):
         if not (drawn / ours.name).is_file():

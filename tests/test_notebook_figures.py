@@ -3,27 +3,39 @@
 import os
 
 import pytest
+from PIL import Image
 
 from notebook_rules import draws_committed_figures, figure_differences, figures_drawn_into
 
 
 def _pngs(folder, **files):
+    """PNGs of one pixel each, its value given per file; a metadata text that differs per folder."""
     folder.mkdir()
-    for name, data in files.items():
-        (folder / f"{name}.png").write_bytes(data)
+    for name, value in files.items():
+        image = Image.new("RGB", (1, 1), (value, 0, 0))
+        image.save(folder / f"{name}.png", pnginfo=_software(folder.name))
     return folder
 
 
+def _software(text):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", text)
+    return info
+
+
 def test_the_same_bytes_pass(tmp_path):
-    drawn = _pngs(tmp_path / "drawn", **{"05_mme_scores": b"png"})
-    committed = _pngs(tmp_path / "figures", **{"05_mme_scores": b"png", "06_amber_metrics": b"other notebook"})
-    assert figure_differences(drawn, committed, "05_mme") == []
+    drawn = _pngs(tmp_path / "drawn", **{"05_mme_scores": 1})
+    committed = _pngs(tmp_path / "figures", **{"05_mme_scores": 1, "06_amber_metrics": 2})
+    assert (drawn / "05_mme_scores.png").read_bytes() != (committed / "05_mme_scores.png").read_bytes()
+    assert figure_differences(drawn, committed, "05_mme") == []  # same pixels, other metadata
 
 
 @pytest.mark.parametrize("drawn, committed, says", [
-    ({"05_mme_scores": b"new"}, {"05_mme_scores": b"old"}, "05_mme_scores.png: differs from figures/"),
-    ({"05_mme_scores": b"png", "05_extra": b"png"}, {"05_mme_scores": b"png"}, "05_extra.png: drawn by 05_mme but not"),
-    ({}, {"05_mme_scores": b"png"}, "figures/05_mme_scores.png: no longer drawn by 05_mme"),
+    ({"05_mme_scores": 1}, {"05_mme_scores": 2}, "05_mme_scores.png: differs from figures/"),
+    ({"05_mme_scores": 1, "05_extra": 1}, {"05_mme_scores": 1}, "05_extra.png: drawn by 05_mme but not"),
+    ({}, {"05_mme_scores": 1}, "figures/05_mme_scores.png: no longer drawn by 05_mme"),
 ], ids=["changed", "new", "stale"])
 def test_changed_new_and_stale_figures_are_named(tmp_path, drawn, committed, says):
     found = figure_differences(_pngs(tmp_path / "drawn", **drawn), _pngs(tmp_path / "figures", **committed), "05_mme")
