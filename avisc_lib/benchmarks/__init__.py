@@ -12,7 +12,7 @@ real benchmark's images are here, and if not, what to set.
 from .amber import Vocabulary, get_backend, load_annotations, load_queries, load_responses, score_amber
 from .download import fetch
 from .io import FormatError
-from .mme import load_release, load_results_dir, load_sheet, score_mme
+from .mme import load_hub, load_release, load_results_dir, load_sheet, score_mme
 from .parsers import UnparseableAnswer, available_parsers, get_parser, register
 from .pope import (
     ObjectStats,
@@ -46,6 +46,7 @@ __all__ = [
     "get_backend",
     "get_parser",
     "load_annotations",
+    "load_hub",
     "load_answers",
     "load_queries",
     "load_questions",
