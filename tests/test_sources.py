@@ -84,6 +84,15 @@ def test_mme_hub_unreachable(monkeypatch):
     assert not ok and "the hub did not answer: OSError" in reason
 
 
+def test_mme_hub_reachable(monkeypatch):
+    asked = []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo, **kw: asked.append((repo, kw)))
+    ok, reason = available("mme", "official")
+    assert ok and "from the Hugging Face hub" in reason
+    assert asked == [("lmms-lab/MME", {"revision": mme.HUB_REVISION, "timeout": 5})]
+
+
 def test_unknown_names_raise():
     with pytest.raises(ValueError, match="unknown benchmark/dataset"):
         available("pope", "official")
