@@ -5,6 +5,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import pytest
 import torch
 
 from avisc_lib.tiny import search
@@ -48,3 +49,12 @@ def test_cli_logs_one_row_per_variant_and_skips_done_ones(tmp_path):
     assert "logged" not in again.stdout and len(log.read_text().splitlines()) == 1
     bad = subprocess.run(command[:3] + ["--only", "nope"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown variant" in bad.stderr
+
+
+@pytest.mark.slow
+def test_language_side_trains_on_a_searched_tower(tmp_path):
+    search.train(replace(SMALL, width=64, depth=2), tmp_path / "t", every=2, measure_n=4)
+    row = search.train_language_side(tmp_path / "t" / "tower", tmp_path / "t", steps1=1, steps2=1, scenes=2)
+    assert row["tower"] == "tower" and [h["step"] for h in row["stage2"]] == [1]
+    assert row["organism"]["n_questions"] == 4 and 0 <= row["organism"]["top5_share"] <= 1
+    assert (tmp_path / "t" / "model" / "model.safetensors").is_file()

@@ -81,14 +81,22 @@ def build_processor() -> LlavaProcessor:
     )
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlavaForConditionalGeneration:
-    """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded)."""
+def build_model(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, vision: CLIPVisionConfig | None = None
+) -> LlavaForConditionalGeneration:
+    """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded).
+
+    ``vision``: another tower's config (8-px patches), e.g. one from the organism search.
+    """
     import torch
 
-    vision = CLIPVisionConfig(
+    vision = vision or CLIPVisionConfig(
         hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=128,
     )
+    if (vision.image_size, vision.patch_size) != (IMAGE_SIZE, PATCH_SIZE):
+        raise ValueError(f"the tiny LLaVA takes {IMAGE_SIZE}-px images in {PATCH_SIZE}-px patches, "
+                         f"got {vision.image_size} / {vision.patch_size}")
     text = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,

@@ -33,11 +33,15 @@ import torch
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
+from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, make_scene, object_tokens, patch_labels
+from .build import build_model, build_processor
 from .data import pixel_values
-from .train import lr_schedule
+from .organism import organism_table
+from .train import lr_schedule, run_lm_stage
 
 LOG = Path("results/organism/tower_log.jsonl")  # relative to the repository root
+LM_LOG = Path("results/organism/lm_log.jsonl")
 MEASURE_SCENES = 128
 QUADRANTS = 4
 
@@ -67,7 +71,6 @@ def _r(name: str, **kw) -> Recipe:
 
 
 GRID = [  # cheapest first; names say what differs from the default (cls, w128, d3, patch 8, 3000 steps)
-    _r("patch-w128-d3", objective="patch"),
     _r("cls-w128-d3"),
     _r("cls-w128-d6", depth=6),
     _r("cls-w256-d6", width=256, depth=6),
@@ -75,6 +78,7 @@ GRID = [  # cheapest first; names say what differs from the default (cls, w128, 
     _r("cls-w128-d6-p4", depth=6, patch=4),
     _r("cls-w256-d6-long", width=256, depth=6, steps=12000),
     _r("cls-w256-d8-p4-long", width=256, depth=8, patch=4, steps=12000),
+    _r("patch-w128-d3", objective="patch"),  # today's stage-0 objective, the baseline
 ]
 
 
@@ -205,6 +209,24 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
     return {"recipe": asdict(recipe), "minutes": round(state["seconds"] / 60, 2), "history": state["history"]}
 
 
+def train_language_side(tower_dir: Path, work: Path, steps1: int, steps2: int, scenes: int, seed: int = 0) -> dict:
+    """Stages 1–2 of :mod:`.train` on a searched tower (frozen), then the organism table."""
+    tower = CLIPVisionModel.from_pretrained(tower_dir)
+    processor = build_processor()
+    model = build_model(processor.tokenizer, seed=seed, vision=tower.config)
+    model.model.vision_tower.load_state_dict(tower.state_dict())
+    settings = argparse.Namespace(steps1=steps1, steps2=steps2, bs=32, seed=seed)
+    items = Q.existence_set("validation", 300)
+    start = time.time()
+    history = {stage: run_lm_stage(model, processor, stage, settings, items) for stage in (1, 2)}
+    minutes = round((time.time() - start) / 60, 2)
+    model.eval()
+    model.save_pretrained(work / "model")
+    processor.save_pretrained(work / "model")
+    return {"tower": tower_dir.name, "steps1": steps1, "steps2": steps2, "minutes": minutes,
+            "stage2": history[2], "organism": organism_table(model, processor, scenes)}
+
+
 def done(log: Path) -> set[str]:
     """Names of the variants already in the log."""
     if not log.exists():
@@ -222,8 +244,24 @@ def main(argv=None) -> None:
     ap.add_argument("--measure-scenes", type=int, default=MEASURE_SCENES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--list", action="store_true", help="print the grid and what is done, then stop")
+    ap.add_argument("--language", metavar="TOWER", help="train stages 1-2 on this searched tower and log the "
+                    "organism table to --lm-log")
+    ap.add_argument("--lm-log", type=Path, default=LM_LOG)
+    ap.add_argument("--steps1", type=int, default=200)
+    ap.add_argument("--steps2", type=int, default=2000)
+    ap.add_argument("--organism-scenes", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.language:
+        tower_dir = args.work / args.language / "tower"
+        if not (tower_dir / "config.json").is_file():
+            raise SystemExit(f"no trained tower at {tower_dir}; run the tower search for {args.language!r} first")
+        row = train_language_side(tower_dir, args.work / args.language, args.steps1, args.steps2, args.organism_scenes)
+        args.lm_log.parent.mkdir(parents=True, exist_ok=True)
+        with args.lm_log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row["organism"], indent=1))
+        return
     names = {r.name: r for r in GRID}
     unknown = sorted(set(args.only or ()) - set(names))
     if unknown:
