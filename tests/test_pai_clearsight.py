@@ -94,7 +94,9 @@ def test_batched_equals_per_sample_reference(request, name, method, overrides):
                          suppress=settings.clearsight_suppress)
             with compat.text_attention(model, REFERENCE):
                 expected, _ = _greedy(model, single, 3, tokens[b:b + 1])
-            torch.testing.assert_close(got[b:b + 1], expected, atol=1e-5, rtol=1e-5)
+            # float32 matmuls of a left-padded batch and of one row take different kernel blockings on
+            # AVX-512 hosts: logits then differ by up to ~1.5e-5; the intervention moves them > 1e-3.
+            torch.testing.assert_close(got[b:b + 1], expected, atol=5e-5, rtol=1e-5)
     assert (got - plain).abs().max() > 1e-3, "the intervention must change the logits"
 
 
