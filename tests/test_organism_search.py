@@ -13,19 +13,22 @@ from avisc_lib.tiny import search
 SMALL = search.Recipe("smoke", width=64, depth=2, steps=2, batch=4)
 
 
-def test_measure_reports_every_layer_and_finds_a_planted_outlier():
-    tower = search.build_tower(SMALL)
-    plain = search.measure(tower.eval(), SMALL, n=8)
+@pytest.mark.parametrize("registers", [None, 4])
+def test_measure_reports_every_layer_and_finds_a_planted_outlier(registers):
+    recipe = replace(SMALL, registers=registers)
+    tower = search.build_tower(recipe)
+    plain = search.measure(tower.eval(), recipe, n=8)
     assert [row["layer"] for row in plain["layers"]] == [0, 1]
     assert 0.5 < plain["background_rate"] < 1
     # The measure itself must see an outlier when one exists: a hook scales patch 0 (a corner,
     # background) after layer 0. A test of the measuring code, never part of a recipe.
     def scale_patch_0(module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        hidden[:, 1] *= 1e3
+        hidden[:, recipe.first_patch] *= 1e3
 
-    tower.encoder.layers[0].register_forward_hook(scale_patch_0)
-    planted = search.measure(tower, SMALL, n=8)["layers"][0]
+    layers = tower.encoder.layers if registers is None else tower.encoder.layer
+    layers[0].register_forward_hook(scale_patch_0)
+    planted = search.measure(tower, recipe, n=8)["layers"][0]
     assert planted["max_over_median"] > 10 * plain["layers"][0]["max_over_median"]
     assert planted["top_on_background"] > 0.8 and planted["outliers_on_background"] > 0.8
 
@@ -58,3 +61,16 @@ def test_language_side_trains_on_a_searched_tower(tmp_path):
     assert row["tower"] == "tower" and [h["step"] for h in row["stage2"]] == [1]
     assert row["organism"]["n_questions"] == 4 and 0 <= row["organism"]["top5_share"] <= 1
     assert (tmp_path / "t" / "model" / "model.safetensors").is_file()
+
+
+def test_register_tokens_are_not_measured_as_patches():
+    recipe = replace(SMALL, registers=4)
+    tower = search.build_tower(recipe).eval()
+    plain = search.measure(tower, recipe, n=8)["layers"][0]
+
+    def scale_registers(module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden[:, 1:recipe.first_patch] *= 1e3
+
+    tower.encoder.layer[0].register_forward_hook(scale_registers)
+    assert search.measure(tower, recipe, n=8)["layers"][0]["max_over_median"] == plain["max_over_median"]

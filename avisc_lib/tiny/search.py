@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel
+from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, make_scene, object_tokens, patch_labels
@@ -48,7 +48,11 @@ QUADRANTS = 4
 
 @dataclass(frozen=True)
 class Recipe:
-    """One tower variant. ``objective``: ``patch`` (today's stage 0) or ``cls`` (global targets only)."""
+    """One tower variant. ``objective``: ``patch`` (today's stage 0) or ``cls`` (global targets only).
+
+    ``registers``: None builds a CLIP tower (LLaVA's kind); a number builds a DINOv2 tower with that
+    many register tokens (Darcet et al.), so that 0 and 4 registers compare the same architecture.
+    """
 
     name: str
     objective: str = "cls"
@@ -59,11 +63,17 @@ class Recipe:
     batch: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
+    registers: int | None = None
     seed: int = 0
 
     @property
     def grid(self) -> int:
         return IMAGE_SIZE // self.patch
+
+    @property
+    def first_patch(self) -> int:
+        """Index of the first patch token in the tower's sequence (after CLS and any registers)."""
+        return 1 + (self.registers or 0)
 
 
 def _r(name: str, **kw) -> Recipe:
@@ -79,18 +89,24 @@ GRID = [  # cheapest first; names say what differs from the default (cls, w128, 
     _r("cls-w256-d6-long", width=256, depth=6, steps=12000),
     _r("cls-w256-d8-p4-long", width=256, depth=8, patch=4, steps=12000),
     _r("patch-w128-d3", objective="patch"),  # today's stage-0 objective, the baseline
+    _r("cls-w128-d6-dinov2-r0", depth=6, registers=0),  # the registers' causal pair, same architecture
+    _r("cls-w128-d6-dinov2-r4", depth=6, registers=4),
 ]
 
 
 # ------------------------------------------------------------------------------ model and targets
-def build_tower(recipe: Recipe) -> CLIPVisionModel:
-    """A CLIP vision tower of the recipe's size (seeded), with eager attention so weights can be read."""
-    config = CLIPVisionConfig(hidden_size=recipe.width, intermediate_size=2 * recipe.width,
-                              num_hidden_layers=recipe.depth, num_attention_heads=max(4, recipe.width // 64),
-                              image_size=IMAGE_SIZE, patch_size=recipe.patch, projection_dim=recipe.width)
+def build_tower(recipe: Recipe) -> CLIPVisionModel | Dinov2WithRegistersModel:
+    """A vision tower of the recipe's size (seeded), with eager attention so weights can be read."""
+    sizes = dict(hidden_size=recipe.width, intermediate_size=2 * recipe.width, num_hidden_layers=recipe.depth,
+                 num_attention_heads=max(4, recipe.width // 64), image_size=IMAGE_SIZE, patch_size=recipe.patch)
+    if recipe.registers is None:
+        config, model_class = CLIPVisionConfig(**sizes, projection_dim=recipe.width), CLIPVisionModel
+    else:
+        config = Dinov2WithRegistersConfig(**sizes, num_register_tokens=recipe.registers)
+        model_class = Dinov2WithRegistersModel
     config._attn_implementation = "eager"
     torch.manual_seed(recipe.seed)
-    return CLIPVisionModel(config)
+    return model_class(config)
 
 
 class Heads(nn.Module):
@@ -128,12 +144,12 @@ def loss(recipe: Recipe, tower: CLIPVisionModel, heads: Heads, batch: dict) -> t
     out = tower(pixel_values=batch["pixels"])
     bce = nn.functional.binary_cross_entropy_with_logits
     if recipe.objective == "patch":
-        tokens = out.last_hidden_state[:, 1:]
+        tokens = out.last_hidden_state[:, recipe.first_patch:]
         pooled = tokens.mean(1)
         patch_ce = -(batch["patch"] * heads.patch(tokens).log_softmax(-1)).sum(-1).mean()
         return patch_ce + bce(heads.presence(pooled), batch["presence"]) + 0.5 * nn.functional.cross_entropy(
             heads.count(pooled), batch["count"])
-    pooled = out.pooler_output  # the CLS token after the tower's last layer norm
+    pooled = out.pooler_output  # the CLS token after the tower's last layer norm (both tower kinds)
     quadrant = heads.quadrant(pooled).view(-1, len(CATEGORIES), QUADRANTS)
     return (bce(heads.presence(pooled), batch["presence"])
             + 0.5 * nn.functional.cross_entropy(heads.count(pooled), batch["count"])
@@ -156,11 +172,11 @@ def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> 
                 output_attentions=True)
     layers = []
     for layer, (hidden, attn) in enumerate(zip(out.hidden_states[1:], out.attentions)):
-        norms = hidden[:, 1:].norm(dim=-1)  # [n, patches]
+        norms = hidden[:, recipe.first_patch:].norm(dim=-1)  # [n, patches]
         median = norms.median(dim=1, keepdim=True).values
         top = norms.argmax(dim=1)
         outlier = norms > 2 * median
-        cls_attention = attn.mean(1)[:, 0, 1:]  # [n, patches]
+        cls_attention = attn.mean(1)[:, 0, recipe.first_patch:]  # [n, patches]
         layers.append({
             "layer": layer,
             "max_over_median": round(float((norms.max(1).values / median.squeeze(1)).mean()), 3),
@@ -210,7 +226,11 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
 
 
 def train_language_side(tower_dir: Path, work: Path, steps1: int, steps2: int, scenes: int, seed: int = 0) -> dict:
-    """Stages 1–2 of :mod:`.train` on a searched tower (frozen), then the organism table."""
+    """Stages 1–2 of :mod:`.train` on a searched CLIP tower (frozen), then the organism table."""
+    kind = json.loads((tower_dir / "config.json").read_text())["model_type"]
+    if kind != CLIPVisionConfig.model_type:
+        raise SystemExit(f"the language side takes CLIP towers (LlavaProcessor drops one CLS token); "
+                         f"{tower_dir} holds a {kind} tower")
     tower = CLIPVisionModel.from_pretrained(tower_dir)
     processor = build_processor()
     model = build_model(processor.tokenizer, seed=seed, vision=tower.config)
