@@ -81,6 +81,7 @@ class Prompt:
         return self.with_images(self.features)
 
 
+@torch.no_grad()  # inference only; bitsandbytes' packed CPU 4-bit path also fails under autograd
 def embed_prompt(model: PreTrainedModel, inputs: Mapping[str, torch.Tensor]) -> Prompt:
     """Check the processor output, run the vision side once, and embed the prompt.
 

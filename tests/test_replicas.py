@@ -25,6 +25,7 @@ from avisc_lib import (
     select_blind_tokens,
 )
 from avisc_lib.decoding import contrast_logits
+from avisc_lib.inputs import embed_prompt
 from avisc_lib.prompts import LLAVA_V1_SYSTEM
 from avisc_lib.replicas import build_replica, main
 from avisc_lib.world.scenes import make_scene
@@ -242,6 +243,8 @@ def test_4bit_decode_on_cpu(name, folders, cpu_kernel):
     assert decode(model, batch, method="avisc", max_new_tokens=3).shape == (2, 3)
     # every quantized layer ran through the forced path (the packed layout is kept once made)
     assert linear4bit_packing(model) == {CPU_KERNELS[cpu_kernel]}
+    # with grad mode on, as in a notebook cell: the packed path adds a bias in place, which autograd refuses
+    assert embed_prompt(model, batch).features.isfinite().all()
 
 
 @needs_bnb
