@@ -3,7 +3,8 @@
 #   make test        # runs the test suite (library tests + every notebook through nbmake)
 # Both create .venv on first use; `make test` also creates .venv-lmms, which adds the lmms extra.
 # lmms-eval lives apart because its timm imports torchvision, and PyPI's torchvision for torch 2.13
-# is a CUDA build that cannot import beside a CPU torch: in .venv every installed package imports.
+# is a CUDA build that cannot import beside a CPU torch (nor can timm then, nor `accelerate launch`,
+# whose CLI imports timm). .venv (a new one whenever pyproject.toml changes) holds neither.
 # TORCH_SPEC picks the torch build installed before the package, so that pip does not resolve a
 # multi-GB CUDA build first on CPU-only machines.
 
