@@ -36,3 +36,17 @@ def test_held_out_existence_quality(tiny):
     yes_ratio = np.mean([parse(a) == "yes" for a in answers])
     assert np.mean(correct) >= 0.8
     assert 0.35 <= yes_ratio <= 0.8  # not collapsed to one answer
+
+
+def test_card_organism_rows_reproduce(tiny):
+    """The model card's attention rows (top-5 share, background share, sinks) recomputed on its check scenes."""
+    import json
+
+    from avisc_lib.models import tiny_model_path
+    from avisc_lib.tiny.card import CHECK_SCENES
+    from avisc_lib.tiny.organism import attention_rows
+
+    card = json.loads((tiny_model_path() / "card.json").read_text())["organism_check"]
+    fresh = attention_rows(*tiny, CHECK_SCENES)
+    for row in ("top5_share", "blind_on_background", "sink_images", "sink_blind_jaccard", "tau"):
+        assert fresh[row] == pytest.approx(card[row], abs=1e-6), row

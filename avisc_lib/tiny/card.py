@@ -22,7 +22,22 @@ from ..generation import generate
 from ..models import load_model, tiny_model_path
 from ..world import questions as Q
 from ..world.scenes import make_scene, object_tokens
+from .organism import attention_rows, organism_table
 
+CHECK_SCENES = 100  # the organism rows recomputed by tests/test_tiny_model.py
+# (row, goal) of the organism table; row names are keys of organism_table's result.
+ORGANISM_GOALS = [
+    ("top5_share", "top-5 image tokens' share of the answer position's image attention", ">= 0.50"),
+    ("blind_on_background", "blind tokens lying on background patches", ">= 0.80"),
+    ("sink_images", "images with a visual sink token (VAR, tau scaled to the width)", ">= 0.90"),
+    ("sink_blind_jaccard", "Jaccard(sinks, blind set); chance in brackets", ">= 3x chance"),
+    ("keep_blind_minus_random", "accuracy, keep blind only - keep random only (same size)", "<= -0.05"),
+    ("zero_blind_minus_random", "accuracy, zero blind - zero random (same size)", ">= -0.01"),
+    ("avisc_minus_greedy", "POPE adversarial accuracy, AvisC - greedy (argmax, paired)", ">= +0.030, interval above 0"),
+    ("avisc_minus_random_mask", "POPE adversarial accuracy, AvisC - random_mask (paired)", ">= +0.020, interval above 0"),
+    ("greedy_random", "greedy POPE accuracy, random split", ">= 0.85"),
+    ("greedy_adversarial", "greedy POPE accuracy, adversarial split", "<= random - 0.05"),
+]
 # Disjoint ranges of test-split scene indices per measurement.
 OFFSETS = {"random": 0, "popular": 10_000, "adversarial": 20_000, "families": 30_000, "blind": 40_000}
 
@@ -167,8 +182,28 @@ def render_card(card: dict) -> str:
               "", "Yes/no accuracy (yes-logit > no-logit) when image tokens are zeroed after the projector:", "",
               "| condition | accuracy | yes-ratio |", "|---|---|---|"]
     lines += [f"| {c} | {v['accuracy']:.3f} | {v['yes_ratio']:.3f} |" for c, v in blind["ablation"].items()]
-    lines += ["", NOTES, ""]
+    lines += ["", NOTES, ""] + organism_lines(card["organism"])
     return "\n".join(lines)
+
+
+def _value(row: str, table: dict) -> str:
+    value = table[row]
+    if isinstance(value, dict):  # a paired difference
+        return f"{value['mean']:+.3f} [{value['low']:+.3f}, {value['high']:+.3f}]"
+    if row == "sink_blind_jaccard":
+        return f"{value:.3f} ({table['sink_blind_jaccard_chance']:.3f})"
+    return f"{value:.3f}"
+
+
+def organism_lines(table: dict) -> list[str]:
+    """The model-organism table: does this model show visual sinks and AvisC's premise?"""
+    lines = ["## Visual sinks and AvisC's premise (the model-organism table)", "",
+             f"{table['n_questions']} existence questions for the attention rows (sink threshold tau = "
+             f"{table['tau']}, VAR's 20 scaled by sqrt(D / 4096)); POPE-style splits of the same size for the "
+             "decoding rows; 95 % paired bootstrap intervals.", "",
+             "| measure | value | goal for an organism |", "|---|---|---|"]
+    lines += [f"| {text} | {_value(row, table)} | {goal} |" for row, text, goal in ORGANISM_GOALS]
+    return lines + [""]
 
 
 def main(argv=None) -> None:
@@ -191,6 +226,8 @@ def main(argv=None) -> None:
         "pope": {kind: pope_split(model, processor, kind, args.scenes // 2 * 2) for kind in Q.NEGATIVE_KINDS},
         "families": family_accuracy(model, processor, args.scenes),
         "blind_tokens": blind_token_study(model, processor, args.scenes),
+        "organism": organism_table(model, processor, args.scenes),
+        "organism_check": attention_rows(model, processor, CHECK_SCENES),
     }
     card["measure_seconds"] = round(time.time() - start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
