@@ -156,7 +156,7 @@ def _execute(path: Path, setup: str, world, monkeypatch, tmp_path, images: bool 
     values = {"gib": gib, "profile": profile, "quantization": quantization, "tokens": tokens}
     notebook.cells.insert(parameters + 1, nbformat.v4.new_code_cell(RESOLVE_AS_ON_A_GPU.format(**values), id="gpu"))
     notebook.cells.append(nbformat.v4.new_code_cell(CHECK_THE_CHECKPOINT_INTERFACE.format(**values), id="check"))
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(notebook, timeout=2400, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     assert "checkpoint interface checks passed" in notebook.cells[-1].outputs[0]["text"]
     assert not warnings_in(notebook)
     if path.stem == "01_attention_bias":  # the blank-image cell prints the token count it found
