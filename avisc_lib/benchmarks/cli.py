@@ -29,10 +29,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
-
 from ..decoding import METHODS, DecodeSettings, decode_options, option_type
 from ..models import TINY
 from ..profiles import DTYPES, QUANTIZATIONS, load_options
@@ -40,7 +36,7 @@ from . import amber, mme, pope
 from .parsers import available_parsers
 from .protocols import PROTOCOL_HELP, PROTOCOLS
 from .report import metrics_frame
-from .runner import DECODE_OPTIONS, run_benchmark
+from .runner import DECODE_OPTIONS, partial_state, run_benchmark
 from .sources import IMAGE_VARIABLES, image_folder
 from .store import CONFIG
 from .tasks import DATASETS, DEFAULT_DATA_DIR, DEFAULT_PARSERS, SPLITS
@@ -130,7 +126,7 @@ RUN_OPTIONS = ("dataset", "split", "limit", "batch_size", "seed", "protocol", "p
 
 def run_device() -> str:
     """"cuda" or "cpu", as the runner's ``PartialState`` chooses."""
-    return "cpu" if parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available() else "cuda"
+    return partial_state().device.type
 
 
 def default_dataset(benchmark: str, model: str) -> str:
@@ -139,7 +135,7 @@ def default_dataset(benchmark: str, model: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    state = PartialState()
+    state = partial_state()
     if args.dataset is None:
         args.dataset = default_dataset(args.benchmark, args.model)
         if state.is_main_process:
@@ -162,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     where = {name: getattr(args, name) for name in RUN_OPTIONS}
     metrics = run_benchmark(args.benchmark, model_name=args.model, method=args.method, out_dir=args.out,
                             load_options=loading, **where, **decode)
-    if PartialState().is_main_process:
+    if state.is_main_process:
         run = f"{args.benchmark} {args.dataset}/{args.split}"
         parser = json.loads((args.out / CONFIG).read_text())["scoring"]["parser"]
         print(f"{run}: {args.model}, {args.method}, protocol {args.protocol}, parser {parser}")

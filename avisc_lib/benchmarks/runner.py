@@ -44,6 +44,15 @@ DECODE_OPTIONS = tuple(f.name for f in decode_options() if f.name != "seed")
 Batch = tuple[int, list[Question]]  # (global batch index, its unanswered questions)
 
 
+def partial_state() -> PartialState:
+    """The process state of a (possibly ``accelerate launch``-ed) run: CPU unless CUDA is there and wanted.
+
+    ``PartialState`` is shared by the process: the first construction decides it, so every caller
+    (the CLI too) must build it the same way, or a CPU launch of N processes runs N single ones.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
 def run_benchmark(
     benchmark: str,
     *,
@@ -112,7 +121,7 @@ def run_benchmark(
         config["question_seed"] = question_seed
     if load_options:
         config["load"] = {k: v if v is None else str(v).removeprefix("torch.") for k, v in load_options.items()}
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    state = partial_state()
     folder = RunFolder(out_dir)
     folder.check_config(config)  # every process, before any waits on another
     if state.is_main_process:
