@@ -52,9 +52,11 @@ notebooks: install
 	done
 	@echo "executed notebooks in $(OUT)/, figures in figures/"
 
-# The lmms-eval tests run in .venv-lmms (in .venv they skip), with the environment checks again.
+# The replica notebook runs (the longest tests, each in its own kernel and folders) go over both
+# cores, one torch thread each. The lmms-eval tests run in .venv-lmms (in .venv they skip), with the environment checks again.
 test: install install-lmms
-	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q
+	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q --ignore=tests/test_notebooks_replicas.py
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_notebooks_replicas.py -n 2 -q
 	$(LMMS_BIN)/python -c "import lmms_eval"
 	$(LMMS_BIN)/python -m pytest tests/test_lmms.py tests/test_console_scripts.py -q
 

@@ -260,11 +260,11 @@ def instructblip_processor() -> InstructBlipProcessor:
 # ------------------------------------------------------------------ models
 
 
-def llava_model() -> LlavaForConditionalGeneration:
-    """A random LLaVA-1.5 (CLIP 336/14 tower, GELU projector, Llama LM), seeded, float32."""
+def llava_model(layers: int = LM_LAYERS) -> LlavaForConditionalGeneration:
+    """A random LLaVA-1.5 (CLIP 336/14 tower, GELU projector, Llama LM of ``layers``), seeded, float32."""
     vision = CLIPVisionConfig(**VISION_SIZES, image_size=LLAVA_IMAGE_SIZE, patch_size=LLAVA_PATCH)
     text = LlamaConfig(  # config.json text_config; bos/eos are LlamaConfig defaults there
-        **TEXT_SIZES, vocab_size=LM_VOCAB_SIZE, max_position_embeddings=4096, rms_norm_eps=1e-5,
+        **{**TEXT_SIZES, "num_hidden_layers": layers}, vocab_size=LM_VOCAB_SIZE, max_position_embeddings=4096, rms_norm_eps=1e-5,
         bos_token_id=LLAVA_BOS_ID, eos_token_id=LLAVA_EOS_ID, tie_word_embeddings=False,
     )
     config = LlavaConfig(  # config.json
@@ -280,13 +280,13 @@ def llava_model() -> LlavaForConditionalGeneration:
     return model
 
 
-def instructblip_model(qformer_vocab_size: int) -> InstructBlipForConditionalGeneration:
-    """A random InstructBLIP-Vicuna (ViT 224/14, Q-Former with 32 queries, Llama LM), seeded, float32."""
+def instructblip_model(qformer_vocab_size: int, layers: int = LM_LAYERS) -> InstructBlipForConditionalGeneration:
+    """A random InstructBLIP-Vicuna (ViT 224/14, Q-Former with 32 queries, Llama LM of ``layers``), seeded, float32."""
     vision = InstructBlipVisionConfig(**VISION_SIZES, image_size=IBLIP_IMAGE_SIZE, patch_size=IBLIP_PATCH)
     qformer = InstructBlipQFormerConfig(**QFORMER_SIZES, vocab_size=qformer_vocab_size,
                                         max_position_embeddings=QFORMER_MAX_LENGTH)
     text = LlamaConfig(  # config.json text_config
-        **TEXT_SIZES, vocab_size=LM_VOCAB_SIZE, max_position_embeddings=IBLIP_MAX_LENGTH, rms_norm_eps=IBLIP_RMS_EPS,
+        **{**TEXT_SIZES, "num_hidden_layers": layers}, vocab_size=LM_VOCAB_SIZE, max_position_embeddings=IBLIP_MAX_LENGTH, rms_norm_eps=IBLIP_RMS_EPS,
         bos_token_id=IBLIP_BOS_ID, eos_token_id=IBLIP_EOS_ID, pad_token_id=IBLIP_PAD_ID, tie_word_embeddings=False,
     )
     config = InstructBlipConfig(  # config.json
@@ -300,22 +300,28 @@ def instructblip_model(qformer_vocab_size: int) -> InstructBlipForConditionalGen
     return model
 
 
-def build(name: str) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """``(model, processor)`` of replica ``name`` (see ``REPLICAS``), model in float32."""
+def build(name: str, layers: int = LM_LAYERS) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """``(model, processor)`` of replica ``name`` (see ``REPLICAS``), model in float32.
+
+    ``layers``: the language model's depth; fewer than the checkpoints' 32 only where a run's cost
+    matters more than reaching every layer range (the replica benchmark runs of the test suite).
+    """
+    if layers < 1:
+        raise ValueError(f"a replica needs at least one language-model layer, got {layers}")
     if name == "llava-1.5":
-        return llava_model(), llava_processor()
+        return llava_model(layers), llava_processor()
     if name == "instructblip-vicuna":
         processor = instructblip_processor()
-        return instructblip_model(len(processor.qformer_tokenizer)), processor
+        return instructblip_model(len(processor.qformer_tokenizer), layers), processor
     raise ValueError(f"unknown replica {name!r}; expected one of {REPLICAS}")
 
 
-def build_replica(name: str, folder: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+def build_replica(name: str, folder: str | Path, dtype: torch.dtype = torch.float16, layers: int = LM_LAYERS) -> Path:
     """Save replica ``name`` to ``folder`` (created if missing) with weights in ``dtype``; returns it.
 
-    ``dtype`` is recorded in config.json, as the checkpoints record float16.
+    ``dtype`` is recorded in config.json, as the checkpoints record float16. ``layers``: see :func:`build`.
     """
-    model, processor = build(name)
+    model, processor = build(name, layers)
     folder = Path(folder)
     model.to(dtype).save_pretrained(folder)
     processor.save_pretrained(folder)

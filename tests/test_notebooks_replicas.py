@@ -36,6 +36,12 @@ from notebook_rules import warnings_in
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MME_SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"
+# The runs with images decode every benchmark part with every method (notebook 04 alone: 36 runs): on
+# the 32-layer replicas that costs tens of CPU minutes per notebook on 2 cores, so they use a language
+# model of SHALLOW layers (still more than VAR's first searched layer, 2). The runs without images of
+# 04-07 keep the checkpoints' 32 layers: they run every cell but the benchmark runs, notebook 07's
+# per-layer loops (sink search over layers 2..31) included; tests/test_replicas.py covers the rest.
+SHALLOW = 4
 LIMIT = 1  # questions per split: the smallest run that exercises every path (MME keeps its image pairs)
 # (replica, profile, GPU memory it is resolved for, quantization that implies, image tokens)
 SETUPS = {
@@ -121,8 +127,10 @@ def world(tmp_path_factory):
         "AMBER_IMAGES": str(scene_images(root / "amber", sorted({q["image"] for q in queries}))),
         "MME_DIR": str(root / "MME_Benchmark_release_version"),
     }
+    names = ("llava-1.5", "instructblip-vicuna")
     return {"root": root, "data": data, "env": env, "mme": _mme_release(Path(env["MME_DIR"])),
-            "folders": {name: build_replica(name, root / name) for name in ("llava-1.5", "instructblip-vicuna")}}
+            "folders": {name: build_replica(name, root / name) for name in names},
+            "shallow": {name: build_replica(name, root / f"{name}-shallow", layers=SHALLOW) for name in names}}
 
 
 IMAGE_VARIABLES = ("COCO_IMAGES", "GQA_IMAGES", "MME_DIR", "AMBER_IMAGES")
@@ -147,7 +155,7 @@ def _execute(path: Path, setup: str, world, monkeypatch, tmp_path, images: bool 
         monkeypatch.setenv("AVISC_DATA_DIR", str(tmp_path / "empty_cache"))
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # MME's hub dataset is not in the (empty) cache either
     monkeypatch.setenv("AVISC_PROFILE", profile)
-    monkeypatch.setenv("AVISC_MODEL", str(world["folders"][replica]))
+    monkeypatch.setenv("AVISC_MODEL", str(world["shallow" if images else "folders"][replica]))
     monkeypatch.setenv("AVISC_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("AVISC_FIGURES", str(tmp_path / "figures"))
     monkeypatch.delenv("COCO_IMAGES", raising=False)
