@@ -58,7 +58,7 @@ test: install install-lmms
 	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q --ignore=tests/test_notebooks_replicas.py
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_notebooks_replicas.py -n 2 -q
 	$(LMMS_BIN)/python -c "import lmms_eval"
-	$(LMMS_BIN)/python -m pytest tests/test_lmms.py tests/test_console_scripts.py -q
+	$(LMMS_BIN)/python -m pytest tests/test_lmms.py tests/test_lmms_loading.py tests/test_console_scripts.py -q
 
 test-fast: install  # the development loop: everything but notebooks and slow tests (<= 2 min)
 	$(BIN)/python -m pytest tests -m "not slow and not notebooks" -q
