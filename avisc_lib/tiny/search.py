@@ -38,7 +38,7 @@ from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, make_scene, obje
 from .build import build_model, build_processor
 from .data import pixel_values
 from .organism import organism_table
-from .train import lr_schedule, run_lm_stage
+from .train import TowerHeads, lr_schedule, run_lm_stage
 
 LOG = Path("results/organism/tower_log.jsonl")  # relative to the repository root
 LM_LOG = Path("results/organism/lm_log.jsonl")
@@ -109,14 +109,11 @@ def build_tower(recipe: Recipe) -> CLIPVisionModel | Dinov2WithRegistersModel:
     return model_class(config)
 
 
-class Heads(nn.Module):
-    """Throw-away heads: per-patch class (13), and global presence (12), count (3), quadrants (12 x 4)."""
+class Heads(TowerHeads):
+    """Stage 0's throw-away heads plus object quadrants (12 x 4), for the ``cls`` objective."""
 
     def __init__(self, width: int):
-        super().__init__()
-        self.patch = nn.Linear(width, len(CATEGORIES) + 1)
-        self.presence = nn.Linear(width, len(CATEGORIES))
-        self.count = nn.Linear(width, 3)
+        super().__init__(width)
         self.quadrant = nn.Linear(width, len(CATEGORIES) * QUADRANTS)
 
 
