@@ -1,16 +1,16 @@
 """AvisC (Attentional Vision Calibration) on Hugging Face vision-language models."""
 
-from .attention import image_attention, record_last_query_attention
+from .hooks.capture import image_attention, record_last_query_attention
 from .blind import select_blind_tokens
-from .budget import Progress
+from .course.budget import Progress
 from .decoding import METHODS, DecodeSettings, decode
 from .generation import answer_logits, answer_token_ids, candidate_token_ids, generate
-from .hf_generate import custom_generate
+from .integrations.hf_generate import custom_generate
 from .masking import mask_image_tokens, replace_image_tokens
-from .models import known_models, load_model
-from .profiles import Profile, environment_report, resolve_profile
-from .inputs import encode
-from .prompts import build_prompt
+from .models.loading import known_models, load_model
+from .course.profiles import Profile, environment_report, resolve_profile
+from .models.inputs import encode
+from .models.prompts import build_prompt
 from .sinks import sink_tokens
 
 __all__ = [

@@ -43,12 +43,12 @@ from transformers import (
 )
 from transformers.utils import ModelOutput
 
-from . import compat
-from .attention import image_rows, record_last_query_attention
-from .branches import BRANCHES, DIFFUSION_STEPS, Branch, BranchContext, BranchInputs, image_branch
-from .inputs import Prompt, embed_prompt
-from .interventions import INTERVENTIONS, pai_refine
-from .only import only_scores
+from .models import compat
+from .hooks.capture import image_rows, record_last_query_attention
+from .methods.base import BRANCHES, DIFFUSION_STEPS, Branch, BranchContext, BranchInputs, image_branch
+from .models.inputs import Prompt, embed_prompt
+from .methods.interventions import INTERVENTIONS, pai_refine
+from .methods.only import only_scores
 
 SINGLE = ("greedy", "sample")
 CONTRASTIVE = tuple(BRANCHES)

@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
-from . import compat
-from .batching import batches
+from .models import compat
+from .models.batching import batches
 from .decoding import decode
-from .inputs import embed_prompt, encode
+from .models.inputs import embed_prompt, encode
 from .masking import replace_image_tokens
-from .prompts import build_prompt
+from .models.prompts import build_prompt
 
 # How LLaVA-1.5 and InstructBLIP start a yes/no answer; lower-casing tokenizers map them to their own ids.
 ANSWER_WORDS = ("Yes", "No")

@@ -10,7 +10,7 @@ Here they are read from each row's own BOS at each layer (d is a sink dimension 
 when phi(BOS)[d] > tau), so no table of models is needed; pass ``dims`` to use fixed ones instead
 (the code's ``DIM_SINK``, ``src/logic/constants.py`` line 9). The sinks are kept per layer, as the
 official code keeps them (``indices[layer]``), and found anew for every batch: the released code
-finds them for its first question only (see :func:`avisc_lib.interventions.var`).
+finds them for its first question only (see :func:`avisc_lib.methods.interventions.var`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from . import compat
-from .inputs import Prompt, embed_prompt
+from .models import compat
+from .models.inputs import Prompt, embed_prompt
 
 TAU = 20.0  # massive-activation threshold: VisAttnSink A_exps/lv1.5_7b.yml line 12 (tau: 20)
 FIRST_LAYER = 2  # sinks are looked for before layers 2.. L-1: src/logic/logic.py line 52 ([2:])

@@ -34,10 +34,10 @@ from transformers import AutoProcessor, CLIPVisionConfig, LlamaConfig, LlavaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from avisc_lib.attention import image_attention  # noqa: E402
+from avisc_lib.hooks.capture import image_attention  # noqa: E402
 from avisc_lib.decoding import decode  # noqa: E402
-from avisc_lib.models import tiny_model_path  # noqa: E402
-from avisc_lib.inputs import encode  # noqa: E402
+from avisc_lib.models.loading import tiny_model_path  # noqa: E402
+from avisc_lib.models.inputs import encode  # noqa: E402
 from avisc_lib.tiny.build import build_model, build_processor  # noqa: E402
 from avisc_lib.world.scenes import make_scene  # noqa: E402
 from conftest import row  # noqa: E402

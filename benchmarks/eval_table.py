@@ -3,7 +3,7 @@ controls (random_mask, zero_image) on POPE, MME, AMBER.
 
     python benchmarks/eval_table.py            # CPU, about 9 minutes; writes benchmarks/EVAL_RESULTS.md
 
-1. ``run_benchmark`` (as :func:`avisc_lib.experiments.run`) for every method on synthetic POPE (random, popular, adversarial; 500
+1. ``run_benchmark`` (as :func:`avisc_lib.course.experiments.run`) for every method on synthetic POPE (random, popular, adversarial; 500
    scenes x 6 questions each), the MME hallucination subset (100 scenes x 2 questions per
    subtask) and AMBER (200 captions + discriminative questions), batch size 16, seed 0,
    library decoding defaults, each run in a fresh folder; its wall time.
@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 import transformers
 
-from avisc_lib import experiments, generate, load_model
+from avisc_lib.course import experiments
+from avisc_lib import generate, load_model
 from avisc_lib.benchmarks.runner import DECODE_OPTIONS
 from avisc_lib.benchmarks.tasks import DEFAULT_PARSERS, build_task
 from avisc_lib.decoding import DecodeSettings

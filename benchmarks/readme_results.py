@@ -2,7 +2,7 @@
 
     python benchmarks/readme_results.py          # a few minutes from scratch, seconds after the notebooks
 
-Runs the notebooks' specs (:mod:`avisc_lib.experiments`: the tiny profile's grids, synthetic data,
+Runs the notebooks' specs (:mod:`avisc_lib.course.experiments`: the tiny profile's grids, synthetic data,
 its ``limit`` of 150 questions per split / subtask / section and batch size 32, seed 0) in the
 same folders, ``runs/notebooks/tiny/``, so it resumes what the notebooks already answered, then
 replaces everything between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md.
@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 import avisc_lib
-from avisc_lib import evaluation_views as views, experiments
+from avisc_lib.course import tables as views, experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "notebooks" / "tiny"

@@ -34,7 +34,7 @@ from transformers import (
 )
 
 from avisc_lib.benchmarks import synthetic
-from avisc_lib.inputs import encode
+from avisc_lib.models.inputs import encode
 from avisc_lib.tiny.build import PATCH_SIZE, build_model, build_processor, build_tokenizer
 from avisc_lib.world.scenes import IMAGE_SIZE, make_scene
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import avisc_lib
-from avisc_lib import analysis, plotting
+from avisc_lib.course import ablation as analysis, plotting
 from avisc_lib.world.questions import existence_set
 
 matplotlib.use("Agg")

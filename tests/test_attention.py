@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avisc_lib.attention import image_attention, last_query_probs, record_last_query_attention
+from avisc_lib.hooks.capture import image_attention, last_query_probs, record_last_query_attention
 from conftest import row
 
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from avisc_lib import compat
-from avisc_lib.attention_edit import EDITOR, AttentionEdit, edit_attention, edited_probs
-from avisc_lib.inputs import embed_prompt
+from avisc_lib.models.loading import compat
+from avisc_lib.hooks.edit import EDITOR, AttentionEdit, edit_attention, edited_probs
+from avisc_lib.models.inputs import embed_prompt
 from conftest import eager_scores
 
 REFERENCE = "test_reference_edited_eager"

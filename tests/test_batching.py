@@ -2,7 +2,7 @@
 
 import pytest
 
-from avisc_lib.batching import batches
+from avisc_lib.models.batching import batches
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from avisc_lib import budget, experiments
+from avisc_lib.course import budget, experiments
 from avisc_lib.benchmarks import amber, fetch, load_queries, load_questions
 from avisc_lib.benchmarks.tasks import DEFAULT_DATA_DIR, amber_section, build_task
 

@@ -284,7 +284,7 @@ def test_dataset_defaults_by_model_and_a_wrong_variable_is_named(tmp_path, monke
 
 
 def test_7b_model_on_a_small_gpu_loads_in_4bit(tmp_path, monkeypatch, capsys):
-    from avisc_lib import profiles
+    from avisc_lib.course import profiles
     from avisc_lib.benchmarks import cli
 
     calls = []

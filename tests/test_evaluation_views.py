@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 
-from avisc_lib import evaluation_views as views
+from avisc_lib.course import tables as views
 from avisc_lib.benchmarks import run_benchmark
 from avisc_lib.benchmarks.store import ConfigMismatch
-from avisc_lib.models import load_model
+from avisc_lib.models.loading import load_model
 
 
 def test_paper_pope_is_consistent():

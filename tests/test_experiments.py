@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from avisc_lib import budget, experiments
-from avisc_lib.experiments import Experiment
+from avisc_lib.course import budget, experiments
+from avisc_lib.course.experiments import Experiment
 
 SPEC = Experiment("pope", "synthetic", "adversarial", "avisc", seed=0, limit=4)
 KINDS = ("synthetic", "coco")

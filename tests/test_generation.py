@@ -7,8 +7,8 @@ import torch
 
 from avisc_lib.decoding import decode
 from avisc_lib.generation import answer_logits, candidate_token_ids, generate
-from avisc_lib.inputs import encode
-from avisc_lib.prompts import LLAVA_V1_SYSTEM, build_prompt
+from avisc_lib.models.inputs import encode
+from avisc_lib.models.prompts import LLAVA_V1_SYSTEM, build_prompt
 from avisc_lib.world.scenes import make_scene
 from conftest import QUESTIONS, row
 

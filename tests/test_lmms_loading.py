@@ -5,7 +5,8 @@ import torch
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed in .venv-lmms, where `make test` runs this file")
 
-from avisc_lib import lmms, profiles  # noqa: E402
+from avisc_lib.integrations import lmms
+from avisc_lib.course import profiles  # noqa: E402
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avisc_lib import compat
+from avisc_lib.models.loading import compat
 from avisc_lib.generation import answer_logits
-from avisc_lib.inputs import embed_prompt
+from avisc_lib.models.inputs import embed_prompt
 from avisc_lib.masking import mask_image_tokens, replace_image_tokens
 
 

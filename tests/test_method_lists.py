@@ -8,10 +8,10 @@ import pytest
 
 import avisc_lib
 from avisc_lib.benchmarks.cli import main
-from avisc_lib.branches import BRANCHES
+from avisc_lib.methods.base import BRANCHES
 from avisc_lib.decoding import METHOD_SUMMARIES, METHODS, DecodeSettings, decode_options
-from avisc_lib.hf_generate import card_methods, write_card_methods
-from avisc_lib.interventions import INTERVENTIONS
+from avisc_lib.integrations.hf_generate import card_methods, write_card_methods
+from avisc_lib.methods.interventions import INTERVENTIONS
 
 CARD = Path(__file__).resolve().parents[1] / "custom_generate" / "README.md"
 REGISTERED = ("greedy", "sample", *BRANCHES, *INTERVENTIONS)

@@ -6,7 +6,7 @@ from conftest import instructblip_processor, tiny_instructblip
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, LlavaForConditionalGeneration
 
 import avisc_lib
-from avisc_lib import models
+from avisc_lib.models import loading as models
 from avisc_lib.tiny.build import build_model, build_processor
 
 

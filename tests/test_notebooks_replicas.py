@@ -1,6 +1,6 @@
 """Every notebook runs under the GPU profiles, unedited, on replicas of the real checkpoints.
 
-A replica (:mod:`avisc_lib.replicas`) has the interfaces of ``llava-hf/llava-1.5-7b-hf`` or
+A replica (:mod:`avisc_lib.models.replicas`) has the interfaces of ``llava-hf/llava-1.5-7b-hf`` or
 ``Salesforce/instructblip-vicuna-7b`` (tokenizer, id layout, chat template, image processing,
 576 / 32 image tokens) at tiny width. Each notebook runs with the variables a user sets to run a
 GPU profile elsewhere: ``AVISC_PROFILE``, ``AVISC_DEVICE=cpu``, ``AVISC_LIMIT=1``,
@@ -25,11 +25,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from avisc_lib import experiments
+from avisc_lib.course import experiments
 from avisc_lib.benchmarks import fetch, load_questions
 from avisc_lib.benchmarks.images import pope_image_names
 from avisc_lib.benchmarks.sources import image_variable
-from avisc_lib.replicas import build_replica
+from avisc_lib.models.replicas import build_replica
 from conftest import DATA, scene_images
 from notebook_rules import warnings_in
 

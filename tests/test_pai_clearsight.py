@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import QUESTIONS, eager_scores, row
 
-from avisc_lib import compat
-from avisc_lib.inputs import embed_prompt, encode
-from avisc_lib.interventions import INTERVENTIONS, layer_range, pai_refine
+from avisc_lib.models.loading import compat
+from avisc_lib.models.inputs import embed_prompt, encode
+from avisc_lib.methods.interventions import INTERVENTIONS, layer_range, pai_refine
 from avisc_lib.world.scenes import make_scene
 
 REFERENCE = "test_reference_pai_clearsight"

@@ -5,7 +5,7 @@ import itertools
 import pandas as pd
 import pytest
 
-from avisc_lib import evaluation_views as views
+from avisc_lib.course import tables as views
 
 SPLITS = ["random", "popular", "adversarial"]
 # The one POPE row whose printed F1 does not follow from its precision and recall (a typo in the paper).
@@ -81,7 +81,7 @@ def test_pope_beside_paper_errors():
 
 def test_beyond_avisc_numbers_carry_sources_and_our_method_names():
     from avisc_lib.decoding import METHODS
-    from avisc_lib.paper_tables import paper_beyond
+    from avisc_lib.course.paper import paper_beyond
 
     table = paper_beyond()
     assert table.source.str.len().gt(20).all()
@@ -91,7 +91,7 @@ def test_beyond_avisc_numbers_carry_sources_and_our_method_names():
 
 
 def test_beyond_numbers_cite_papers_or_repositories_not_issues():
-    from avisc_lib.paper_tables import paper_beyond
+    from avisc_lib.course.paper import paper_beyond
 
     table = paper_beyond()
     assert not table.source.str.contains("issue", case=False).any()

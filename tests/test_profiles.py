@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from avisc_lib import budget, experiments, profiles
-from avisc_lib.profiles import FP16_MIN_GIB, LIMITS, SESSION_MINUTES, resolve_profile
+from avisc_lib.course import budget, experiments, profiles
+from avisc_lib.course.profiles import FP16_MIN_GIB, LIMITS, SESSION_MINUTES, resolve_profile
 
 NOTEBOOKS = ("04", "05", "06")
 

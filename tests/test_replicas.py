@@ -1,7 +1,7 @@
 """Replica checkpoints: the real LLaVA-1.5 / InstructBLIP-Vicuna interfaces, tiny and random.
 
 Expected values are the public checkpoints' (llava-hf/llava-1.5-7b-hf,
-Salesforce/instructblip-vicuna-7b), written here independently of avisc_lib.replicas.
+Salesforce/instructblip-vicuna-7b), written here independently of avisc_lib.models.replicas.
 """
 
 import importlib.util
@@ -25,9 +25,9 @@ from avisc_lib import (
     select_blind_tokens,
 )
 from avisc_lib.decoding import contrast_logits
-from avisc_lib.inputs import embed_prompt
-from avisc_lib.prompts import LLAVA_V1_SYSTEM
-from avisc_lib.replicas import build_replica, main
+from avisc_lib.models.inputs import embed_prompt
+from avisc_lib.models.prompts import LLAVA_V1_SYSTEM
+from avisc_lib.models.replicas import build_replica, main
 from avisc_lib.world.scenes import make_scene
 
 LLAVA, IBLIP = "llava-1.5", "instructblip-vicuna"

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from avisc_lib.blind import select_blind_tokens
-from avisc_lib.branches import diffusion_noise
+from avisc_lib.methods.base import diffusion_noise
 from avisc_lib.decoding import contrast_logits, decode, m3id_logits, plausibility_cut
 
 

@@ -17,9 +17,9 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from avisc_lib.decoding import DecodeSettings
-from avisc_lib.inputs import embed_prompt
-from avisc_lib.interventions import INTERVENTIONS
-from avisc_lib.only import only_scores
+from avisc_lib.models.inputs import embed_prompt
+from avisc_lib.methods.interventions import INTERVENTIONS
+from avisc_lib.methods.only import only_scores
 from avisc_lib.sinks import find_sinks, massive_dimensions, massive_tokens
 
 # ------------------------------------------------------------------------------------ PAI, ClearSight

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import avisc_lib
-from avisc_lib import models
+from avisc_lib.models import loading as models
 from avisc_lib.benchmarks import runner
 from avisc_lib.benchmarks.cli import main
 from avisc_lib.benchmarks.io import FormatError

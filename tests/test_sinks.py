@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from avisc_lib import compat
+from avisc_lib.models.loading import compat
 from avisc_lib.sinks import activation, find_sinks, sink_tokens
 from conftest import row
 
@@ -122,7 +122,7 @@ def test_errors(llava_case, kwargs, message):
 
 @pytest.mark.parametrize("name", ["llava", "instructblip"])
 def test_bos_is_the_first_text_token_after_padding_and_query_tokens(request, name):
-    from avisc_lib.inputs import embed_prompt
+    from avisc_lib.models.inputs import embed_prompt
     from avisc_lib.sinks import bos_positions
 
     case = request.getfixturevalue(f"{name}_case")

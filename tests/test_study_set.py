@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avisc_lib.profiles import resolve_profile
-from avisc_lib.study_set import PHOTOS, existence_items, photo_path, study_source
+from avisc_lib.course.profiles import resolve_profile
+from avisc_lib.course.existence import PHOTOS, existence_items, photo_path, study_source
 from avisc_lib.world.questions import existence_set
 from conftest import DATA, scene_images
 

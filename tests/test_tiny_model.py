@@ -42,7 +42,7 @@ def test_card_organism_rows_reproduce(tiny):
     """The model card's attention rows (top-5 share, background share, sinks) recomputed on its check scenes."""
     import json
 
-    from avisc_lib.models import tiny_model_path
+    from avisc_lib.models.loading import tiny_model_path
     from avisc_lib.tiny.card import CHECK_SCENES
     from avisc_lib.tiny.organism import attention_rows
 

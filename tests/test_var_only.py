@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from avisc_lib import compat
-from avisc_lib.inputs import embed_prompt
-from avisc_lib.interventions import var
-from avisc_lib.only import only, only_scores
+from avisc_lib.models.loading import compat
+from avisc_lib.models.inputs import embed_prompt
+from avisc_lib.methods.interventions import var
+from avisc_lib.methods.only import only, only_scores
 from conftest import eager_scores, row
 
 REFERENCE = "test_reference_var_eager"

@@ -37,7 +37,7 @@ AvisC's 0.02, the library default). The controls ``random_mask`` and ``zero_imag
 AvisC's α, so that only their second branch differs from AvisC's.
 
 The paper sampled, so its numbers vary with the seed: run several seeds and report mean ± std
-(:func:`avisc_lib.evaluation_views.mean_std`), as the paper does for MME and AMBER. Its
+(:func:`avisc_lib.course.tables.mean_std`), as the paper does for MME and AMBER. Its
 ``greedy`` has no place in it: ``method="greedy"`` with this protocol is refused unless the
 caller passes ``do_sample=False``. The one-pass methods (PAI with ``pai_gamma=1``, ClearSight,
 VAR) sample under it too: sampling is the final token choice, the same for every method, and
@@ -110,7 +110,7 @@ from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedModel
 
-from ..models import CLASSES_BY_TYPE, resolve
+from ..models.loading import CLASSES_BY_TYPE, resolve
 
 PROTOCOLS = ("argmax", "paper", "official")
 PROTOCOL_HELP = {

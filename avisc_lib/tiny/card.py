@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import analysis
+from ..course import ablation as analysis
 from ..benchmarks.parsers import get_parser
 from ..benchmarks.pope import pope_metrics
 from ..generation import generate
-from ..models import load_model, tiny_model_path
+from ..models.loading import load_model, tiny_model_path
 from ..world import questions as Q
 from ..world.scenes import make_scene, object_tokens
 from .organism import attention_rows, organism_table

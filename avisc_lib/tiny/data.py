@@ -44,9 +44,9 @@ def training_batch(tokenizer, scenes: list[Scene], qs: list[dict]) -> dict[str, 
 
 def yes_no_margin(model, processor, items, batch_size: int = 100) -> torch.Tensor:
     """``float[N]``: logit(yes) - logit(no) at the answer position for (scene, question) items."""
-    from ..batching import batches
+    from ..models.batching import batches
     from ..generation import answer_logits, candidate_token_ids
-    from ..inputs import encode
+    from ..models.inputs import encode
 
     yes_no = candidate_token_ids(processor, ["yes", "no"])
     margins = []

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
-from .. import analysis
-from ..batching import batches
+from ..course import ablation as analysis
+from ..models.batching import batches
 from ..benchmarks.parsers import get_parser
 from ..blind import random_like
 from ..generation import generate
-from ..inputs import encode
+from ..models.inputs import encode
 from ..sinks import TAU, sink_tokens
 from ..world import questions as Q
 from ..world.scenes import object_tokens

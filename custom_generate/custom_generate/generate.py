@@ -7,7 +7,7 @@ the call; everything else is generate's own. The decoding itself is ``avisc_lib.
 
 from transformers.generation.utils import GenerationMixin
 
-from avisc_lib.hf_generate import custom_generate, method_options
+from avisc_lib.integrations.hf_generate import custom_generate, method_options
 
 
 def generate(model, *args, method="avisc", **kwargs):

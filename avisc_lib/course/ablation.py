@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
-from .attention import image_attention
-from .batching import batches
-from .blind import random_like, select_blind_tokens
-from .decoding import contrast_logits, decode, plausibility_cut
-from .generation import ANSWER_WORDS, answer_logits, answer_token_ids
-from .inputs import encode
+from ..hooks.capture import image_attention
+from ..models.batching import batches
+from ..blind import random_like, select_blind_tokens
+from ..decoding import contrast_logits, decode, plausibility_cut
+from ..generation import ANSWER_WORDS, answer_logits, answer_token_ids
+from ..models.inputs import encode
 
 # Ablation conditions: name -> which image tokens are replaced (zeroed), given the blind mask and
 # a random mask with as many tokens per row as the blind one.

@@ -1,7 +1,7 @@
 """Small views for the evaluation notebooks (04 POPE, 05 MME, 06 AMBER).
 
 * :func:`paper_pope`, :func:`paper_mme`, :func:`paper_amber`: the paper's tables as DataFrames,
-  to put beside ours (re-exported from :mod:`avisc_lib.paper_tables`, which names their source).
+  to put beside ours (re-exported from :mod:`avisc_lib.course.paper`, which names their source).
 * :func:`mark_caption` / :func:`phrase_pattern`: a caption as markdown with the objects that
   are in the ground truth in **bold** and the hallucinated ones struck through.
 * :func:`mean_std`: "mean ± std" cells over seeds, as the paper reports MME and AMBER.
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from .paper_tables import (  # noqa: F401  (PAPER_MODELS, paper_amber, paper_mme: re-exported for the notebooks)
+from .paper import (  # noqa: F401  (PAPER_MODELS, paper_amber, paper_mme: re-exported for the notebooks)
     PAPER_METHODS,
     PAPER_MODELS,
     POPE_DATASETS,
@@ -25,7 +25,7 @@ from .paper_tables import (  # noqa: F401  (PAPER_MODELS, paper_amber, paper_mme
     paper_mme,
     paper_pope,
 )
-from .world.scenes import COLOURS, SHAPES
+from ..world.scenes import COLOURS, SHAPES
 
 
 def pope_beside_paper(

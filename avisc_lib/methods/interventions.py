@@ -43,9 +43,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from . import sinks
-from .attention_edit import AttentionEdit, Mode, edit_attention, register_mode
-from .inputs import Prompt
+from .. import sinks
+from ..hooks.edit import AttentionEdit, Mode, edit_attention, register_mode
+from ..models.inputs import Prompt
 from .only import only
 
 # LALBJ/PAI (commit 9bbd8bd). README.md line 65 (POPE) and 82 (CHAIR): --alpha 0.2 --gamma 1.1

@@ -9,7 +9,7 @@ notebooks and outside checks can run the GPU profiles' code path on a CPU in sec
     folder = build_replica("llava-1.5", "runs/replica-llava")        # or "instructblip-vicuna"
     model, processor = avisc_lib.load_model(folder, device="cpu")
 
-    python -m avisc_lib.replicas llava-1.5 OUT_DIR
+    python -m avisc_lib.models.replicas llava-1.5 OUT_DIR
 
 Every value below that is not a width or a depth comes from the public files of
 ``llava-hf/llava-1.5-7b-hf`` or ``Salesforce/instructblip-vicuna-7b``; each comment names the
@@ -49,7 +49,7 @@ from transformers import (
 )
 
 from .prompts import LLAVA_V1_SYSTEM
-from .world.questions import vocabulary
+from ..world.questions import vocabulary
 
 REPLICAS = ("llava-1.5", "instructblip-vicuna")
 SEED = 0
@@ -329,7 +329,7 @@ def build_replica(name: str, folder: str | Path, dtype: torch.dtype = torch.floa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m avisc_lib.replicas", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m avisc_lib.models.replicas", description=__doc__.split("\n")[0])
     parser.add_argument("name", choices=REPLICAS)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)

@@ -17,8 +17,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from . import compat
-from .inputs import embed_prompt
+from ..models import compat
+from ..models.inputs import embed_prompt
 
 RECORDER = "avisc_last_query_sdpa"
 _ROWS: ContextVar[dict[int, torch.Tensor] | None] = ContextVar("avisc_attention_rows", default=None)

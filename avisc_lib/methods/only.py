@@ -27,10 +27,11 @@ from transformers import PreTrainedModel
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from . import compat, sinks
-from .attention import last_query_probs
-from .attention_edit import visible_keys
-from .inputs import Prompt
+from ..models import compat
+from .. import sinks
+from ..hooks.capture import last_query_probs
+from ..hooks.edit import visible_keys
+from ..models.inputs import Prompt
 
 # Official code: zifuwan/ONLY. LLaVA: transformers/src/transformers/models/llama/modeling_llama.py
 # (LlamaAttention lines 482-522, LlamaDecoderLayer lines 656-662, LlamaModel lines 949-993) and

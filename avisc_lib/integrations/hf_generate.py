@@ -39,7 +39,7 @@ from transformers.generation import (
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import GenerationMixin
 
-from .decoding import METHOD_SUMMARIES, DecodeSettings, decode
+from ..decoding import METHOD_SUMMARIES, DecodeSettings, decode
 
 # decode options that come from generate's own arguments (its GenerationConfig), not from custom_generate.
 GENERATION_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "min_new_tokens")

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from . import compat
-from .blind import random_like, select_blind_tokens, select_layers
-from .inputs import Prompt
-from .masking import replace_image_tokens
+from ..models import compat
+from ..blind import random_like, select_blind_tokens, select_layers
+from ..models.inputs import Prompt
+from ..masking import replace_image_tokens
 
 DIFFUSION_STEPS = 1000
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from . import budget, experiments
-from .models import ALIASES, load_model
+from ..models.loading import ALIASES, load_model
 
 PROFILES = ("tiny", "llava", "instructblip")
 PROFILE_OF = {hub_id: name for name, hub_id in ALIASES.items()}  # a 7B profile's hub id -> its name

@@ -6,7 +6,7 @@
 hub id, a folder); ``method`` and the method's hyper-parameters (``alpha``, ``beta``, ``lam``, ...)
 go to ``decode``; the task's generation kwargs give max_new_tokens, do_sample, temperature, top_p.
 ``dtype`` (auto, float16, bfloat16, float32) and ``quantization`` (auto, none, 4bit, 8bit) follow the
-run profiles' rules when "auto" (:func:`avisc_lib.profiles.load_options`): a 7B model on a T4 loads
+run profiles' rules when "auto" (:func:`avisc_lib.course.profiles.load_options`): a 7B model on a T4 loads
 in 4-bit, e.g. ``--model_args pretrained=llava,quantization=auto``.
 """
 
@@ -20,10 +20,10 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 
-from .generation import generate
+from ..generation import generate
 from .hf_generate import custom_generate
-from .models import default_device, load_model
-from .profiles import load_options
+from ..models.loading import default_device, load_model
+from ..course.profiles import load_options
 
 MODEL_ID = "avisc"
 # Task generation kwargs that decode takes as they are; "until" is applied to the answers.

@@ -340,7 +340,7 @@ class Progress:
 
 def _answers(folder: str | Path) -> int:
     """Answer lines in a run folder (:mod:`avisc_lib.benchmarks.store`)."""
-    from .benchmarks.store import ANSWERS
+    from ..benchmarks.store import ANSWERS
 
     path = Path(folder) / ANSWERS
     return sum(1 for _ in path.open("rb")) if path.is_file() else 0

@@ -212,7 +212,7 @@ def runnable(specs: Iterable[Experiment], *, download: bool = False) -> list[Exp
     Prints one line per benchmark and dataset left out: how many runs, and what to set to run them.
     ``download``: a checksummed image download is allowed (notebook 04's ``DOWNLOAD_COCO``).
     """
-    from .benchmarks import available
+    from ..benchmarks import available
 
     specs = list(specs)
     verdicts = {key: available(*key, download=download) for key in dict.fromkeys((s.benchmark, s.dataset) for s in specs)}
@@ -270,7 +270,7 @@ def run(
     ``model``/``processor``: an already loaded pair (None: ``run_benchmark`` loads ``model_name``).
     ``progress``: a :class:`.budget.Progress` that times the run.
     """
-    from .benchmarks.runner import run_benchmark
+    from ..benchmarks.runner import run_benchmark
 
     folder = Path(runs_dir) / spec.folder
     with progress.track(folder) if progress is not None else nullcontext():
@@ -283,7 +283,7 @@ def run(
 
 def answers(spec: Experiment, runs_dir: str | Path) -> list[dict]:
     """The answer records of a finished run (``answers.jsonl``, in question order)."""
-    from .benchmarks.store import ANSWERS
+    from ..benchmarks.store import ANSWERS
 
     path = Path(runs_dir) / spec.folder / ANSWERS
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

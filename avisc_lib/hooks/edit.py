@@ -45,7 +45,7 @@ from transformers import PreTrainedModel
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from . import compat
+from ..models import compat
 
 EDITOR = "avisc_edit_sdpa"
 

@@ -31,11 +31,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from .benchmarks import download, pope
-from .benchmarks.io import DEFAULT_DATA_DIR, FormatError, check_images, open_image
+from ..benchmarks import download, pope
+from ..benchmarks.io import DEFAULT_DATA_DIR, FormatError, check_images, open_image
 from .profiles import Profile
-from .world.questions import NEGATIVE_KINDS, existence_set
-from .world.scenes import Scene
+from ..world.questions import NEGATIVE_KINDS, existence_set
+from ..world.scenes import Scene
 
 
 @dataclass(frozen=True)
