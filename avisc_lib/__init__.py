@@ -3,9 +3,10 @@
 from .hooks.capture import image_attention, record_last_query_attention
 from .blind import select_blind_tokens
 from .course.budget import Progress
-from .decoding import METHODS, DecodeSettings, decode
+from .decoding import METHODS, decode
 from .generation import answer_logits, answer_token_ids, candidate_token_ids, generate
 from .integrations.hf_generate import custom_generate
+from .settings import DecodeSettings
 from .masking import mask_image_tokens, replace_image_tokens
 from .models.loading import known_models, load_model
 from .course.profiles import Profile, environment_report, resolve_profile

@@ -16,12 +16,12 @@ finds them for its first question only (see :func:`avisc_lib.methods.interventio
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
+from .hooks.layers import layer_inputs
 from .models import compat
 from .models.inputs import Prompt, embed_prompt
 
@@ -82,35 +82,6 @@ def fixed_dimensions(dims: Sequence[int], batch: int, hidden_size: int, device: 
     mask = torch.zeros(batch, hidden_size, dtype=torch.bool, device=device)
     mask[:, list(dims)] = True
     return mask
-
-
-@contextmanager
-def layer_inputs(
-    model: PreTrainedModel, layers: Sequence[int], handle: Callable[[int, torch.Tensor], None] | None = None
-) -> Iterator[dict[int, torch.Tensor]]:
-    """The hidden states ``[B, L, D]`` entering each decoder layer in ``layers``, on every forward.
-
-    Each goes to ``handle(layer, hidden)`` when given (before the layer runs), else into the yielded
-    dict ``layer -> hidden``. Forward pre-hooks, removed on exit (exceptions included).
-    """
-    records: dict[int, torch.Tensor] = {}
-    decoder_layers = model.get_decoder().layers
-
-    def hook(index: int):
-        def record(module, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            if handle is None:
-                records[index] = hidden
-            else:
-                handle(index, hidden)
-        return record
-
-    handles = [decoder_layers[i].register_forward_pre_hook(hook(i), with_kwargs=True) for i in layers]
-    try:
-        yield records
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ import transformers
 
 from avisc_lib.course import experiments
 from avisc_lib import generate, load_model
-from avisc_lib.benchmarks.runner import DECODE_OPTIONS
+from avisc_lib.benchmarks.runner import decode_option_names
 from avisc_lib.benchmarks.tasks import DEFAULT_PARSERS, build_task
-from avisc_lib.decoding import DecodeSettings
+from avisc_lib.settings import DecodeSettings
 
 METHODS = experiments.ARGMAX_METHODS
 POPE_SPLITS = experiments.POPE_SPLITS
@@ -167,7 +167,7 @@ NOTES = [
 
 def settings_lines() -> list[str]:
     defaults = {m: DecodeSettings(method=m) for m in METHODS}
-    shared = ", ".join(f"{k}={getattr(defaults['avisc'], k)}" for k in DECODE_OPTIONS if k != "alpha")
+    shared = ", ".join(f"{k}={getattr(defaults['avisc'], k)}" for k in decode_option_names() if k != "alpha")
     alphas = ", ".join(f"{m} {defaults[m].alpha}" for m in ("avisc", "vcd"))
     parsers = ", ".join(f"{b} `{p}`" for b, p in DEFAULT_PARSERS.items())
     return [

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from avisc_lib.hooks.capture import image_attention, last_query_probs, record_last_query_attention
+from avisc_lib.hooks.stack import DISPATCHER
 from conftest import row
 
 
@@ -44,7 +45,7 @@ def test_only_the_language_model_records_and_is_restored(instructblip_case):
         during = {k: getattr(model.config, k)._attn_implementation for k in model.config.sub_configs}
         with torch.no_grad():
             model(**inputs)
-    assert during == {**before, "text_config": "avisc_last_query_sdpa"}
+    assert during == {**before, "text_config": DISPATCHER}
     assert sorted(rows) == list(range(model.config.text_config.num_hidden_layers))
     heads, length = model.config.text_config.num_attention_heads, inputs["input_ids"].shape[1]
     assert all(r.shape == (2, heads, length) for r in rows.values())  # one row per head, not L x L

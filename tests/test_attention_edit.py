@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from avisc_lib.models.loading import compat
-from avisc_lib.hooks.edit import EDITOR, AttentionEdit, edit_attention, edited_probs
+from avisc_lib.models import compat
+from avisc_lib.hooks.edit import AttentionEdit, edit_attention, edited_probs
+from avisc_lib.hooks.stack import DISPATCHER
 from avisc_lib.models.inputs import embed_prompt
 from conftest import eager_scores
 
@@ -148,7 +149,7 @@ def test_block_restores_the_implementation_on_error(llava_case):
     before = model.config.get_text_config()._attn_implementation
     edit = AttentionEdit(prompt.image_mask, "scale_logits", 2.0)
     with pytest.raises(RuntimeError, match="boom"), edit_attention(model, [edit]):
-        assert model.config.get_text_config()._attn_implementation == EDITOR
+        assert model.config.get_text_config()._attn_implementation == DISPATCHER
         raise RuntimeError("boom")
     assert model.config.get_text_config()._attn_implementation == before
 

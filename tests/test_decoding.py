@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from avisc_lib.decoding import DecodeSettings, decode, next_token_scores
+from avisc_lib.decoding import decode, next_token_scores
+from avisc_lib.settings import DecodeSettings
 from conftest import row
 
 STEPS = 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avisc_lib.models.loading import compat
+from avisc_lib.models import compat
 from avisc_lib.generation import answer_logits
 from avisc_lib.models.inputs import embed_prompt
 from avisc_lib.masking import mask_image_tokens, replace_image_tokens

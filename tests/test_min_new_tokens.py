@@ -9,7 +9,8 @@ import copy
 import pytest
 import torch
 
-from avisc_lib.decoding import ban_tokens, decode
+from avisc_lib.decoding import decode
+from avisc_lib.scores import ban_tokens
 
 NEG = float("-inf")
 

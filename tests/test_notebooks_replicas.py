@@ -78,7 +78,7 @@ CHECK_THE_CHECKPOINT_INTERFACE = """\
 # Inserted by tests/test_notebooks_replicas.py: what breaks silently on the real checkpoints.
 from PIL import Image
 
-from avisc_lib.decoding import contrast_logits
+from avisc_lib.scores import contrast_logits
 
 assert profile.dtype == torch.float16 and profile.quantization == {quantization!r}
 _inputs = avisc_lib.encode(model, processor, [Image.new("RGB", (400, 300), "gray")], ["Is there a cat in the image?"])

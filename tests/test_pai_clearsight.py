@@ -9,9 +9,11 @@ import pytest
 import torch
 from conftest import QUESTIONS, eager_scores, row
 
-from avisc_lib.models.loading import compat
+from avisc_lib.models import compat
 from avisc_lib.models.inputs import embed_prompt, encode
-from avisc_lib.methods.interventions import INTERVENTIONS, layer_range, pai_refine
+from avisc_lib.methods import get
+from avisc_lib.methods.base import layer_range
+from avisc_lib.methods.pai import pai_refine
 from avisc_lib.world.scenes import make_scene
 
 REFERENCE = "test_reference_pai_clearsight"
@@ -83,7 +85,7 @@ def test_batched_equals_per_sample_reference(request, name, method, overrides):
     paper = (2, 32) if method == "pai" else (9, 15)  # the official scripts' ranges for 32 layers
     layers = layer_range(layers, paper, depth, "layers")  # the scaling itself: test_default_layers_...
     with torch.no_grad():
-        with INTERVENTIONS[method](model, prompt, settings):
+        with get(method).intervention(model, prompt, settings):
             got, tokens = _greedy(model, prompt, 3)
         plain, _ = _greedy(model, prompt, 3, tokens)
         for b in range(3):
@@ -108,7 +110,7 @@ def test_neutral_values_give_greedy_exactly(embedded_case, method, neutral):
     prompt = embed_prompt(model, _batch(embedded_case))
     with torch.no_grad():
         plain, plain_tokens = _greedy(model, prompt, 6)
-        with INTERVENTIONS[method](model, prompt, _settings(**neutral)):
+        with get(method).intervention(model, prompt, _settings(**neutral)):
             got, tokens = _greedy(model, prompt, 6)
     assert torch.equal(tokens, plain_tokens) and torch.equal(got, plain)
 
@@ -133,7 +135,7 @@ def test_default_layers_are_the_official_ranges_on_32_layers():
 def test_bad_hyper_parameters_raise(llava_case, method, overrides, message):
     prompt = embed_prompt(llava_case.model, llava_case.batch(2))
     with pytest.raises(ValueError, match=message):
-        INTERVENTIONS[method](llava_case.model, prompt, _settings(**overrides))
+        get(method).intervention(llava_case.model, prompt, _settings(**overrides))
 
 
 def test_pai_refine_formula_and_cut():

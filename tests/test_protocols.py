@@ -8,7 +8,6 @@ from avisc_lib import generate, load_model
 from avisc_lib.benchmarks import build_task, get_parser, pope_metrics, runner
 from avisc_lib.benchmarks.cli import main
 from avisc_lib.benchmarks.protocols import (
-    OFFICIAL,
     PROTOCOL_HELP,
     PROTOCOLS,
     llava_mme_text,
@@ -18,6 +17,7 @@ from avisc_lib.benchmarks.protocols import (
     resolve_protocol,
 )
 from avisc_lib.decoding import METHODS
+from avisc_lib.methods import registered
 from avisc_lib.benchmarks.store import ConfigMismatch
 from conftest import save_model_folder
 
@@ -238,10 +238,13 @@ def test_official_for_avisc_is_the_paper_protocol():
 
 
 def test_official_entries_name_real_methods_and_valid_options():
-    from avisc_lib.decoding import DecodeSettings
+    from avisc_lib.settings import DecodeSettings
 
-    for (method, benchmark, kind), chosen in OFFICIAL.items():
-        assert method in METHODS and kind == "llava"
+    entries = [(m.name, key) for m in registered() for key in m.official]
+    assert {name for name, _ in entries} == {"clearsight", "var", "only"}
+    for method, (benchmark, kind) in entries:
+        chosen = resolve_protocol("official", method=method, benchmark=benchmark, model_name="tiny")
+        assert kind == "llava" and chosen.name == "official"
         DecodeSettings(method=method, **chosen.decode)  # every value valid for its method
 
 

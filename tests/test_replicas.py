@@ -24,7 +24,7 @@ from avisc_lib import (
     load_model,
     select_blind_tokens,
 )
-from avisc_lib.decoding import contrast_logits
+from avisc_lib.scores import contrast_logits
 from avisc_lib.models.inputs import embed_prompt
 from avisc_lib.models.prompts import LLAVA_V1_SYSTEM
 from avisc_lib.models.replicas import build_replica, main

@@ -17,8 +17,10 @@ import pytest
 import torch
 
 from avisc_lib.blind import select_blind_tokens
-from avisc_lib.methods.base import diffusion_noise
-from avisc_lib.decoding import contrast_logits, decode, m3id_logits, plausibility_cut
+from avisc_lib.methods.vcd import diffusion_noise
+from avisc_lib.decoding import decode
+from avisc_lib.methods.m3id import m3id_logits
+from avisc_lib.scores import contrast_logits, plausibility_cut
 
 
 def _one_layer(scores: list[float]) -> torch.Tensor:

@@ -16,9 +16,9 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from avisc_lib.decoding import DecodeSettings
+from avisc_lib.settings import DecodeSettings
 from avisc_lib.models.inputs import embed_prompt
-from avisc_lib.methods.interventions import INTERVENTIONS
+from avisc_lib.methods import get
 from avisc_lib.methods.only import only_scores
 from avisc_lib.sinks import find_sinks, massive_dimensions, massive_tokens
 
@@ -58,7 +58,7 @@ def edited_layers(model, batch, method: str, settings: DecodeSettings) -> set[in
 
     handles = [layer.self_attn.register_forward_hook(record(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
-        with torch.no_grad(), INTERVENTIONS[method](model, prompt, settings):
+        with torch.no_grad(), get(method).intervention(model, prompt, settings):
             model.get_decoder()(inputs_embeds=prompt.embeds, attention_mask=prompt.attention_mask, use_cache=False)
     finally:
         for handle in handles:

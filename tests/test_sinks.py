@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from avisc_lib.models.loading import compat
+from avisc_lib.models import compat
 from avisc_lib.sinks import activation, find_sinks, sink_tokens
 from conftest import row
 

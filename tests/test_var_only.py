@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from avisc_lib.models.loading import compat
+from avisc_lib.models import compat
 from avisc_lib.models.inputs import embed_prompt
-from avisc_lib.methods.interventions import var
+from avisc_lib.methods.var import var
 from avisc_lib.methods.only import only, only_scores
 from conftest import eager_scores, row
 

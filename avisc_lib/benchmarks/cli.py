@@ -5,7 +5,7 @@
     avisc-eval run {pope,mme,amber} --model NAME --method METHOD --out DIR [--dataset D] [--split S]
         [--limit N] [--batch-size B] [--seed S] [--protocol argmax|paper|official] [--parser P]
         [--dtype auto|float16|bfloat16|float32] [--quantization auto|none|4bit|8bit]
-        [--image-dir DIR] [--download-images] [decode options]
+        [--image-dir DIR] [--download-images] [--methods-from FILE] [decode options]
     avisc-eval score pope --questions Q --answers A [--parser official|avisc|strict]
     avisc-eval score mme --results-dir DIR
     avisc-eval score amber --responses R --annotations A [--task d|g|a] [--official-rounding]
@@ -18,7 +18,9 @@ else the notebooks' variables (``COCO_IMAGES``, ``GQA_IMAGES``, ``MME_DIR``, ``A
 :mod:`.sources`). ``--dtype``/``--quantization`` default to the run profiles' rules
 (:func:`avisc_lib.course.profiles.load_options`: float16 on a GPU, 4-bit for a 7B model on a GPU too small
 for it, e.g. a T4; float32 on CPU). Each ``score`` prints one JSON
-object on stdout. Errors go to stderr with exit status 1. Commands are added by the functions
+object on stdout. Errors go to stderr with exit status 1. ``--methods-from FILE.py`` (or a module
+name; repeatable, before the command) imports a file that registers methods of your own
+(:func:`avisc_lib.methods.register`): they become choices of ``--method`` with their options as flags. Commands are added by the functions
 in :data:`COMMANDS`, each taking the top-level subparsers object.
 """
 
@@ -29,14 +31,16 @@ import json
 import sys
 from pathlib import Path
 
-from ..decoding import METHODS, DecodeSettings, decode_options, option_type
+from .. import methods
+from ..decoding import METHODS
+from ..settings import decode_options, method_help
 from ..models.loading import TINY
 from ..course.profiles import DTYPES, QUANTIZATIONS, load_options
 from . import amber, mme, pope
 from .parsers import available_parsers
 from .protocols import PROTOCOL_HELP, PROTOCOLS
 from .report import metrics_frame
-from .runner import DECODE_OPTIONS, partial_state, run_benchmark
+from .runner import decode_option_names, partial_state, run_benchmark
 from .sources import IMAGE_VARIABLES, image_folder
 from .store import CONFIG
 from .tasks import DATASETS, DEFAULT_DATA_DIR, DEFAULT_PARSERS, SPLITS
@@ -154,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
         quantized = f", {loading['quantization']}" if loading["quantization"] else ""
         print(f"avisc-eval: {args.model} on {device} in {str(loading['dtype']).removeprefix('torch.')}{quantized}",
               file=sys.stderr)
-    decode = {name: getattr(args, name) for name in DECODE_OPTIONS if getattr(args, name) is not None}
+    decode = {name: getattr(args, name) for name in decode_option_names() if getattr(args, name) is not None}
     where = {name: getattr(args, name) for name in RUN_OPTIONS}
     metrics = run_benchmark(args.benchmark, model_name=args.model, method=args.method, out_dir=args.out,
                             load_options=loading, **where, **decode)
@@ -173,18 +177,18 @@ def _add_decode_options(p: argparse.ArgumentParser) -> None:
     for option in decode_options():
         if option.name == "seed":  # a run-level flag: it also draws synthetic questions
             continue
-        kind = option_type(option)
+        kind = option.kind
         flag = "--" + option.name.replace("_", "-")
         default = "" if option.default is None else f" (library default {option.default})"
-        help_text = option.metadata["help"] + default
+        help_text = option.help + default
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
         else:
             group.add_argument(flag, type=kind, help=help_text)
 
 
-def _field_help(name: str) -> str:
-    return DecodeSettings.__dataclass_fields__[name].metadata["help"]
+def _option_help(name: str) -> str:
+    return next(option.help for option in decode_options() if option.name == name)
 
 
 def add_run_command(commands: argparse._SubParsersAction) -> None:
@@ -194,14 +198,14 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     for name, datasets in DATASETS.items():
         p = benchmarks.add_parser(name, help=f"{name}: datasets {', '.join(datasets)}")
         p.add_argument("--model", required=True, help="'tiny', a known hub id or a local model folder")
-        p.add_argument("--method", required=True, choices=METHODS, help=_field_help("method"))
+        p.add_argument("--method", required=True, choices=METHODS, help=method_help())
         p.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
         p.add_argument("--dataset", choices=datasets,
                        help=f"default: synthetic for --model {TINY}, {datasets[1]} for any other model")
         p.add_argument("--split", choices=SPLITS[name], default=SPLITS[name][0])
         p.add_argument("--limit", type=int, help="first N questions (MME: per subtask, AMBER: per section)")
         p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--seed", type=int, default=0, help=f"{_field_help('seed')}; also draws synthetic questions; "
+        p.add_argument("--seed", type=int, default=0, help=f"{_option_help('seed')}; also draws synthetic questions; "
                        "batch k decodes with seed S + k")
         p.add_argument(
             "--protocol",
@@ -233,18 +237,37 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
 COMMANDS = [add_score_command, add_run_command]
 
 
+def _methods_from(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--methods-from", action="append", default=[], metavar="FILE",
+                        help="a Python file (or module) that registers methods of your own; repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``avisc-eval`` parser with every command of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="avisc-eval", description="Evaluate VLM decoding on POPE, MME and AMBER."
     )
+    _methods_from(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:
         add_command(commands)
     return parser
 
 
+def load_user_methods(argv: list[str] | None) -> None:
+    """Import the ``--methods-from`` files first, so that the parser offers their methods and options."""
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _methods_from(early)
+    for source in early.parse_known_args(argv)[0].methods_from:
+        methods.load(source)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        load_user_methods(argv)
+    except (ValueError, ImportError, SyntaxError) as e:
+        print(f"avisc-eval: error: --methods-from: {e}", file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

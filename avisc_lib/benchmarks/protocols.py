@@ -92,7 +92,7 @@ as AvisC's) and 25-28 (alpha+ 3, alpha- 1, beta 0.4, gamma 0.25); its scorer
 here and the library's 64 applies (its answers are a word or two).
 
 Everything else has no ``official`` protocol and :func:`resolve_protocol` refuses it, naming why
-(:data:`NO_OFFICIAL`): ``greedy`` is no paper's method; PAI's POPE script reads chat-format
+(each method's ``no_official``): ``greedy`` is no paper's method; PAI's POPE script reads chat-format
 question files its repository does not hold (LALBJ/PAI at 9bbd8bd, ``constants.py`` lines
 29-33) and writes a prompt the library has no style for (lines 14 and 27: the system message
 run into ``USER: <image> {question} ASSISTANT:``); ClearSight and VAR release a POPE script
@@ -110,6 +110,7 @@ from dataclasses import dataclass, field, replace
 
 from transformers import PreTrainedModel
 
+from .. import methods
 from ..models.loading import CLASSES_BY_TYPE, resolve
 
 PROTOCOLS = ("argmax", "paper", "official")
@@ -124,12 +125,6 @@ MODEL_KINDS = tuple(CLASSES_BY_TYPE)  # "llava", "instructblip"
 PAPER_PROMPT = {"llava": "llava_v1", "instructblip": "raw"}
 PAPER_TOP_K = {"llava": None, "instructblip": 50}
 PAPER_MIN_NEW_TOKENS = {"llava": 0, "instructblip": 1}
-PAPER_ALPHA = {  # (method, model kind) -> alpha; the same for every benchmark (see the module docstring)
-    ("avisc", "llava"): 2.5,
-    ("avisc", "instructblip"): 3.0,
-    ("vcd", "llava"): 1.0,
-    ("vcd", "instructblip"): 1.0,
-}
 PAPER_SHARED = {
     "do_sample": True,
     "temperature": 1.0,
@@ -139,15 +134,12 @@ PAPER_SHARED = {
     "lam": 1.0,
     "layer_gamma": 0.5,
 }
-AVISC_CONTROLS = ("random_mask", "zero_image")  # AvisC with another second branch
-AVISC_FAMILY = ("sample", "avisc", "vcd", "m3id", *AVISC_CONTROLS)  # their official protocol is the paper's
 PAPER_PARSER = "avisc"
 PAPER_QUESTIONS = {"mme": "mme_first_line"}  # benchmark -> question form; others as they are
 
 # --- question forms: the text a run sends for a task's question -----------------------------------
 RELEASE_SUFFIX = "Please answer yes or no."  # ends every question of the MME release
 LLAVA_MME_LINE = "Answer the question using a single word or phrase."  # LLaVA's second line instead
-CLEARSIGHT_SUFFIX = " Please just answer yes or no."  # ClearSight infer_pope.py line 70
 
 
 def llava_mme_text(question: str) -> str:
@@ -162,25 +154,25 @@ def mme_first_line(question: str) -> str:
     return llava_mme_text(question).split("\n")[0]
 
 
-def clearsight_pope(question: str) -> str:
-    """ClearSight's POPE question: the question, then ``CLEARSIGHT_SUFFIX``."""
-    return question + CLEARSIGHT_SUFFIX
-
-
-QUESTION_FORMS: dict[str, Callable[[str], str]] = {
+BENCHMARK_FORMS: dict[str, Callable[[str], str]] = {
     "mme_first_line": mme_first_line,
     "mme_llava_two_lines": llava_mme_text,
-    "clearsight_pope": clearsight_pope,
 }
+
+
+def question_forms() -> dict[str, Callable[[str], str]]:
+    """Every question form: the benchmarks' and those the registered methods declare."""
+    return {**BENCHMARK_FORMS, **{k: f for m in methods.registered() for k, f in m.question_forms.items()}}
 
 
 def question_form(name: str | None) -> Callable[[str], str]:
     """The function a run applies to every question text; None: the text as it is."""
     if name is None:
         return str
-    if name not in QUESTION_FORMS:
-        raise ValueError(f"unknown question form {name!r}; expected one of {tuple(QUESTION_FORMS)} or None")
-    return QUESTION_FORMS[name]
+    forms = question_forms()
+    if name not in forms:
+        raise ValueError(f"unknown question form {name!r}; expected one of {tuple(forms)} or None")
+    return forms[name]
 
 
 @dataclass(frozen=True)
@@ -192,36 +184,6 @@ class Protocol:
     parser: str | None = None  # None: the benchmark's default parser
     decode: dict = field(default_factory=dict)  # decode options; omitted ones keep decode's defaults
     question: str | None = None  # a name in QUESTION_FORMS; None: the task's question text as it is
-
-
-# --- each later method's official evaluation (LLaVA-1.5); sources in the module docstring -----------
-OFFICIAL_SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": None}
-ONLY_WEIGHTS = {"only_alpha_pos": 3.0, "only_alpha_neg": 1.0, "only_layer": 0}
-OFFICIAL = {  # (method, benchmark, model kind) -> Protocol
-    ("clearsight", "pope", "llava"): Protocol(
-        "official", "vicuna_v1", "official", {"do_sample": False, "max_new_tokens": 1024, "clearsight_enhance": 1.15,
-                                              "clearsight_suppress": 0.95}, "clearsight_pope"),
-    ("var", "pope", "llava"): Protocol(
-        "official", "vicuna_v1", "official", {"do_sample": False, "max_new_tokens": 128, "var_p": 0.6,
-                                              "var_rho": 0.5, "var_summ": 0.2, "var_tau": 20.0}),
-    ("only", "pope", "llava"): Protocol(
-        "official", "llava_v1", "avisc", {**OFFICIAL_SAMPLING, "max_new_tokens": 8, **ONLY_WEIGHTS, "beta": 0.1,
-                                          "only_gamma": 0.2}),
-    ("only", "mme", "llava"): Protocol(
-        "official", "llava_v1", "official", {**OFFICIAL_SAMPLING, "max_new_tokens": 64, **ONLY_WEIGHTS, "beta": 0.4,
-                                             "only_gamma": 0.25}, "mme_llava_two_lines"),
-}
-NO_OFFICIAL = {  # method -> why it has no official protocol beyond OFFICIAL's entries
-    "greedy": "greedy is no paper's method; use protocol='argmax'",
-    "pai": ("PAI's POPE script reads chat-format question files its repository does not hold (LALBJ/PAI "
-            "constants.py:29-33) and a prompt the library has no style for (constants.py:14,27); pass its "
-            "README.md:65 settings yourself (pai_alpha=0.2, pai_gamma=1.1, layers 2:32, greedy)"),
-    "clearsight": "ClearSight's repository releases a POPE script for LLaVA-1.5 only (visaug/inference/infer_pope.py)",
-    "var": "VisAttnSink's repository scores POPE only (src/eval/eval_and_save_pope.py), for LLaVA-1.5 "
-           "(A_exps/lv1.5_7b.yml)",
-    "only": "ONLY's POPE and MME scripts for LLaVA-1.5 are transcribed here; its InstructBLIP scripts are not, "
-            "and it has no AMBER script",
-}
 
 
 def model_kind(model_name: str | None = None, model: PreTrainedModel | None = None) -> str:
@@ -239,9 +201,9 @@ def model_kind(model_name: str | None = None, model: PreTrainedModel | None = No
 def paper_decode(method: str, kind: str) -> dict:
     """The paper's decode options for ``method`` on a ``kind`` model (see the module docstring)."""
     options = {**PAPER_SHARED, "top_k": PAPER_TOP_K[kind], "min_new_tokens": PAPER_MIN_NEW_TOKENS[kind]}
-    alpha_of = "avisc" if method in AVISC_CONTROLS else method
-    if (alpha_of, kind) in PAPER_ALPHA:
-        options["alpha"] = PAPER_ALPHA[alpha_of, kind]
+    alpha = methods.get(method).paper_alpha.get(kind)
+    if alpha is not None:
+        options["alpha"] = alpha
     return options
 
 
@@ -255,11 +217,12 @@ def official_protocol(method: str, benchmark: str | None, kind: str) -> Protocol
     """``method``'s own evaluation of ``benchmark`` on a ``kind`` model; ``ValueError`` where none is sourced."""
     if benchmark is None:
         raise ValueError("the official protocol depends on the benchmark: pass benchmark=")
-    if method in AVISC_FAMILY:
+    record = methods.get(method)
+    if record.avisc_family:  # AvisC, its baselines and controls: AvisC's released scripts
         return replace(paper_protocol(method, benchmark, kind), name="official")
-    if (method, benchmark, kind) in OFFICIAL:
-        return OFFICIAL[method, benchmark, kind]
-    reason = NO_OFFICIAL.get(method, "its official evaluation is not sourced here")
+    if (benchmark, kind) in record.official:
+        return Protocol("official", **record.official[benchmark, kind])
+    reason = record.no_official
     raise ValueError(f"no official protocol for method {method!r} on {benchmark} with a {kind} model: {reason}")
 
 

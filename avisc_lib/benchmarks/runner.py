@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from ..models.batching import batches
-from ..decoding import METHODS, DecodeSettings, decode_options
+from ..decoding import METHODS
+from ..settings import DecodeSettings, decode_options
 from ..generation import generate
 from ..models.loading import load_model, weights_hash
 from .protocols import question_form, resolve_protocol
@@ -40,7 +41,9 @@ from .store import RunFolder
 from .tasks import Question, Task, build_task
 
 # Decode options a run takes: every ``DecodeSettings`` field but ``seed``, which the run derives per batch.
-DECODE_OPTIONS = tuple(f.name for f in decode_options() if f.name != "seed")
+def decode_option_names() -> tuple[str, ...]:
+    """Decode options a run takes: every ``DecodeSettings`` option but ``seed``, which the run derives per batch."""
+    return tuple(o.name for o in decode_options() if o.name != "seed")
 Batch = tuple[int, list[Question]]  # (global batch index, its unanswered questions)
 
 
@@ -81,7 +84,7 @@ def run_benchmark(
     Writes ``out_dir/{config.json, answers.jsonl, metrics.json}`` (see :mod:`.store`). Rerunning
     the same call resumes: answers already in ``out_dir`` are kept, only missing ones computed.
     ``method``: a name in :data:`avisc_lib.decoding.METHODS`. ``decode_options``: any field of
-    :class:`avisc_lib.decoding.DecodeSettings` but ``seed`` (:data:`DECODE_OPTIONS`); they go to
+    :class:`avisc_lib.settings.DecodeSettings` but ``seed`` (:func:`decode_option_names`); they go to
     :func:`avisc_lib.decode`.
 
     ``protocol`` (:mod:`.protocols`): ``"argmax"`` keeps the library defaults for whatever is
@@ -101,9 +104,9 @@ def run_benchmark(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} for a benchmark run; expected one of {METHODS}")
-    unknown = sorted(set(decode_options) - set(DECODE_OPTIONS))
+    unknown = sorted(set(decode_options) - set(decode_option_names()))
     if unknown:
-        raise ValueError(f"unknown decode option(s) {', '.join(unknown)}; expected some of {DECODE_OPTIONS}")
+        raise ValueError(f"unknown decode option(s) {', '.join(unknown)}; expected some of {decode_option_names()}")
     _require_int("batch_size", batch_size, minimum=1)
     _require_int("seed", seed)
     chosen = resolve_protocol(protocol, method=method, benchmark=benchmark, model_name=model_name, model=model)
@@ -170,7 +173,7 @@ def run_config(
     (:func:`avisc_lib.models.loading.weights_hash`)."""
     from .. import __version__
 
-    decode = {name: value for name, value in settings.used_options().items() if name in DECODE_OPTIONS}
+    decode = {name: value for name, value in settings.used_options().items() if name in decode_option_names()}
     return {
         "benchmark": task.benchmark,
         "dataset": task.dataset,

@@ -19,7 +19,8 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..hooks.capture import image_attention
 from ..models.batching import batches
 from ..blind import random_like, select_blind_tokens
-from ..decoding import contrast_logits, decode, plausibility_cut
+from ..decoding import decode
+from ..scores import contrast_logits, plausibility_cut
 from ..generation import ANSWER_WORDS, answer_logits, answer_token_ids
 from ..models.inputs import encode
 

@@ -6,7 +6,7 @@
     with progress.track(run_folder):                                 # prints the measured rate and an ETA
         run_benchmark(...)
 
-The estimate is a roofline model of :func:`avisc_lib.decode` (see :data:`METHOD_PASSES`): a
+The estimate is a roofline model of :func:`avisc_lib.decode` (each method's ``passes``): a
 forward of the language model takes ``max(FLOPs / usable compute, bytes read / usable bandwidth)``
 plus a fixed per-forward overhead. A decode step of R rows reads the weights once whatever R is
 (bandwidth-bound) until its ``2·params·R`` FLOPs take longer than that read (compute-bound);
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .. import methods
 
 
 @dataclass(frozen=True)
@@ -113,45 +115,18 @@ RESERVE_GIB = 1.0
 
 
 @dataclass(frozen=True)
-class Passes:
-    vision: int  # vision-tower passes per batch
-    prefills: int  # language-model prefills of the B prompts
-    branches: int  # rows per decode step, in units of B (0: no decoding)
-
-
-METHOD_PASSES = {
-    "greedy": Passes(1, 1, 1),
-    "sample": Passes(1, 1, 1),
-    "avisc": Passes(1, 2, 2),  # 2nd prefill (non-blind tokens zeroed) after reading the 1st's attention
-    "vcd": Passes(2, 2, 2),  # the noised image goes through the vision tower again
-    "m3id": Passes(1, 2, 2),  # text-only 2nd prefill, re-left-padded to the same length
-    # AvisC's controls: the 2nd branch keeps a random same-size token set (the blind set's size needs
-    # the 1st prefill's attention, as AvisC) or zeroes every image token (no attention capture)
-    "random_mask": Passes(1, 2, 2),
-    "zero_image": Passes(1, 2, 2),
-    # attention interventions: PAI refines against a text-only branch (pai_gamma != 1, the default);
-    # ClearSight, VAR and ONLY act inside the one pass (their extra work is not modelled)
-    "pai": Passes(1, 2, 2),
-    "clearsight": Passes(1, 1, 1),
-    "var": Passes(1, 1, 1),
-    "only": Passes(1, 1, 1),
-}
-
-
-@dataclass(frozen=True)
 class Run:
     """One ``run_benchmark`` call as the cost model sees it."""
 
     benchmark: str  # "pope" | "mme" | "amber"
-    method: str  # a key of METHOD_PASSES
+    method: str  # a registered method (avisc_lib.methods), whose passes the estimate counts
     questions: int  # questions answered, captions included
     do_sample: bool = False
     captions: int = 0  # of which open-ended captions (AMBER's generative section)
     group: str = ""  # row of the plan this run is summed into
 
     def __post_init__(self):
-        if self.method not in METHOD_PASSES:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {tuple(METHOD_PASSES)}")
+        methods.get(self.method)  # raises for an unknown method
         if not 0 <= self.captions <= self.questions:
             raise ValueError(f"need 0 <= captions <= questions, got {self.captions} and {self.questions}")
 
@@ -177,7 +152,7 @@ def forward_seconds(gpu: GPU, model: Model, weights: Weights, rows: int, new: in
 
 def batch_seconds(gpu: GPU, model: Model, weights: Weights, method: str, batch: int, steps: int) -> float:
     """One batch of ``batch`` questions answered in ``steps`` tokens (the first comes from the prefill)."""
-    passes = METHOD_PASSES[method]
+    passes = methods.get(method).passes
     prompt = model.image_tokens + PROMPT_TEXT_TOKENS
     vision_bytes = (model.total_params - model.lm_params) * weights.bytes_per_param * weights.read_factor
     seconds = passes.vision * _seconds(gpu, batch * model.vision_flops, vision_bytes)

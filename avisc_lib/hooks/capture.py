@@ -2,26 +2,22 @@
 
 AvisC reads one attention row per layer: the last prompt position (the one that predicts the
 first answer token) over the image tokens. Asking transformers for ``output_attentions`` would
-force eager attention and keep ``layers x heads x L x L`` maps. Instead we register an attention
-function that runs SDPA as usual and also computes the softmax of the *last query row only*
-(``heads x L`` per layer), and switch it on for the language model while recording.
+force eager attention and keep ``layers x heads x L x L`` maps. Instead a reader on the attention
+hook stack (:mod:`.stack`) receives the softmax of the *last query row only* (``heads x L`` per
+layer) while SDPA computes the layer's output as usual.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
 from transformers import PreTrainedModel
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..models import compat
 from ..models.inputs import embed_prompt
-
-RECORDER = "avisc_last_query_sdpa"
-_ROWS: ContextVar[dict[int, torch.Tensor] | None] = ContextVar("avisc_attention_rows", default=None)
+from . import stack
 
 
 def last_query_probs(
@@ -43,33 +39,21 @@ def last_query_probs(
     return scores.softmax(-1)
 
 
-def _recording_sdpa(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA, plus the last query row's probabilities stored under ``module.layer_idx`` when recording."""
-    rows = _ROWS.get()
-    if rows is not None:
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        rows[module.layer_idx] = last_query_probs(query, key, attention_mask, scale)
-    return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-
-
-compat.register_attention(RECORDER, _recording_sdpa)
-
-
 @contextmanager
 def record_last_query_attention(model: PreTrainedModel) -> Iterator[dict[int, torch.Tensor]]:
     """Record, for every forward inside the block, each LM layer's last-row attention.
 
     Yields a dict ``layer index -> float32 [B, H, Lk]`` (a later forward overwrites an earlier one).
-    Only the language model switches to the recording SDPA function (vision tower and Q-Former
-    untouched); its previous implementation is restored on exit, exceptions included.
+    Inside an attention edit, or around one, it records the edited attention: the one the model
+    used. Only the language model's attention is hooked (vision tower and Q-Former untouched).
     """
     rows: dict[int, torch.Tensor] = {}
-    token = _ROWS.set(rows)
-    try:
-        with compat.text_attention(model, RECORDER):
-            yield rows
-    finally:
-        _ROWS.reset(token)
+
+    def record(module, probs, value, attention_mask) -> None:
+        rows[module.layer_idx] = probs
+
+    with stack.push(model, readers=(record,)):
+        yield rows
 
 
 def image_rows(rows: Mapping[int, torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 
 import torch
@@ -45,10 +44,7 @@ from transformers import PreTrainedModel
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from ..models import compat
-
-EDITOR = "avisc_edit_sdpa"
-
+from . import stack
 
 @dataclass(frozen=True)
 class Mode:
@@ -78,13 +74,20 @@ def _scale_probs(values, selected, edit, targets):
     return scaled / scaled.sum(-1, keepdim=True)
 
 
-def _redistribute(values, selected, edit, targets):
+def redistribute(values: torch.Tensor, selected: torch.Tensor, factor: float, targets: torch.Tensor) -> torch.Tensor:
+    """Probabilities ``values`` with ``selected`` keys keeping ``factor`` of their mass and the rest
+    given to ``targets`` (minus ``selected``) in proportion to their own; rows whose targets hold no
+    mass are left as they are. Each row still sums to 1."""
     targets = targets & ~selected
     target_mass = values.masked_fill(~targets, 0).sum(-1, keepdim=True)
-    taken = (1 - edit.factor) * values.masked_fill(~selected, 0).sum(-1, keepdim=True)
+    taken = (1 - factor) * values.masked_fill(~selected, 0).sum(-1, keepdim=True)
     share = taken / target_mass.clamp(min=torch.finfo(values.dtype).tiny)
-    edited = torch.where(selected, values * edit.factor, torch.where(targets, values * (1 + share), values))
+    edited = torch.where(selected, values * factor, torch.where(targets, values * (1 + share), values))
     return torch.where(target_mass > 0, edited, values)
+
+
+def _redistribute(values, selected, edit, targets):
+    return redistribute(values, selected, edit.factor, targets)
 
 
 def _nonnegative(factor: float) -> bool:
@@ -153,15 +156,12 @@ class AttentionEdit:
                 raise ValueError(f"{name} {bad} out of range: the language model has {count} (0..{count - 1})")
 
 
-_ACTIVE: ContextVar[tuple[AttentionEdit, ...]] = ContextVar("avisc_attention_edits", default=())
-
-
 @contextmanager
 def edit_attention(model: PreTrainedModel, edits: Sequence[AttentionEdit]) -> Iterator[None]:
-    """Apply ``edits`` to every language-model forward inside the block (nested blocks add up).
+    """Apply ``edits`` to every language-model forward inside the block (nested blocks add up, and
+    attention read inside or around the block is the edited one: :mod:`.stack`).
 
-    The language model switches to the editing attention function and back on exit; with no
-    non-neutral edit nothing is switched. Raises ``ValueError`` for layers or heads the model lacks.
+    With no non-neutral edit nothing is switched. Raises ``ValueError`` for layers or heads the model lacks.
     """
     text = model.config.get_text_config()
     for edit in edits:
@@ -171,12 +171,8 @@ def edit_attention(model: PreTrainedModel, edits: Sequence[AttentionEdit]) -> It
     if not active:
         yield
         return
-    token = _ACTIVE.set(_ACTIVE.get() + active)
-    try:
-        with compat.text_attention(model, EDITOR):
-            yield
-    finally:
-        _ACTIVE.reset(token)
+    with stack.push(model, edits=active):
+        yield
 
 
 def _padded(mask: torch.Tensor, length: int, value: bool) -> torch.Tensor:
@@ -239,17 +235,14 @@ def visible_keys(attention_mask: torch.Tensor | None, batch: int, num_queries: i
     return mask if mask.dtype == torch.bool else mask == 0
 
 
-def _editing_sdpa(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA, then the query rows selected by the active edits of this layer recomputed with them.
+def edited_attention(module, query, key, value, attention_mask, scaling, edits, **kwargs):
+    """SDPA, then the query rows that ``edits`` (this layer's, non-empty) select recomputed with them.
 
     ``query [B', H, q, d]``, ``key``/``value [B', Hkv, Lk, d]``; returns ``([B', q, H, d], None)``.
     In a decode step every query row is a generated one, so the edits' B rows are all recomputed:
     SDPA then runs on the other rows only (none unless a second branch was joined).
     """
     sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
-    edits = [e for e in _ACTIVE.get() if e.layers is None or module.layer_idx in e.layers]
-    if not edits:
-        return sdpa(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     batch = _edited_batch(edits, query.shape[0])
     num_queries, num_keys = query.shape[2], key.shape[2]
     if num_keys - num_queries >= edits[0].keys.shape[1]:
@@ -306,4 +299,12 @@ def _on(edit: AttentionEdit, device: torch.device) -> AttentionEdit:
     return replace(edit, **{name: None if mask is None else mask.to(device) for name, mask in masks.items()})
 
 
-compat.register_attention(EDITOR, _editing_sdpa)
+def edited_last_row(query, key, attention_mask, scaling: float, edits, probs: torch.Tensor) -> torch.Tensor:
+    """``probs [B', H, Lk]`` (the last query row, unedited) with its first B rows edited by ``edits``."""
+    batch = _edited_batch(edits, query.shape[0])
+    num_queries, num_keys = query.shape[2], key.shape[2]
+    scores = query[:batch, :, -1:].float() @ repeat_kv(key[:batch], query.shape[1] // key.shape[1]).float().transpose(-1, -2)
+    visible = visible_keys(attention_mask, batch, num_queries, num_keys, query.device)[:, :, -1:]
+    rows = [query_rows(edit, num_queries, num_keys)[:, -1:] for edit in edits]
+    edited = edited_probs(scores * scaling, visible, edits, rows)[:, :, 0]
+    return torch.cat([edited, probs[batch:]])

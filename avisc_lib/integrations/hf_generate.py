@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,9 @@ from transformers.generation import (
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import GenerationMixin
 
-from ..decoding import METHOD_SUMMARIES, DecodeSettings, decode
+from .. import methods
+from ..decoding import decode
+from ..settings import DecodeSettings, decode_options
 
 # decode options that come from generate's own arguments (its GenerationConfig), not from custom_generate.
 GENERATION_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "min_new_tokens")
@@ -76,13 +78,13 @@ def custom_generate(method: str | Callable = "avisc", **hyper_parameters) -> "De
     return DecodeLoop(method, dict(hyper_parameters))
 
 
-CARD_METHODS_START = "<!-- methods: generated from avisc_lib.decoding.METHOD_SUMMARIES by write_card_methods -->"
+CARD_METHODS_START = "<!-- methods: generated from the method registry (avisc_lib.methods) by write_card_methods -->"
 CARD_METHODS_END = "<!-- end of methods -->"
 
 
 def card_methods() -> str:
     """The card's list of methods (``custom_generate/README.md``), from the one registry of methods."""
-    lines = "\n".join(f"  - `{name}`: {summary}" for name, summary in METHOD_SUMMARIES.items())
+    lines = "\n".join(f"  - `{m.name}`: {m.summary}" for m in methods.registered())
     return f"{CARD_METHODS_START}\n- `method` (default `\"avisc\"`), one of:\n{lines}\n{CARD_METHODS_END}"
 
 
@@ -98,7 +100,7 @@ def write_card_methods(card: str | Path) -> None:
 
 def method_options() -> list[str]:
     """Names ``custom_generate`` accepts as hyper-parameters: ``DecodeSettings`` fields minus the generation options."""
-    return [f.name for f in fields(DecodeSettings) if f.init and f.name not in ("method", *GENERATION_OPTIONS)]
+    return [o.name for o in decode_options() if o.name not in GENERATION_OPTIONS]
 
 
 @dataclass(frozen=True)

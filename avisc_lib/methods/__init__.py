@@ -1,0 +1,14 @@
+"""Decoding methods, one file each, and the registry every list of methods is generated from.
+
+Importing this package registers the built-in methods in the order below (the order of every list
+of methods). Add your own with :func:`register` (see :class:`Method`), from any file.
+"""
+
+from .base import Branch, BranchContext, BranchInputs, Method, Option, Passes, image_branch
+from .registry import METHODS, get, load, on_register, register, registered
+
+# Importing a method's file registers it.
+from . import greedy, sample, avisc, vcd, m3id, controls, pai, clearsight, var, only  # noqa: E402, F401, I001
+
+__all__ = ["METHODS", "Branch", "BranchContext", "BranchInputs", "Method", "Option", "Passes", "get", "image_branch",
+           "load", "on_register", "register", "registered"]

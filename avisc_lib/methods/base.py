@@ -1,41 +1,88 @@
-"""The second branch of a contrastive decode: what the model sees instead of the image.
+"""What a decoding method is, and the pieces several methods share.
 
-A contrastive method runs the prompt twice, once as given (the original branch) and once with
-the image changed (the second branch), and contrasts their next-token logits. The methods differ
-only in that second branch, so each is a named part here:
+A method is one :class:`Method` record in a file of its own (``methods/<name>.py``), registered
+with :func:`avisc_lib.methods.register`. The record declares
 
-* ``avisc``: the blind image tokens kept, every other image token's embedding zeroed (AvisC);
-* ``vcd``: the image diffusion-noised before the vision tower (VCD);
-* ``m3id``: no image at all, the image tokens dropped from the prompt (M3ID);
-* ``random_mask``: a control for AvisC, a random set of image tokens of the same size as each
-  row's blind set kept, the rest zeroed (seeded by ``decode``'s ``seed``; one random order is
-  drawn per batch, so a row's set does not depend on the other rows);
-* ``zero_image``: a control for AvisC, every image-token embedding zeroed.
+* its ``options`` (:class:`Option`: default, help text, valid values, source), from which
+  ``DecodeSettings``, ``decode``'s keywords and ``avisc-eval run``'s flags are built;
+* what it adds to the original forward: a second ``branch`` (:class:`Branch`, joined to the
+  original rows as extra batch rows), an attention ``intervention`` held around the original
+  branch's forwards, or both;
+* its ``scores`` rule, from the original branch's logits and the other ones, ``[B, V]``;
+* its cost in forward passes (:class:`Passes`), for the GPU cost model;
+* its official evaluation settings where they are sourced (``official``, ``no_official``).
 
-A branch is a function of a :class:`BranchContext` returning :class:`BranchInputs`. Your own
-branch is a function ``features [B, N, D], attention [B, layers, N] -> features [B, N, D]``
-(the image features after the projector and the original prefill's image attention, as
-``image_attention`` returns it); pass it as ``decode(..., method=my_branch)``.
+A second branch is a function of a :class:`BranchContext` returning :class:`BranchInputs`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel
 
-from ..models import compat
-from ..blind import random_like, select_blind_tokens, select_layers
-from ..models.inputs import Prompt
 from ..masking import replace_image_tokens
+from ..models.inputs import Prompt
+from ..scores import contrast_logits, plausibility_cut
 
-DIFFUSION_STEPS = 1000
+
+# ------------------------------------------------------------------------------------ options
+def finite(value) -> bool:
+    """A real number (not a bool), finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def layer_span(text: str) -> tuple[int, int]:
+    """``"2:32"`` -> ``(2, 32)``, a half-open range of layers (how the CLI reads a layer range)."""
+    start, _, end = text.partition(":")
+    try:
+        return int(start), int(end)
+    except ValueError:
+        raise ValueError(f"a layer range is start:end, e.g. 2:32, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Option:
+    """One decoding option: its ``default``, the ``help`` the CLI shows, how text is read into it
+    (``kind``: float, int, bool or :func:`layer_span`), and the values it accepts (``valid`` and
+    their wording ``expected``; None: checked where it is used)."""
+
+    name: str
+    default: Any
+    help: str
+    kind: Callable[[str], Any] = float
+    valid: Callable[[Any], bool] | None = None
+    expected: str = ""
+
+    def check(self, value) -> None:
+        """Raise ``ValueError`` naming the option unless ``value`` is valid."""
+        if self.valid is not None and not self.valid(value):
+            raise ValueError(f"{self.name} must be {self.expected}, got {value!r}")
+
+
+# Options read by several methods (the contrast family). The official code's default alpha is 1.0
+# (``cd_alpha=1.0``; its VCD branch hard-codes 1.0); the paper reports 2.5 for LLaVA-1.5 and 3.0 for
+# InstructBLIP: pass those explicitly to reproduce it.
+DEFAULT_ALPHA = 1.0
+ALPHA = Option("alpha", None, (
+    "contrast strength of the two-branch methods except M3ID (default 1.0, the official code's; the paper "
+    "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"), float, lambda v: v is None or (finite(v) and v >= 0),
+    "a finite number >= 0")
+BETA = Option("beta", 0.1, "plausibility cut in (0, 1]: tokens with p < beta * max p (original branch) removed",
+              float, lambda v: finite(v) and 0 < v <= 1, "in (0, 1]")
+CONTRAST = (ALPHA, BETA)
+
+
+# ------------------------------------------------------------------------------------ branches
 @dataclass(frozen=True)
 class BranchContext:
     """What a branch may build from: the original branch's prompt and prefill.
@@ -68,7 +115,7 @@ class BranchInputs:
 
 @dataclass(frozen=True)
 class Branch:
-    """A named second branch: ``build(context)``, and whether it reads the original attention."""
+    """A second branch: ``build(context)``, and whether it reads the original prefill's attention."""
 
     build: Callable[[BranchContext], BranchInputs]
     needs_attention: bool
@@ -81,81 +128,68 @@ def keep_only(context: BranchContext, kept: torch.Tensor, layers: torch.Tensor |
     return BranchInputs(prompt.with_images(features), prompt.attention_mask, kept, layers)
 
 
-def blind_and_layers(context: BranchContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """AvisC's blind tokens ``[B, N]`` and the layers ``[B, layers]`` they were read from."""
-    settings = context.settings
-    blind = select_blind_tokens(context.attention, settings.layer_gamma, settings.lam)
-    return blind, select_layers(context.attention.float(), settings.layer_gamma)
+def contrast_scores(original: torch.Tensor, other: torch.Tensor, step: int, settings) -> torch.Tensor:
+    """AvisC's and VCD's rule: ``(1 + alpha) * l - alpha * l_other``, then the plausibility cut."""
+    return plausibility_cut(contrast_logits(original, other, settings.alpha), original, settings.beta)
 
 
-def avisc(context: BranchContext) -> BranchInputs:
-    """Blind tokens kept, the other image tokens zeroed (the paper's biased input V*)."""
-    blind, layers = blind_and_layers(context)
-    return keep_only(context, blind, layers)
+# ------------------------------------------------------------------------------------ the record
+@dataclass(frozen=True)
+class Passes:
+    """Forward passes per batch, for the cost model (:mod:`avisc_lib.course.budget`)."""
+
+    vision: int  # vision-tower passes
+    prefills: int  # language-model prefills of the B prompts
+    branches: int  # rows per decode step, in units of B (0: no decoding)
 
 
-def random_mask(context: BranchContext) -> BranchInputs:
-    """As AvisC, but each row keeps a random set of image tokens as large as its blind set."""
-    blind, layers = blind_and_layers(context)
-    return keep_only(context, random_like(blind, context.generator, shared=True), layers)
+Intervention = Callable[[PreTrainedModel, Prompt, Any], AbstractContextManager]
+ScoreRule = Callable[[torch.Tensor, torch.Tensor, int, Any], torch.Tensor]
 
 
-def zero_image(context: BranchContext) -> BranchInputs:
-    """Every image-token embedding zeroed after the projector."""
-    prompt = context.prompt
-    return keep_only(context, torch.zeros(prompt.features.shape[:2], dtype=torch.bool, device=prompt.features.device))
+@dataclass(frozen=True)
+class Method:
+    """A decoding method. See the module docstring; every field but ``name`` and ``summary`` is optional.
 
-
-def vcd_alpha_bar(noise_step: int) -> float:
-    """``abar_t = prod_{s <= t} (1 - beta_s)`` of VCD's sigmoid schedule (betas from 1e-5 to 5e-3)."""
-    betas = torch.sigmoid(torch.linspace(-6, 6, DIFFUSION_STEPS)) * (5e-3 - 1e-5) + 1e-5
-    return torch.cumprod(1 - betas, dim=0)[noise_step].item()
-
-
-def diffusion_noise(pixel_values: torch.Tensor, noise_step: int = 500, generator: torch.Generator | None = None):
-    """VCD's forward-diffusion noise at ``noise_step`` on normalised pixels ``[B, C, H, W]``.
-
-    ``x_t = sqrt(abar_t) * x_0 + sqrt(1 - abar_t) * eps``. One ``eps [C, H, W]`` is drawn and
-    shared by the batch, so a row's result does not depend on its neighbours (VCD ran B = 1).
+    ``scores(original [B, V], other [B, V], step, settings) -> [B, V]`` is called when the method
+    has second logits (a branch, or ``side``); ``step`` counts generated tokens from 1.
+    ``branch_if(settings)``: whether the branch runs for these settings (None: always).
+    ``side``: the intervention yields an object whose ``logits [B, V]`` (updated on every forward)
+    are the second logits (ONLY), instead of a branch. ``choice``: ``"argmax"`` or ``"sampling"``
+    when the method's name fixes how the token is chosen. ``official``: ``{(benchmark, model kind):
+    settings}`` of the method's own released evaluation (keys of ``benchmarks.protocols.Protocol``);
+    ``no_official``: why there is none elsewhere; ``paper_alpha``: ``{model kind: alpha}`` of AvisC's
+    paper evaluation for a method of its family (``avisc_family``), whose official protocol is the paper's.
     """
-    alpha_bar = vcd_alpha_bar(noise_step)
-    eps = torch.randn(pixel_values.shape[1:], generator=generator, device=pixel_values.device)
-    noised = math.sqrt(alpha_bar) * pixel_values.float() + math.sqrt(1 - alpha_bar) * eps
-    return noised.to(pixel_values.dtype)
+
+    name: str
+    summary: str
+    options: tuple[Option, ...] = ()
+    passes: Passes = Passes(1, 1, 1)
+    branch: Branch | None = None
+    branch_if: Callable[[Any], bool] | None = None
+    intervention: Intervention | None = None
+    side: bool = False
+    scores: ScoreRule | None = None
+    choice: str | None = None
+    avisc_family: bool = False
+    paper_alpha: Mapping[str, float] = field(default_factory=dict)
+    official: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    no_official: str = "its official evaluation is not sourced here"
+    question_forms: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.name.isidentifier():
+            raise ValueError(f"a method name is an identifier, got {self.name!r}")
+        if self.choice not in (None, "argmax", "sampling"):
+            raise ValueError(f"choice must be None, 'argmax' or 'sampling', got {self.choice!r}")
+        if (self.branch is not None or self.side) and self.scores is None:
+            raise ValueError(f"method {self.name!r} has second logits but no scores rule")
 
 
-def vcd(context: BranchContext) -> BranchInputs:
-    """The same prompt with the image diffusion-noised (one more pass of the vision side)."""
-    prompt = context.prompt
-    pixel_values = context.inputs["pixel_values"].to(prompt.input_ids.device)
-    noised = diffusion_noise(pixel_values, context.settings.noise_step, context.generator)
-    features = compat.image_features(context.model, {**context.inputs, "pixel_values": noised})
-    return BranchInputs(prompt.with_images(features), prompt.attention_mask)
-
-
-def text_only(context: BranchContext) -> BranchInputs:
-    """M3ID's unconditioned prompt: image tokens dropped, re-left-padded to the same length L.
-
-    Keeping length L lets its cache join the original one.
-    """
-    prompt = context.prompt
-    keep = prompt.attention_mask.bool() & ~prompt.image_mask
-    order = keep.int().sort(dim=-1, stable=True).indices  # dropped positions first, kept ones in order
-    embeds = prompt.token_embeds.gather(1, order[..., None].expand_as(prompt.token_embeds))
-    return BranchInputs(embeds, keep.gather(1, order).long())
-
-
-BRANCHES: dict[str, Branch] = {
-    "avisc": Branch(avisc, needs_attention=True),
-    "vcd": Branch(vcd, needs_attention=False),
-    "m3id": Branch(text_only, needs_attention=False),
-    "random_mask": Branch(random_mask, needs_attention=True),
-    "zero_image": Branch(zero_image, needs_attention=False),
-}
-
-
-def image_branch(edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Branch:
-    """A branch from your function ``edit(features [B, N, D], attention [B, layers, N]) -> [B, N, D]``."""
+def image_branch(edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Method:
+    """A method from your function ``edit(features [B, N, D], attention [B, layers, N]) -> [B, N, D]``:
+    its second branch holds the edited image features, contrasted as AvisC's (``alpha``, ``beta``)."""
 
     def build(context: BranchContext) -> BranchInputs:
         features = edit(context.prompt.features, context.attention)
@@ -165,4 +199,27 @@ def image_branch(edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> 
             raise ValueError(f"branch {getattr(edit, '__name__', edit)!r} returned {got}; expected features {expected}")
         return BranchInputs(context.prompt.with_images(features), context.prompt.attention_mask)
 
-    return Branch(build, needs_attention=True)
+    name = getattr(edit, "__name__", "branch")
+    return Method(name if name.isidentifier() else "branch", "your own image branch", CONTRAST, Passes(1, 2, 2),
+                  branch=Branch(build, needs_attention=True), scores=contrast_scores)
+
+
+# ------------------------------------------------------------------------------------ layers
+PAPER_DEPTH = 32  # language-model layers of LLaVA-1.5-7B, for which the methods' layer ranges were given
+
+
+def layer_range(layers: tuple[int, int] | None, paper: tuple[int, int], num_layers: int, name: str) -> tuple[int, ...]:
+    """Layer indices of the half-open range ``layers = (start, end)``.
+
+    None: the ``paper`` range for a 32-layer model scaled to ``num_layers`` (rounded, at least
+    one layer). Raises ``ValueError`` unless ``0 <= start < end <= num_layers``.
+    """
+    if layers is None:
+        start = round(paper[0] * num_layers / PAPER_DEPTH)
+        return tuple(range(start, max(start + 1, round(paper[1] * num_layers / PAPER_DEPTH))))
+    ok = (isinstance(layers, (tuple, list)) and len(layers) == 2 and all(is_int(v) for v in layers)
+          and 0 <= layers[0] < layers[1] <= num_layers)
+    if not ok:
+        raise ValueError(f"{name} must be None or (start, end) with 0 <= start < end <= {num_layers} "
+                         f"(the language model's layers), got {layers!r}")
+    return tuple(range(*layers))

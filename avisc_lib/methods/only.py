@@ -16,22 +16,22 @@ The model's own forward is untouched, so the branch costs about one MLP and one 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel
 from transformers.integrations.sdpa_attention import repeat_kv
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from ..models import compat
 from .. import sinks
-from ..hooks.capture import last_query_probs
+from ..hooks import stack
 from ..hooks.edit import visible_keys
+from ..hooks.layers import layer_inputs
 from ..models.inputs import Prompt
+from ..scores import plausibility_cut
+from .base import BETA, Method, Option, finite, is_int
+from .registry import register
 
 # Official code: zifuwan/ONLY. LLaVA: transformers/src/transformers/models/llama/modeling_llama.py
 # (LlamaAttention lines 482-522, LlamaDecoderLayer lines 656-662, LlamaModel lines 949-993) and
@@ -44,10 +44,17 @@ ONLY_FINAL = 0.5  # weight of the model's final normed state added to the branch
 # keys (keys 1:35 and 611:); InstructBLIP does neither (its line 419 is commented out; keys 32:).
 ONLY_VARIANTS = {"llava": {"input_norm": True, "bos_is_text": False},
                  "instructblip": {"input_norm": False, "bos_is_text": True}}
-ONLY_ALPHA_POS = 3.0  # ritual_alpha_pos (pope_eval.sh line 31)
-ONLY_ALPHA_NEG = 1.0  # ritual_alpha_neg (pope_eval.sh line 32)
-ONLY_GAMMA = 0.2  # js_gamma, the L1 distance threshold: POPE 0.2 (pope_eval.sh line 34); CHAIR and MME 0.25
-ONLY_BETA = 0.1  # ritual_beta, the plausibility cut: POPE/CHAIR 0.1 (pope_eval.sh line 33); MME 0.4
+# The side branch's weights: ritual_alpha_pos, ritual_alpha_neg, js_gamma (the L1 distance threshold:
+# POPE 0.2, CHAIR and MME 0.25), pope_eval.sh lines 31, 32, 34; its cut ritual_beta is ``beta`` (POPE and
+# CHAIR 0.1, pope_eval.sh line 33; MME 0.4).
+NON_NEGATIVE = (lambda v: finite(v) and v >= 0, "a finite number >= 0")
+LAYER = Option("only_layer", ONLY_LAYER, "ONLY: the layer whose edited attention forms its side branch", int,
+               lambda v: is_int(v) and v >= 0, "an int >= 0")
+ALPHA_POS = Option("only_alpha_pos", 3.0, "ONLY: weight added for the side branch when the two agree, >= 0", float,
+                   *NON_NEGATIVE)
+ALPHA_NEG = Option("only_alpha_neg", 1.0, "ONLY: contrast strength when they disagree, >= 0", float, *NON_NEGATIVE)
+GAMMA = Option("only_gamma", 0.2, "ONLY: L1 distance of the two distributions below which they agree", float,
+               *NON_NEGATIVE)
 
 
 def without_outliers(probs: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -89,29 +96,23 @@ class OnlyBranch:
     last_input: torch.Tensor | None = field(default=None, repr=False)
 
 
-ONLY_ATTENTION = "avisc_only_sdpa"
-_ONLY: ContextVar[tuple[OnlyBranch, int, torch.Tensor, torch.Tensor] | None] = ContextVar("avisc_only", default=None)
+def side_read(branch: OnlyBranch, layer: int, image: torch.Tensor, bos: torch.Tensor):
+    """A reader (:mod:`avisc_lib.hooks.stack`) that, at ``layer``, stores the branch's attention output
+    of the last query, ``[B, D]``, from the layer's (possibly edited) last-row probabilities."""
 
-
-def _only_sdpa(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA; at ONLY's layer also the branch's attention output of the last query, ``[B, D]``."""
-    active = _ONLY.get()
-    if active is not None and module.layer_idx == active[1]:
-        branch, _, image, bos = active
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        batch, num_keys = image.shape[0], key.shape[2]
-        probs = last_query_probs(query[:batch], key[:batch], None if attention_mask is None else attention_mask[:batch], scale)
-        visible = visible_keys(attention_mask, batch, query.shape[2], num_keys, query.device)[:, 0, -1]
+    def read(module, probs, value, attention_mask) -> None:
+        if module.layer_idx != layer:
+            return
+        batch, num_keys = image.shape[0], probs.shape[-1]
+        visible = visible_keys(attention_mask, batch, 1, num_keys, probs.device)[:, 0, -1]
         image_keys = torch.nn.functional.pad(image, (0, num_keys - image.shape[1])) & visible
         text_keys = visible & ~image_keys & ~torch.nn.functional.pad(bos, (0, num_keys - bos.shape[1]))
-        edited = only_probs(probs, text_keys, image_keys)
-        values = repeat_kv(value[:batch], query.shape[1] // key.shape[1]).float()
-        output = torch.einsum("bhk,bhkd->bhd", edited, values).reshape(batch, -1).to(query.dtype)
+        edited = only_probs(probs[:batch], text_keys, image_keys)
+        values = repeat_kv(value[:batch], probs.shape[1] // value.shape[1]).float()
+        output = torch.einsum("bhk,bhkd->bhd", edited, values).reshape(batch, -1).to(value.dtype)
         branch.attention = module.o_proj(output)
-    return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, scaling=scaling, **kwargs)
 
-
-compat.register_attention(ONLY_ATTENTION, _only_sdpa)
+    return read
 
 
 def _only_logits(model: PreTrainedModel, branch: OnlyBranch, final: torch.Tensor, input_norm: bool) -> torch.Tensor:
@@ -147,7 +148,7 @@ def only(model: PreTrainedModel, prompt: Prompt, *, layer: int = ONLY_LAYER) -> 
     if not variant["bos_is_text"]:
         rows = torch.arange(bos.shape[0])
         bos[rows, sinks.bos_positions(prompt)] = True
-    token = _ONLY.set((branch, layer, prompt.image_mask.to(device), bos.to(device)))
+    read = side_read(branch, layer, prompt.image_mask.to(device), bos.to(device))
 
     def keep_input(index: int, hidden: torch.Tensor) -> None:
         branch.last_input = hidden[: bos.shape[0], -1]
@@ -158,30 +159,57 @@ def only(model: PreTrainedModel, prompt: Prompt, *, layer: int = ONLY_LAYER) -> 
 
     handle = model.get_decoder().register_forward_hook(finish, with_kwargs=True)
     try:
-        with sinks.layer_inputs(model, [count - 1], keep_input), compat.text_attention(model, ONLY_ATTENTION):
+        with layer_inputs(model, [count - 1], keep_input), stack.push(model, readers=(read,)):
             yield branch
     finally:
         handle.remove()
-        _ONLY.reset(token)
 
 
-def only_scores(logits: torch.Tensor, branch_logits: torch.Tensor, *, alpha_pos: float = ONLY_ALPHA_POS,
-                alpha_neg: float = ONLY_ALPHA_NEG, gamma: float = ONLY_GAMMA, beta: float = ONLY_BETA) -> torch.Tensor:
+def only_scores(logits: torch.Tensor, branch_logits: torch.Tensor, *, alpha_pos: float = ALPHA_POS.default,
+                alpha_neg: float = ALPHA_NEG.default, gamma: float = GAMMA.default,
+                beta: float = BETA.default) -> torch.Tensor:
     """ONLY's next-token scores ``[B, V]`` from the model's and the branch's logits ``[B, V]``.
 
     only_utils/only_sample.py lines 183-232, per row: d = sum |softmax(l) - softmax(l_only)| (the
     L1 distance, twice the total variation; the code sums over the batch too, which ran B = 1);
     scores = l + alpha_pos * l_only where d < gamma, else (1 + alpha_neg) * l - alpha_neg * l_only;
-    tokens with l < log(beta) + max l are removed. alpha_pos = alpha_neg = 0 gives l (greedy's argmax).
+    then the plausibility cut on l. alpha_pos = alpha_neg = 0 gives l (greedy's argmax).
     """
-    for name, value in (("only_alpha_pos", alpha_pos), ("only_alpha_neg", alpha_neg), ("only_gamma", gamma)):
-        if not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if not 0 < beta <= 1:
-        raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+    for option, value in ((ALPHA_POS, alpha_pos), (ALPHA_NEG, alpha_neg), (GAMMA, gamma), (BETA, beta)):
+        option.check(value)
     logits, branch_logits = logits.float(), branch_logits.float()
     distance = (logits.softmax(-1) - branch_logits.softmax(-1)).abs().sum(-1, keepdim=True)
     scores = torch.where(distance < gamma, logits + alpha_pos * branch_logits,
                          (1 + alpha_neg) * logits - alpha_neg * branch_logits)
-    cutoff = math.log(beta) + logits.max(-1, keepdim=True).values
-    return scores.masked_fill(logits < cutoff, float("-inf"))
+    return plausibility_cut(scores, logits, beta)
+
+
+def only_method(model: PreTrainedModel, prompt: Prompt, settings) -> AbstractContextManager:
+    """ONLY's side branch at ``settings.only_layer``; yields an ``OnlyBranch`` (contrast with ``only_scores``)."""
+    return only(model, prompt, layer=settings.only_layer)
+
+
+# Official evaluations (LLaVA-1.5), zifuwan/ONLY at 109bffe: ``eval_bench/pope_eval_llava.py`` lines 257-269
+# (the ``llava_v1`` conversation, the question as it is), 59-61 and 288-292 (sampling, T = 1, top-p 1, no
+# top-k), 86 (8 tokens), 130-144 (AvisC's recorder); ``eval_bench/scripts/pope_eval.sh`` lines 31-35;
+# ``experiments/eval/mme_llava.py`` lines 70 and 113-117 (the question file's whole text under
+# ``llava_v1``, line 176), 131 and 179-181 (sampling); ``experiments/cd_scripts/mme_eval.sh`` lines 3 and
+# 25-28; its scorer ``experiments/eval/eval_mme.py`` lines 30-44 is MME's. The MME script passes no token
+# limit (line 135 is commented out); the library's 64 applies.
+SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": None}
+WEIGHTS = {"only_alpha_pos": 3.0, "only_alpha_neg": 1.0, "only_layer": 0}
+ONLY = register(Method(
+    "only", "ONLY: contrast with a side branch from one layer's text-enhanced attention",
+    (BETA, LAYER, ALPHA_POS, ALPHA_NEG, GAMMA), intervention=only_method, side=True,
+    scores=lambda original, other, step, settings: only_scores(
+        original, other, alpha_pos=settings.only_alpha_pos, alpha_neg=settings.only_alpha_neg,
+        gamma=settings.only_gamma, beta=settings.beta),
+    official={
+        ("pope", "llava"): dict(prompt_style="llava_v1", parser="avisc", decode={
+            **SAMPLING, "max_new_tokens": 8, **WEIGHTS, "beta": 0.1, "only_gamma": 0.2}),
+        ("mme", "llava"): dict(prompt_style="llava_v1", parser="official", question="mme_llava_two_lines", decode={
+            **SAMPLING, "max_new_tokens": 64, **WEIGHTS, "beta": 0.4, "only_gamma": 0.25}),
+    },
+    no_official="ONLY's POPE and MME scripts for LLaVA-1.5 are transcribed here; its InstructBLIP scripts are not, "
+                "and it has no AMBER script",
+))
