@@ -16,8 +16,8 @@ first ``min_new_tokens`` steps, and the next token is the argmax or a sample
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -257,3 +257,17 @@ def special_token_ids(model: PreTrainedModel) -> tuple[list[int], int]:
     eos = [eos] if isinstance(eos, int) else list(eos)
     pad = next((s.pad_token_id for s in sources if getattr(s, "pad_token_id", None) is not None), None)
     return eos, pad if pad is not None else (eos[0] if eos else 0)
+
+
+@contextmanager
+def eos_disabled(model: PreTrainedModel) -> Iterator[None]:
+    """No EOS id inside the block, so that every row generates exactly ``max_new_tokens`` (for timing)."""
+    configs = (model.generation_config, model.config, model.config.get_text_config())
+    saved = [getattr(c, "eos_token_id", None) for c in configs]  # a config may not define it
+    for c in configs:
+        c.eos_token_id = None
+    try:
+        yield
+    finally:
+        for c, eos in zip(configs, saved, strict=True):
+            c.eos_token_id = eos

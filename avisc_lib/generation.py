@@ -12,7 +12,7 @@ from .models import compat
 from .models.batching import batches
 from .decoding import decode
 from .models.inputs import embed_prompt, encode
-from .masking import replace_image_tokens
+from .tokens.masking import replace_image_tokens
 from .models.prompts import build_prompt
 
 # How LLaVA-1.5 and InstructBLIP start a yes/no answer; lower-casing tokenizers map them to their own ids.

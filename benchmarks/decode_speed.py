@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from avisc_lib.hooks.capture import image_attention  # noqa: E402
-from avisc_lib.decoding import decode  # noqa: E402
+from avisc_lib.decoding import decode, eos_disabled  # noqa: E402
 from avisc_lib.models.loading import tiny_model_path  # noqa: E402
 from avisc_lib.models.inputs import encode  # noqa: E402
 from avisc_lib.tiny.build import build_model, build_processor  # noqa: E402
@@ -57,14 +57,6 @@ def tiny_model(path: Path):
 
 def _shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def without_eos(model):
-    """A copy that never stops early, so both methods generate exactly ``max_new_tokens``."""
-    model = copy.deepcopy(model)
-    for config in (model.generation_config, model.config, model.config.get_text_config()):
-        config.eos_token_id = None
-    return model
 
 
 def best_times(runs: dict, repeats: int) -> dict[str, float]:
@@ -331,7 +323,12 @@ def main() -> None:
     if args.memory_probe:
         return memory_probe(args.memory_probe)
     model, processor, weights = tiny_model(args.model.resolve())
-    model = without_eos(model)
+    with eos_disabled(model):  # every method generates exactly max_new_tokens
+        write_report(args, model, processor, weights)
+
+
+def write_report(args, model, processor, weights) -> None:
+    """Measure and write RESULTS.md (or only its cost section)."""
     out = ROOT / "benchmarks" / "RESULTS.md"
     if args.costs_only:
         out.write_text(with_section(out.read_text(), cost_section(model, processor, args.repeats)))

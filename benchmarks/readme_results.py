@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-import avisc_lib
+from avisc_lib import course
 from avisc_lib.course import tables as views, experiments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ class Runner:
 
     def __init__(self):
         torch.manual_seed(SEED)
-        self.profile = avisc_lib.resolve_profile("tiny")
+        self.profile = course.resolve_profile("tiny")
         self.model, self.processor = self.profile.load()
 
     def part(self, notebook: str, *groups: str) -> pd.DataFrame:

@@ -80,7 +80,7 @@ def main(version: str, root: Path = ROOT) -> None:
         raise SystemExit(f"version must look like 1.2.3, got {version!r}")
     notebooks = sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     check_targets(notebooks, remote_repository(root))
-    for path in (root / "pyproject.toml", root / "avisc_lib" / "__init__.py"):
+    for path in (root / "pyproject.toml", root / "avisc_lib" / "version.py"):
         path.write_text(set_version(path.read_text(), version))
     for path in notebooks:
         pin_notebook(path, version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avisc_lib.blind import select_blind_tokens, select_layers
+from avisc_lib.tokens.blind import select_blind_tokens, select_layers
 
 # One sample, 3 layers, 4 image tokens; dyadic values so every sum below is exact.
 # Layer masses 0.5, 0.3125, 0.1875 (total 1), so the shares equal the masses.

@@ -284,7 +284,9 @@ def test_dataset_defaults_by_model_and_a_wrong_variable_is_named(tmp_path, monke
 
 
 def test_7b_model_on_a_small_gpu_loads_in_4bit(tmp_path, monkeypatch, capsys):
-    from avisc_lib.course import profiles
+    import torch
+
+    from avisc_lib.models import placement
     from avisc_lib.benchmarks import cli
 
     calls = []
@@ -295,13 +297,13 @@ def test_7b_model_on_a_small_gpu_loads_in_4bit(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "run_benchmark", run_benchmark)
     monkeypatch.setattr(cli, "run_device", lambda: "cuda")
-    monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 15.0)  # a T4
+    monkeypatch.setattr(placement, "gpu_memory_gib", lambda: 15.0)  # a T4
     argv = ["run", "pope", "--model", "llava", "--method", "greedy", "--out", str(tmp_path), "--dataset", "synthetic"]
     assert main(argv) == 1
-    assert calls[-1]["load_options"] == {"dtype": profiles.torch.float16, "quantization": "4bit"}
+    assert calls[-1]["load_options"] == {"dtype": torch.float16, "quantization": "4bit"}
     assert "avisc-eval: llava on cuda in float16, 4bit" in capsys.readouterr().err
     assert main([*argv, "--quantization", "none", "--dtype", "bfloat16"]) == 1
-    assert calls[-1]["load_options"] == {"dtype": profiles.torch.bfloat16, "quantization": None}
-    monkeypatch.setattr(profiles.importlib.util, "find_spec", lambda name: None)  # no bitsandbytes
+    assert calls[-1]["load_options"] == {"dtype": torch.bfloat16, "quantization": None}
+    monkeypatch.setattr(placement.importlib.util, "find_spec", lambda name: None)  # no bitsandbytes
     assert main(argv) == 1 and len(calls) == 2
     assert "error: 15 GiB of GPU memory is too little for llava in fp16" in capsys.readouterr().err

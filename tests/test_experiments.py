@@ -5,7 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from avisc_lib.course import budget, experiments
+from avisc_lib.course import budget, experiments, profiles
+from avisc_lib.benchmarks.report import metrics_row
 from avisc_lib.course.experiments import Experiment
 
 SPEC = Experiment("pope", "synthetic", "adversarial", "avisc", seed=0, limit=4)
@@ -72,7 +73,7 @@ def test_unknown_notebook_kind_or_benchmark():
     with pytest.raises(ValueError, match="unknown dataset kind 'gqa'"):
         experiments.grid("04", "gqa", 10)
     with pytest.raises(ValueError, match="unknown benchmark 'vqa'"):
-        experiments.flatten("vqa", {})
+        metrics_row("vqa", {})
 
 
 POPE_METRICS = {"TP": 3, "FP": 1, "TN": 2, "FN": 0, "accuracy": 5 / 6, "precision": 0.75, "recall": 1.0,
@@ -94,9 +95,9 @@ def test_table_has_one_row_per_run_with_spec_columns_and_flat_metrics():
 
 
 def test_flatten_mme_and_amber():
-    assert experiments.flatten("mme", MME_METRICS) == {"existence": 75.0, "existence acc": 50.0,
+    assert metrics_row("mme", MME_METRICS) == {"existence": 75.0, "existence acc": 50.0,
                                                         "existence acc+": 25.0, "hallucination": 75.0}
-    amber = experiments.flatten("amber", AMBER_METRICS)
+    amber = metrics_row("amber", AMBER_METRICS)
     assert amber == {"CHAIR": 10.0, "Cover": 50.0, "Hal": 20.0, "Cog": 5.0, "F1 existence": 80.0,
                      "F1 attribute": 70.0, "F1 relation": 60.0, "accuracy": 71.0, "F1": 72.0, "AMBER": 81.0}
 
@@ -154,7 +155,7 @@ def test_runnable_keeps_what_is_here_and_names_what_to_set(monkeypatch, tmp_path
 
 
 def test_plan_of_specs_counts_what_runs(capsys):
-    class Profile:  # what experiments.plan reads of an avisc_lib.Profile
+    class Profile:  # what experiments.plan reads of an avisc_lib.course.Profile
         gpu, name, quantization, batch_size = "T4", "llava", "4bit", 8
 
     specs = experiments.grid("06", "coco", 20)
@@ -164,7 +165,7 @@ def test_plan_of_specs_counts_what_runs(capsys):
 
 
 def test_session_plans_price_every_gpu_and_model():
-    table = experiments.session_plans("06")
+    table = profiles.session_plans("06")
     assert set(table.index) == {(m, g) for m in ("llava", "instructblip") for g in budget.GPUS}
     t4 = table.loc[("llava", "T4")]
     runs = experiments.notebook_runs("06", t4["questions per split"], "coco")

@@ -6,7 +6,7 @@ import torch
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed in .venv-lmms, where `make test` runs this file")
 
 from avisc_lib.integrations import lmms
-from avisc_lib.course import profiles  # noqa: E402
+from avisc_lib.models import placement  # noqa: E402
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def loads(monkeypatch):
     """The ``load_model`` calls the model makes (nothing is loaded); a 15 GiB GPU (a T4)."""
     calls = []
     monkeypatch.setattr(lmms, "load_model", lambda name, **kwargs: calls.append((name, kwargs)) or (None, None))
-    monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 15.0)
+    monkeypatch.setattr(placement, "gpu_memory_gib", lambda: 15.0)
     return calls
 
 

@@ -8,7 +8,7 @@ import torch
 from avisc_lib.models import compat
 from avisc_lib.generation import answer_logits
 from avisc_lib.models.inputs import embed_prompt
-from avisc_lib.masking import mask_image_tokens, replace_image_tokens
+from avisc_lib.tokens.masking import mask_image_tokens, replace_image_tokens
 
 
 def _which(batch: int, tokens: int) -> torch.Tensor:

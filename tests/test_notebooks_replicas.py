@@ -54,10 +54,10 @@ RESOLVE_AS_ON_A_GPU = """\
 import dataclasses
 import os
 
-import avisc_lib
 import torch
+from avisc_lib import course
 
-_resolve = avisc_lib.resolve_profile
+_resolve = course.resolve_profile
 
 
 def _as_on_a_gpu(name=None):
@@ -71,7 +71,7 @@ def _as_on_a_gpu(name=None):
     return dataclasses.replace(_resolve(name), dtype=torch.float16, quantization=gpu.quantization)
 
 
-avisc_lib.resolve_profile = _as_on_a_gpu
+course.resolve_profile = _as_on_a_gpu
 """
 
 CHECK_THE_CHECKPOINT_INTERFACE = """\

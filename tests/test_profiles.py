@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from avisc_lib.course import budget, experiments, profiles
-from avisc_lib.course.profiles import FP16_MIN_GIB, LIMITS, SESSION_MINUTES, resolve_profile
+from avisc_lib.course.profiles import LIMITS, SESSION_MINUTES, resolve_profile
+from avisc_lib.models import placement
+from avisc_lib.models.placement import FP16_MIN_GIB
 
 NOTEBOOKS = ("04", "05", "06")
 
@@ -23,7 +25,7 @@ def clean_environment(monkeypatch):
 def bitsandbytes(monkeypatch):
     """bitsandbytes importable, whether or not it is installed here."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(profiles.importlib.util, "find_spec",
+    monkeypatch.setattr(placement.importlib.util, "find_spec",
                         lambda name: object() if name == "bitsandbytes" else real(name))
 
 
@@ -90,7 +92,7 @@ def test_explicit_name_beats_environment(monkeypatch):
 
 def test_t4_without_bitsandbytes_explains_what_to_do(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(profiles.importlib.util, "find_spec",
+    monkeypatch.setattr(placement.importlib.util, "find_spec",
                         lambda name: None if name == "bitsandbytes" else real(name))
     with pytest.raises(RuntimeError, match="pip install bitsandbytes"):
         resolve_profile("llava", gpu_gib=14.7)

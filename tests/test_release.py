@@ -19,7 +19,7 @@ def _checkout(tmp_path, remote):
     (tmp_path / "avisc_lib").mkdir()
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "pyproject.toml").write_text('[project]\nversion = "0.2.0"\n')
-    (tmp_path / "avisc_lib" / "__init__.py").write_text('__version__ = "0.2.0"\n')
+    (tmp_path / "avisc_lib" / "version.py").write_text('__version__ = "0.2.0"\n')
     for name in ("00_setup.ipynb", "04_pope.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, tmp_path / "notebooks" / name)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
@@ -47,7 +47,7 @@ def test_pins_version_install_cell_and_badges_to_the_tag(tmp_path, remote):
     text = (root / "notebooks" / "04_pope.ipynb").read_text()
     assert "AVISC_RELEASE = \\\"v9.9.9\\\"" in text and "/blob/v9.9.9/notebooks/04_pope.ipynb" in text
     assert "/blob/main/" not in text
-    assert '__version__ = "9.9.9"' in (root / "avisc_lib" / "__init__.py").read_text()
+    assert '__version__ = "9.9.9"' in (root / "avisc_lib" / "version.py").read_text()
 
 
 def test_every_notebook_names_one_repository():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from avisc_lib.blind import select_blind_tokens
+from avisc_lib.tokens.blind import select_blind_tokens
 from avisc_lib.methods.vcd import diffusion_noise
 from avisc_lib.decoding import decode
 from avisc_lib.methods.m3id import m3id_logits

@@ -20,7 +20,7 @@ from avisc_lib.settings import DecodeSettings
 from avisc_lib.models.inputs import embed_prompt
 from avisc_lib.methods import get
 from avisc_lib.methods.only import only_scores
-from avisc_lib.sinks import find_sinks, massive_dimensions, massive_tokens
+from avisc_lib.tokens.sinks import find_sinks, massive_dimensions, massive_tokens
 
 # ------------------------------------------------------------------------------------ PAI, ClearSight
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from avisc_lib.models import compat
-from avisc_lib.sinks import activation, find_sinks, sink_tokens
+from avisc_lib.tokens.sinks import activation, find_sinks, sink_tokens
 from conftest import row
 
 MASSIVE = 1000.0
@@ -123,7 +123,7 @@ def test_errors(llava_case, kwargs, message):
 @pytest.mark.parametrize("name", ["llava", "instructblip"])
 def test_bos_is_the_first_text_token_after_padding_and_query_tokens(request, name):
     from avisc_lib.models.inputs import embed_prompt
-    from avisc_lib.sinks import bos_positions
+    from avisc_lib.tokens.sinks import bos_positions
 
     case = request.getfixturevalue(f"{name}_case")
     inputs = case.batch(3)
@@ -136,7 +136,7 @@ def test_bos_is_the_first_text_token_after_padding_and_query_tokens(request, nam
 def test_a_model_too_shallow_to_search_finds_no_sinks(llava_case):
     import copy
 
-    from avisc_lib import sinks as S
+    from avisc_lib.tokens import sinks as S
 
     model = copy.deepcopy(llava_case.model)
     model.config.get_text_config().num_hidden_layers = 2  # VAR searches layers 2 .. L-1: none

@@ -16,7 +16,7 @@ synthetic benchmark for ``tiny``, the real one (POPE coco, MME and AMBER officia
 so a real model never scores the toy benchmark unless asked to. Images come from ``--image-dir``,
 else the notebooks' variables (``COCO_IMAGES``, ``GQA_IMAGES``, ``MME_DIR``, ``AMBER_IMAGES``; see
 :mod:`.sources`). ``--dtype``/``--quantization`` default to the run profiles' rules
-(:func:`avisc_lib.course.profiles.load_options`: float16 on a GPU, 4-bit for a 7B model on a GPU too small
+(:func:`avisc_lib.models.placement.load_options`: float16 on a GPU, 4-bit for a 7B model on a GPU too small
 for it, e.g. a T4; float32 on CPU). Each ``score`` prints one JSON
 object on stdout. Errors go to stderr with exit status 1. ``--methods-from FILE.py`` (or a module
 name; repeatable, before the command) imports a file that registers methods of your own
@@ -35,7 +35,7 @@ from .. import methods
 from ..decoding import METHODS
 from ..settings import decode_options, method_help
 from ..models.loading import TINY
-from ..course.profiles import DTYPES, QUANTIZATIONS, load_options
+from ..models.placement import DTYPES, QUANTIZATIONS, load_options
 from . import amber, mme, pope
 from .parsers import available_parsers
 from .protocols import PROTOCOL_HELP, PROTOCOLS

@@ -36,6 +36,7 @@ from ..decoding import METHODS
 from ..settings import DecodeSettings, decode_options
 from ..generation import generate
 from ..models.loading import load_model, weights_hash
+from ..version import __version__
 from .protocols import question_form, resolve_protocol
 from .store import RunFolder
 from .tasks import Question, Task, build_task
@@ -100,7 +101,7 @@ def run_benchmark(
     ``model_name``, which is still what ``config.json`` records. ``question_seed`` (default:
     ``seed``) draws the synthetic questions; set it to vary only the decoding seed, as the paper's
     repeated runs do (it is then recorded in the configuration too). ``load_options``: ``dtype`` and
-    ``quantization`` for ``load_model`` (:func:`avisc_lib.course.profiles.load_options`), recorded as ``"load"``.
+    ``quantization`` for ``load_model`` (:func:`avisc_lib.models.placement.load_options`), recorded as ``"load"``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} for a benchmark run; expected one of {METHODS}")
@@ -171,7 +172,6 @@ def run_config(
     reads, resolved; how tokens were chosen; the question form, :data:`.protocols.QUESTION_FORMS`
     or None), and where they come from: the package version and ``weights``
     (:func:`avisc_lib.models.loading.weights_hash`)."""
-    from .. import __version__
 
     decode = {name: value for name, value in settings.used_options().items() if name in decode_option_names()}
     return {

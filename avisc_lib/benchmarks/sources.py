@@ -27,6 +27,11 @@ from pathlib import Path
 from . import images, mme
 from .io import DEFAULT_DATA_DIR
 
+DATASETS = {  # the datasets of each benchmark; "synthetic" is rendered on demand
+    "pope": ("synthetic", "coco", "aokvqa", "gqa"),
+    "mme": ("synthetic", "official"),
+    "amber": ("synthetic", "official"),
+}
 IMAGE_VARIABLES = {
     ("pope", "coco"): "COCO_IMAGES",
     ("pope", "aokvqa"): "COCO_IMAGES",
@@ -106,8 +111,6 @@ def available(
     (default :data:`.io.DEFAULT_DATA_DIR`), where a downloaded ``val2014.zip`` lands. Checks are cheap:
     folders and caches on disk, and for MME at most one short request to the hub.
     """
-    from .tasks import DATASETS  # tasks imports this module
-
     if dataset not in DATASETS.get(benchmark, ()):
         raise ValueError(f"unknown benchmark/dataset {benchmark!r}/{dataset!r}; expected one of {DATASETS}")
     if dataset == "synthetic":

@@ -40,13 +40,8 @@ from PIL import Image
 from . import amber, download, mme, pope, synthetic
 from .io import DEFAULT_DATA_DIR, check_images, open_image
 from .parsers import get_parser
-from .sources import image_folder
+from .sources import DATASETS, image_folder
 
-DATASETS = {
-    "pope": ("synthetic", "coco", "aokvqa", "gqa"),
-    "mme": ("synthetic", "official"),
-    "amber": ("synthetic", "official"),
-}
 SPLITS = {
     "pope": pope.STRATEGIES,
     "mme": ("hallucination", "all"),

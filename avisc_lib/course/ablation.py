@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 from ..hooks.capture import image_attention
 from ..models.batching import batches
-from ..blind import random_like, select_blind_tokens
+from ..tokens.blind import random_like, select_blind_tokens
 from ..decoding import decode
 from ..scores import contrast_logits, plausibility_cut
 from ..generation import ANSWER_WORDS, answer_logits, answer_token_ids

@@ -26,9 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from .. import methods
+from ..benchmarks.store import ANSWERS
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,6 @@ def plan(runs: Sequence[Run], gpu: str | None, model: str, *, quantized: bool | 
     Without an estimate (``gpu`` None, or a model the cost model does not know, such as "tiny")
     it prints why and shows the counts only.
     """
-    import pandas as pd
 
     groups: dict[str, list[Run]] = {}
     for run in runs:
@@ -315,7 +316,6 @@ class Progress:
 
 def _answers(folder: str | Path) -> int:
     """Answer lines in a run folder (:mod:`avisc_lib.benchmarks.store`)."""
-    from ..benchmarks.store import ANSWERS
 
     path = Path(folder) / ANSWERS
     return sum(1 for _ in path.open("rb")) if path.is_file() else 0

@@ -6,7 +6,6 @@ running one, and the metrics of many runs as one table.
     frame = table([(spec, run(spec, ...)) for spec in specs])  # one row per run: spec columns + metrics
     plan = [spec.cost() for spec in specs]                      # budget.Run, for the time plan
     specs = runnable(specs)      # leaves out (and says so) the runs whose images are not here
-    session_plans("04")          # estimated minutes on each GPU the cost model knows
 
 The grids (``kind`` is the profile's dataset kind: ``"synthetic"`` on the tiny profile, ``"coco"``
 for the real benchmarks):
@@ -24,11 +23,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from ..benchmarks import available
+from ..benchmarks.report import metrics_row
+from ..benchmarks.runner import run_benchmark
+from ..benchmarks.store import ANSWERS
 from . import budget
 from .budget import Progress, Run
 
@@ -212,7 +217,6 @@ def runnable(specs: Iterable[Experiment], *, download: bool = False) -> list[Exp
     Prints one line per benchmark and dataset left out: how many runs, and what to set to run them.
     ``download``: a checksummed image download is allowed (notebook 04's ``DOWNLOAD_COCO``).
     """
-    from ..benchmarks import available
 
     specs = list(specs)
     verdicts = {key: available(*key, download=download) for key in dict.fromkeys((s.benchmark, s.dataset) for s in specs)}
@@ -224,31 +228,10 @@ def runnable(specs: Iterable[Experiment], *, download: bool = False) -> list[Exp
 
 
 def plan(specs: Sequence[Experiment], profile):
-    """:func:`.budget.plan` of ``specs`` under ``profile`` (a :class:`avisc_lib.Profile`): the runs a
+    """:func:`.budget.plan` of ``specs`` under ``profile`` (a :class:`avisc_lib.course.Profile`): the runs a
     notebook will make, with estimated minutes on the profile's GPU."""
     return budget.plan([s.cost() for s in specs], profile.gpu, profile.name,
                        quantized=profile.quantization == "4bit", batch_size=profile.batch_size)
-
-
-def session_plans(notebook: str, models: Sequence[str] = ("llava", "instructblip")):
-    """Notebook ``notebook`` on each GPU the cost model knows (:data:`.budget.GPUS`), with every
-    benchmark's images: the questions per split a GPU profile picks there, its precision, the runs,
-    and the estimated minutes. One row per model and GPU."""
-    import pandas as pd
-
-    from .profiles import GPU_BATCH_SIZE, default_limit
-
-    rows = []
-    for model in models:
-        for gpu in budget.GPUS:
-            quantized = not budget.fits_fp16(gpu, model, GPU_BATCH_SIZE)
-            limit = default_limit(model, gpu, quantized)
-            runs = notebook_runs(notebook, limit, "coco")
-            rows.append({"model": model, "GPU": gpu, "weights": "4-bit" if quantized else "fp16",
-                         "questions per split": limit or "all", "runs": len(runs),
-                         "minutes": round(budget.estimate(runs, gpu, model, quantized=quantized,
-                                                          batch_size=GPU_BATCH_SIZE) / 60)})
-    return pd.DataFrame(rows).set_index(["model", "GPU"])
 
 
 # --------------------------------------------------------------------------- running and tables
@@ -270,7 +253,6 @@ def run(
     ``model``/``processor``: an already loaded pair (None: ``run_benchmark`` loads ``model_name``).
     ``progress``: a :class:`.budget.Progress` that times the run.
     """
-    from ..benchmarks.runner import run_benchmark
 
     folder = Path(runs_dir) / spec.folder
     with progress.track(folder) if progress is not None else nullcontext():
@@ -283,44 +265,51 @@ def run(
 
 def answers(spec: Experiment, runs_dir: str | Path) -> list[dict]:
     """The answer records of a finished run (``answers.jsonl``, in question order)."""
-    from ..benchmarks.store import ANSWERS
 
     path = Path(runs_dir) / spec.folder / ANSWERS
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def flatten(benchmark: str, metrics: dict) -> dict:
-    """One table row of a run's metrics (percentages for rates; MME scores out of 200 per subtask).
+@dataclass
+class Session:
+    """A notebook's runs: ``specs`` decoded by one loaded ``model`` into ``profile.runs_dir``, all timed
+    by one progress line. ``image_dir(spec)``: the image folder of a spec's real dataset (None:
+    the runner's default, the dataset's variable)."""
 
-    POPE: accuracy, precision, recall, f1, yes_ratio and the TP/FP/TN/FN counts. MME: ``<subtask>``
-    (score), ``<subtask> acc``, ``<subtask> acc+`` and the group totals (``hallucination``, and
-    ``perception`` / ``cognition`` where their subtasks ran). AMBER: CHAIR, Cover, Hal, Cog, F1 per
-    discriminative section, accuracy, F1 and the AMBER score.
-    """
-    if benchmark == "pope":
-        rates = ("accuracy", "precision", "recall", "f1", "yes_ratio")
-        return {**{k: 100 * metrics[k] for k in rates}, **{k: metrics[k] for k in ("TP", "FP", "TN", "FN")}}
-    if benchmark == "mme":
-        row = {}
-        for subtask, m in metrics["subtasks"].items():
-            row |= {subtask: m["score"], f"{subtask} acc": 100 * m["acc"], f"{subtask} acc+": 100 * m["acc_plus"]}
-        totals = ("hallucination", "perception", "cognition")
-        return row | {k: metrics[k] for k in totals if metrics.get(k) is not None}
-    if benchmark == "amber":
-        g, d = metrics["generative"], metrics["discriminative"]
-        row = {"CHAIR": g["chair"], "Cover": g["cover"], "Hal": g["hal"], "Cog": g["cog"]}
-        row |= {f"F1 {block}": d[block]["f1"] for block in ("existence", "attribute", "relation")}
-        return row | {"accuracy": d["overall"]["accuracy"], "F1": d["overall"]["f1"], "AMBER": metrics["amber_score"]}
-    raise ValueError(f"unknown benchmark {benchmark!r}; expected one of ('pope', 'mme', 'amber')")
+    specs: Sequence[Experiment]
+    model: object
+    processor: object
+    profile: object  # a course.profiles.Profile
+    image_dir: Callable[[Experiment], str | Path | None] = lambda spec: None
+
+    def __post_init__(self):
+        self.runs_dir = self.profile.runs_dir
+        self.progress = Progress(sum(spec.cost().questions for spec in self.specs))
+
+    def run(self, spec: Experiment) -> dict:
+        """Run (or resume) ``spec``, in its own folder under :attr:`runs_dir`; its metrics."""
+        return run(spec, self.model, self.processor, runs_dir=self.runs_dir, model_name=self.profile.model,
+                   batch_size=self.profile.batch_size, image_dir=self.image_dir(spec), progress=self.progress)
+
+    def table(self, keep: Callable[[Experiment], bool] = lambda spec: True):
+        """:func:`table` of every spec ``keep`` accepts, each run (or resumed) first."""
+        return table([(spec, self.run(spec)) for spec in self.specs if keep(spec)])
+
+    def part(self, group: str):
+        """:meth:`table` of one group of the specs (``Experiment.group``)."""
+        return self.table(lambda spec: spec.group == group)
+
+    def answers(self, spec: Experiment) -> list[dict]:
+        """The answer lines of ``spec``'s run folder."""
+        return answers(spec, self.runs_dir)
 
 
 def table(runs: Iterable[tuple[Experiment, dict]]):
     """A DataFrame with one row per ``(spec, metrics)``: the spec's fields (decode options as their
-    own columns), its folder, then :func:`flatten` of its metrics."""
-    import pandas as pd
+    own columns), its folder, then :func:`avisc_lib.benchmarks.report.metrics_row` of its metrics."""
 
     rows = []
     for spec, metrics in runs:
         fields = {k: v for k, v in asdict(spec).items() if k != "decode"}
-        rows.append({**fields, **spec.options, "folder": spec.folder, **flatten(spec.benchmark, metrics)})
+        rows.append({**fields, **spec.options, "folder": spec.folder, **metrics_row(spec.benchmark, metrics)})
     return pd.DataFrame(rows)

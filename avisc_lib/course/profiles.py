@@ -22,23 +22,22 @@ Environment variables (all optional):
 
 from __future__ import annotations
 
-import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 import torch
+import transformers
 
-from . import budget, experiments
 from ..models.loading import ALIASES, load_model
+from ..models.placement import gpu_memory_gib, gpu_quantization
+from . import budget, experiments
+from .plotting import figures_dir
 
 PROFILES = ("tiny", "llava", "instructblip")
-PROFILE_OF = {hub_id: name for name, hub_id in ALIASES.items()}  # a 7B profile's hub id -> its name
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-QUANTIZATIONS = ("auto", "none", "4bit", "8bit")  # load_options' choices ("none": full precision)
-# Smallest GPU memory (GiB) that holds the 7B model in fp16 with room for two KV caches.
-FP16_MIN_GIB = {"llava": 20.0, "instructblip": 18.0}
 DEVICES = ("cpu", "cuda")
 # The time each evaluation notebook may take by the cost model: a Colab session on a T4 or L4,
 # a shorter sitting on an A100.
@@ -74,8 +73,6 @@ class Profile:
         beside the figures folder."""
         if os.environ.get("AVISC_RUNS_DIR"):
             return Path(os.environ["AVISC_RUNS_DIR"]) / self.name
-        from .plotting import figures_dir
-
         return figures_dir().parent / "runs" / "notebooks" / self.name
 
     def runs(self, notebook: str) -> list[budget.Run]:
@@ -86,12 +83,6 @@ class Profile:
         """:func:`budget.plan` of :meth:`runs` on :attr:`gpu` (counts only where it is None)."""
         return budget.plan(self.runs(notebook), self.gpu, self.name, quantized=self.quantization == "4bit",
                            batch_size=self.batch_size)
-
-
-def gpu_memory_gib() -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
 def resolve_profile(name: str | None = None, *, gpu_gib: float | None = None) -> Profile:
@@ -142,38 +133,6 @@ def _hardware_profile(name: str | None, gpu_gib: float | None, device: str | Non
                    GPU_BATCH_SIZE, gpu)
 
 
-def gpu_quantization(model: str, gpu_gib: float) -> str | None:
-    """"4bit" where a 7B profile's model (``model``: "llava", "instructblip" or their hub ids) does not
-    fit ``gpu_gib`` in fp16 (:data:`FP16_MIN_GIB`), else None; ``RuntimeError`` when 4-bit is needed
-    but bitsandbytes is missing. Other models have no known size: None."""
-    profile = PROFILE_OF.get(model, model)
-    if profile not in FP16_MIN_GIB or gpu_gib >= FP16_MIN_GIB[profile]:
-        return None
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise RuntimeError(
-            f"{gpu_gib:.0f} GiB of GPU memory is too little for {profile} in fp16 "
-            f"(needs ~{FP16_MIN_GIB[profile]:.0f} GiB); `pip install bitsandbytes` for 4-bit loading"
-        )
-    return "4bit"
-
-
-def load_options(model: str, device: str, dtype: str = "auto", quantization: str = "auto") -> dict:
-    """``load_model``'s ``dtype`` and ``quantization`` for ``model`` on ``device`` ("cpu"/"cuda"), by the
-    profiles' rules wherever a value is "auto": on CPU float32 without quantization; on a GPU float16,
-    and 4-bit where :func:`gpu_quantization` says so for the detected GPU memory. Explicit values: a
-    name in :data:`DTYPES`; "none", "4bit" or "8bit". Used by ``avisc-eval run`` and the lmms-eval model."""
-    if dtype != "auto" and dtype not in DTYPES:
-        raise ValueError(f"dtype must be 'auto' or one of {tuple(DTYPES)}, got {dtype!r}")
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
-    on_gpu = torch.device(device).type == "cuda"
-    if quantization == "auto":
-        gpu_gib = gpu_memory_gib() if on_gpu else None
-        quantization = gpu_quantization(model, gpu_gib) if gpu_gib else None
-    dtype = ("float16" if on_gpu else "float32") if dtype == "auto" else dtype
-    return {"dtype": DTYPES[dtype], "quantization": None if quantization == "none" else quantization}
-
-
 @lru_cache
 def default_limit(model: str, gpu: str, quantized: bool) -> int | None:
     """The largest of :data:`LIMITS` (None: the full benchmarks) for which the cost model estimates
@@ -185,6 +144,23 @@ def default_limit(model: str, gpu: str, quantized: bool) -> int | None:
                                    batch_size=GPU_BATCH_SIZE) <= 60 * SESSION_MINUTES[gpu] for nb in experiments.GRIDS)
 
     return next((limit for limit in (None, *reversed(LIMITS)) if fits(limit)), LIMITS[0])
+
+
+def session_plans(notebook: str, models: Sequence[str] = ("llava", "instructblip")):
+    """Notebook ``notebook`` on each GPU the cost model knows (:data:`.budget.GPUS`), with every
+    benchmark's images: the questions per split a GPU profile picks there, its precision, the runs,
+    and the estimated minutes. One row per model and GPU."""
+    rows = []
+    for model in models:
+        for gpu in budget.GPUS:
+            quantized = not budget.fits_fp16(gpu, model, GPU_BATCH_SIZE)
+            limit = default_limit(model, gpu, quantized)
+            runs = experiments.notebook_runs(notebook, limit, "coco")
+            rows.append({"model": model, "GPU": gpu, "weights": "4-bit" if quantized else "fp16",
+                         "questions per split": limit or "all", "runs": len(runs),
+                         "minutes": round(budget.estimate(runs, gpu, model, quantized=quantized,
+                                                          batch_size=GPU_BATCH_SIZE) / 60)})
+    return pd.DataFrame(rows).set_index(["model", "GPU"])
 
 
 def _env_choice(variable: str, accepted: tuple[str, ...]) -> str | None:
@@ -206,8 +182,6 @@ def _env_limit() -> int | str | None:
 
 def environment_report(profile: Profile) -> dict[str, str]:
     """What the notebook will run on: device, GPU, bf16 support, dtype and library versions."""
-    import transformers
-
     cuda = torch.cuda.is_available()
     return {
         "profile": profile.name,

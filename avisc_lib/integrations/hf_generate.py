@@ -61,7 +61,7 @@ SUPPORTED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 _GENERATE_CODE = inspect.unwrap(GenerationMixin.generate).__code__
 
 
-def custom_generate(method: str | Callable = "avisc", **hyper_parameters) -> "DecodeLoop":
+def custom_generate(method: str | Callable = methods.DEFAULT_METHOD, **hyper_parameters) -> "DecodeLoop":
     """A callable for ``model.generate(..., custom_generate=...)`` that decodes with ``method``.
 
     ``hyper_parameters``: ``decode``'s method options (``alpha``, ``beta``, ``lam``, ``layer_gamma``,
@@ -85,7 +85,7 @@ CARD_METHODS_END = "<!-- end of methods -->"
 def card_methods() -> str:
     """The card's list of methods (``custom_generate/README.md``), from the one registry of methods."""
     lines = "\n".join(f"  - `{m.name}`: {m.summary}" for m in methods.registered())
-    return f"{CARD_METHODS_START}\n- `method` (default `\"avisc\"`), one of:\n{lines}\n{CARD_METHODS_END}"
+    return f"{CARD_METHODS_START}\n- `method` (default `\"{methods.DEFAULT_METHOD}\"`), one of:\n{lines}\n{CARD_METHODS_END}"
 
 
 def write_card_methods(card: str | Path) -> None:
@@ -133,8 +133,9 @@ class DecodeLoop:
         check_processors(logits_processor, stopping_criteria, options, input_ids.shape[1])
         check_model_inputs(model, pixel_values, model_kwargs)
         check_eos(model, generation_config)
-        if self.method == "sample" and not generation_config.do_sample:
-            raise ValueError("method='sample' samples: call generate with do_sample=True, or use method='greedy'")
+        if isinstance(self.method, str) and methods.get(self.method).choice == "sampling" \
+                and not generation_config.do_sample:
+            raise ValueError(f"method={self.method!r} samples: call generate with do_sample=True, or use method='greedy'")
         attention_mask = model_kwargs.get("attention_mask")
         inputs = {
             "input_ids": input_ids,

@@ -6,7 +6,7 @@
 hub id, a folder); ``method`` and the method's hyper-parameters (``alpha``, ``beta``, ``lam``, ...)
 go to ``decode``; the task's generation kwargs give max_new_tokens, do_sample, temperature, top_p.
 ``dtype`` (auto, float16, bfloat16, float32) and ``quantization`` (auto, none, 4bit, 8bit) follow the
-run profiles' rules when "auto" (:func:`avisc_lib.course.profiles.load_options`): a 7B model on a T4 loads
+run profiles' rules when "auto" (:func:`avisc_lib.models.placement.load_options`): a 7B model on a T4 loads
 in 4-bit, e.g. ``--model_args pretrained=llava,quantization=auto``.
 """
 
@@ -22,10 +22,11 @@ from PIL import Image
 
 from ..generation import generate
 from .hf_generate import custom_generate
+from .. import methods
 from ..models.loading import default_device, load_model
-from ..course.profiles import load_options
+from ..models.placement import load_options
 
-MODEL_ID = "avisc"
+MODEL_ID = "avisc"  # lmms-eval's --model name (the package's, not a method's)
 # Task generation kwargs that decode takes as they are; "until" is applied to the answers.
 TASK_OPTIONS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k")
 
@@ -43,7 +44,7 @@ class AviscModel(lmms):
     def __init__(
         self,
         pretrained: str = "tiny",
-        method: str = "avisc",
+        method: str = methods.DEFAULT_METHOD,
         batch_size: int | str = 1,
         device: str | None = None,
         prompt_style: str | None = None,

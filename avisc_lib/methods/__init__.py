@@ -10,5 +10,7 @@ from .registry import METHODS, get, load, on_register, register, registered
 # Importing a method's file registers it.
 from . import greedy, sample, avisc, vcd, m3id, controls, pai, clearsight, var, only  # noqa: E402, F401, I001
 
-__all__ = ["METHODS", "Branch", "BranchContext", "BranchInputs", "Method", "Option", "Passes", "get", "image_branch",
+DEFAULT_METHOD = avisc.AVISC.name  # the library's method, where a caller names none
+
+__all__ = ["DEFAULT_METHOD", "METHODS", "Branch", "BranchContext", "BranchInputs", "Method", "Option", "Passes", "get", "image_branch",
            "load", "on_register", "register", "registered"]

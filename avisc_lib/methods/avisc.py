@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..blind import select_blind_tokens, select_layers
+from ..tokens.blind import select_blind_tokens, select_layers
 from .base import CONTRAST, Branch, BranchContext, BranchInputs, Method, Option, Passes, contrast_scores, finite, keep_only
 from .registry import register
 

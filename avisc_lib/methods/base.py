@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from ..masking import replace_image_tokens
+from ..tokens.masking import replace_image_tokens
 from ..models.inputs import Prompt
 from ..scores import contrast_logits, plausibility_cut
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..blind import random_like
+from ..tokens.blind import random_like
 from .avisc import AVISC, BLIND, blind_and_layers
 from .base import CONTRAST, Branch, BranchContext, BranchInputs, Method, Passes, contrast_scores, keep_only
 from .registry import register

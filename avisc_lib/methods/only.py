@@ -24,7 +24,7 @@ import torch
 from transformers import PreTrainedModel
 from transformers.integrations.sdpa_attention import repeat_kv
 
-from .. import sinks
+from ..tokens import sinks
 from ..hooks import stack
 from ..hooks.edit import visible_keys
 from ..hooks.layers import layer_inputs

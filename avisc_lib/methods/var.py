@@ -3,7 +3,7 @@ Models"): the attention sink tokens absorb is handed to the image, in image-cent
 
 Official code: ``MICV-yonsei/VisAttnSink`` at 98e62d6, ``src/logic/logic.py`` (HeadFork,
 VARProcessor) and ``A_exps/lv1.5_7b.yml`` (LLaVA-1.5-7B; the paper's InstructBLIP settings are not
-in the repository). Sinks are found with :mod:`avisc_lib.sinks`. Its official POPE evaluation:
+in the repository). Sinks are found with :mod:`avisc_lib.tokens.sinks`. Its official POPE evaluation:
 ``A_exps/lv1.5_7b.yml`` lines 9 (``vicuna_v1``), 12-15 (tau, rho, p, summ), 17 (128 tokens);
 ``src/inference.py`` lines 99-110 (the question as it is), 132 (``do_sample=False``);
 ``src/eval/eval_and_save_pope.py`` lines 40-47 (POPE's rule).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from .. import sinks
+from ..tokens import sinks
 from ..hooks.edit import AttentionEdit, Mode, edit_attention, redistribute, register_mode
 from ..hooks.layers import layer_inputs
 from ..models.inputs import Prompt

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import AddedToken, DynamicCache, InstructBlipProcessor, PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -166,8 +166,6 @@ def normalise_processor(processor):
     tokenizer does) hands over a plain string. Hub checkpoints are unaffected. Remove when the
     processor accepts both.
     """
-    from transformers import AddedToken, InstructBlipProcessor
-
     if isinstance(processor, InstructBlipProcessor) and isinstance(processor.image_token, str):
         processor.image_token = AddedToken(processor.image_token, normalized=False, special=True)
     return processor

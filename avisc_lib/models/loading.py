@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import (
+    BitsAndBytesConfig,
     AutoConfig,
     AutoProcessor,
     InstructBlipForConditionalGeneration,
@@ -109,8 +110,6 @@ def _quantization_config(quantization: str | None, device: torch.device, compute
         raise RuntimeError(f"{quantization} loading needs `pip install bitsandbytes`")
     if device.type != "cuda" and quantization != "4bit":
         raise RuntimeError(f"{quantization} loading needs a CUDA GPU; on {device.type} only '4bit' is supported")
-    from transformers import BitsAndBytesConfig
-
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_type="nf4")

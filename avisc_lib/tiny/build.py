@@ -7,6 +7,7 @@ projector, Llama language model), only small: 1.13 M parameters (1,133,568), 64x
 
 from __future__ import annotations
 
+import torch
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
 from transformers import (
@@ -88,8 +89,6 @@ def build_model(
 
     ``vision``: another tower's config (8-px patches), e.g. one from the organism search.
     """
-    import torch
-
     vision = vision or CLIPVisionConfig(
         hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=128,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..generation import answer_logits, candidate_token_ids
+from ..models.batching import batches
+from ..models.inputs import encode
 from ..world import questions as Q
 from ..world.scenes import Scene
 from .build import NUM_IMAGE_TOKENS
@@ -44,10 +47,6 @@ def training_batch(tokenizer, scenes: list[Scene], qs: list[dict]) -> dict[str, 
 
 def yes_no_margin(model, processor, items, batch_size: int = 100) -> torch.Tensor:
     """``float[N]``: logit(yes) - logit(no) at the answer position for (scene, question) items."""
-    from ..models.batching import batches
-    from ..generation import answer_logits, candidate_token_ids
-    from ..models.inputs import encode
-
     yes_no = candidate_token_ids(processor, ["yes", "no"])
     margins = []
     for _, rows in batches(len(items), batch_size):

@@ -31,10 +31,10 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..course import ablation as analysis
 from ..models.batching import batches
 from ..benchmarks.parsers import get_parser
-from ..blind import random_like
+from ..tokens.blind import random_like
 from ..generation import generate
 from ..models.inputs import encode
-from ..sinks import TAU, sink_tokens
+from ..tokens.sinks import TAU, sink_tokens
 from ..world import questions as Q
 from ..world.scenes import object_tokens
 

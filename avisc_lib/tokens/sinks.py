@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from .hooks.layers import layer_inputs
-from .models import compat
-from .models.inputs import Prompt, embed_prompt
+from ..hooks.layers import layer_inputs
+from ..models import compat
+from ..models.inputs import Prompt, embed_prompt
 
 TAU = 20.0  # massive-activation threshold: VisAttnSink A_exps/lv1.5_7b.yml line 12 (tau: 20)
 FIRST_LAYER = 2  # sinks are looked for before layers 2.. L-1: src/logic/logic.py line 52 ([2:])
@@ -116,6 +116,18 @@ class Sinks:
 
 
 @torch.no_grad()
+def layer_hidden_states(
+    model: PreTrainedModel, inputs: Mapping[str, torch.Tensor], layers: Sequence[int]
+) -> tuple[Prompt, dict[int, torch.Tensor]]:
+    """The embedded prompt and the hidden states ``[B, L, D]`` entering each decoder layer in
+    ``layers``, from one forward pass of the prompt (``inputs``: the processor's output)."""
+    prompt = embed_prompt(model, inputs)
+    with layer_inputs(model, layers) as hidden:
+        compat.language_model_forward(model, prompt.embeds, prompt.attention_mask)
+    return prompt, hidden
+
+
+@torch.no_grad()
 def find_sinks(
     model: PreTrainedModel,
     inputs: Mapping[str, torch.Tensor],
@@ -130,10 +142,8 @@ def find_sinks(
     (e.g. ``[1415, 2533]`` for LLaMA-2-7B); by default each row's BOS gives them, layer by layer.
     """
     check_tau(tau)
-    prompt = embed_prompt(model, inputs)
     searched = sink_layers(model, layers)
-    with layer_inputs(model, searched) as hidden:
-        compat.language_model_forward(model, prompt.embeds, prompt.attention_mask)
+    prompt, hidden = layer_hidden_states(model, inputs, searched)
     phis = [activation(hidden[layer]) for layer in searched]
     (batch, length), size = prompt.input_ids.shape, model.config.get_text_config().hidden_size
     valid = prompt.attention_mask.bool().to(prompt.embeds.device)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from transformers import PreTrainedModel
 
-from .models import compat
+from ..models import compat
 
 # Replacement for the embedding rows of the chosen image tokens, given those rows.
 SCHEMES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
