@@ -55,10 +55,10 @@ notebooks: install
 # The replica notebook runs (the longest tests, each in its own kernel and folders) go over both
 # cores, one torch thread each. The lmms-eval tests run in .venv-lmms (in .venv they skip), with the environment checks again.
 test: install install-lmms
-	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q --ignore=tests/test_notebooks_replicas.py
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/test_notebooks_replicas.py -n 2 -q
+	$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=1200 -q --ignore=tests/notebooks/test_notebooks_replicas.py
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/notebooks/test_notebooks_replicas.py -n 2 -q
 	$(LMMS_BIN)/python -c "import lmms_eval"
-	$(LMMS_BIN)/python -m pytest tests/test_lmms.py tests/test_lmms_loading.py tests/test_console_scripts.py -q
+	$(LMMS_BIN)/python -m pytest tests/core/test_lmms.py tests/core/test_lmms_loading.py tests/core/test_console_scripts.py -q
 
 test-fast: install  # the development loop: everything but notebooks and slow tests (<= 2 min)
 	$(BIN)/python -m pytest tests -m "not slow and not notebooks" -q

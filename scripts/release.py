@@ -5,7 +5,7 @@ and every notebook's "Open in Colab" badge.
 
 The notebooks' Colab install cell installs ``avisc-tutorial @ git+https://github.com/<repo>@v<version>``
 and each badge opens ``github/<repo>/blob/v<version>/notebooks/<notebook>`` on Colab, so a course that
-hands out the notebooks of a release gets the library of that release (tests/test_notebooks.py checks
+hands out the notebooks of a release gets the library of that release (tests/notebooks/test_notebooks.py checks
 that the pin equals the package version). Both name a repository, which must be the one the tag is
 pushed to: the script refuses to write anything when a badge or install cell names another
 repository than this checkout's ``origin`` remote, or when there is no such remote.

@@ -24,7 +24,7 @@ from ..world import questions as Q
 from ..world.scenes import make_scene, object_tokens
 from .organism import attention_rows, organism_table
 
-CHECK_SCENES = 100  # the organism rows recomputed by tests/test_tiny_model.py
+CHECK_SCENES = 100  # the organism rows recomputed by tests/tiny/test_tiny_model.py
 # (row, goal) of the organism table; row names are keys of organism_table's result.
 ORGANISM_GOALS = [
     ("top5_share", "top-5 image tokens' share of the answer position's image attention", ">= 0.50"),

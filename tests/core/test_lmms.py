@@ -22,7 +22,7 @@ from avisc_lib.benchmarks import synthetic  # noqa: E402
 from avisc_lib.benchmarks.cli import main as avisc_eval  # noqa: E402
 from avisc_lib.integrations.lmms import AviscModel, cut_at, task_options  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "lmms"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lmms"
 QUESTIONS = 12
 
 

@@ -72,7 +72,7 @@ def test_open_image_gives_rgb(tmp_path):
 
 
 def test_data_locations(tmp_path):
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     assert io.REPOSITORY_DATA == checkout / "data"
     code = "from avisc_lib.benchmarks.tasks import DEFAULT_DATA_DIR; print(DEFAULT_DATA_DIR)"
     env = {**os.environ, "AVISC_DATA_DIR": str(tmp_path)}

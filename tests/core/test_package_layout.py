@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "avisc_lib"
+PACKAGE = Path(__file__).resolve().parents[2] / "avisc_lib"
 MODULES = sorted(
     ".".join(("avisc_lib", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
     for p in PACKAGE.rglob("*.py")

@@ -197,7 +197,7 @@ def test_readme_states_the_profiles_fp16_thresholds():
     import re
     from pathlib import Path
 
-    row = next(line for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+    row = next(line for line in (Path(__file__).parents[2] / "README.md").read_text().splitlines()
                if line.startswith("| where it runs"))
     stated = [float(x) for x in re.findall(r"GPU ≥ (\d+) GiB in fp16", row)]
     assert stated == [FP16_MIN_GIB["llava"], FP16_MIN_GIB["instructblip"]]

@@ -1,6 +1,6 @@
 """Rewrite the "Results (tiny model, CPU)" block of README.md from the runs of notebooks 04–06.
 
-    python benchmarks/readme_results.py          # a few minutes from scratch, seconds after the notebooks
+    python scripts/readme_results.py          # a few minutes from scratch, seconds after the notebooks
 
 Runs the notebooks' specs (:mod:`avisc_lib.course.experiments`: the tiny profile's grids, synthetic data,
 its ``limit`` of 150 questions per split / subtask / section and batch size 32, seed 0) in the
@@ -23,7 +23,7 @@ from avisc_lib.course import tables as views, experiments
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "notebooks" / "tiny"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-COMMAND = "python benchmarks/readme_results.py"
+COMMAND = "python scripts/readme_results.py"
 SEED = 0
 READING = (
     "Reading: the methods move POPE and CHAIR by about one question in 150. AvisC's two controls, decoded "

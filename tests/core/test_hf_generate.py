@@ -13,7 +13,7 @@ from avisc_lib import custom_generate, decode
 from avisc_lib.decoding import METHODS
 from conftest import row
 
-FOLDER = Path(__file__).resolve().parents[1] / "custom_generate"
+FOLDER = Path(__file__).resolve().parents[2] / "custom_generate"
 NEW_TOKENS = 4
 
 

@@ -21,7 +21,7 @@ from avisc_lib.benchmarks.mme import (
 from avisc_lib.benchmarks.io import FormatError
 from mme_parquet import parquet_from_release
 
-SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"  # 14 hand-written answer sheets, 58 questions
+SHEETS = Path(__file__).resolve().parents[1] / "fixtures" / "mme"  # 14 hand-written answer sheets, 58 questions
 
 # Worked by hand with calculation.py's rule (lower-case; exactly yes/no, else "yes" / "no" within the
 # first 4 characters, else wrong): (acc over questions, acc+ over images, score = 100 acc + 100 acc+).

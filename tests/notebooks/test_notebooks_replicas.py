@@ -34,13 +34,13 @@ from conftest import DATA, scene_images
 from notebook_rules import warnings_in
 
 pytestmark = pytest.mark.notebooks
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-MME_SHEETS = Path(__file__).resolve().parent / "fixtures" / "mme"
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+MME_SHEETS = Path(__file__).resolve().parents[1] / "fixtures" / "mme"
 # The runs with images decode every benchmark part with every method (notebook 04 alone: 36 runs): on
 # the 32-layer replicas that costs tens of CPU minutes per notebook on 2 cores, so they use a language
 # model of SHALLOW layers (still more than VAR's first searched layer, 2). The runs without images of
 # 04-07 keep the checkpoints' 32 layers: they run every cell but the benchmark runs, notebook 07's
-# per-layer loops (sink search over layers 2..31) included; tests/test_replicas.py covers the rest.
+# per-layer loops (sink search over layers 2..31) included; tests/core/test_replicas.py covers the rest.
 SHALLOW = 4
 LIMIT = 1  # questions per split: the smallest run that exercises every path (MME keeps its image pairs)
 # (replica, profile, GPU memory it is resolved for, quantization that implies, image tokens)
@@ -50,7 +50,7 @@ SETUPS = {
 }
 
 RESOLVE_AS_ON_A_GPU = """\
-# Inserted by tests/test_notebooks_replicas.py: the profile as a {gib:.0f} GiB GPU resolves it, run on CPU.
+# Inserted by tests/notebooks/test_notebooks_replicas.py: the profile as a {gib:.0f} GiB GPU resolves it, run on CPU.
 import dataclasses
 import os
 
@@ -75,7 +75,7 @@ course.resolve_profile = _as_on_a_gpu
 """
 
 CHECK_THE_CHECKPOINT_INTERFACE = """\
-# Inserted by tests/test_notebooks_replicas.py: what breaks silently on the real checkpoints.
+# Inserted by tests/notebooks/test_notebooks_replicas.py: what breaks silently on the real checkpoints.
 from PIL import Image
 
 from avisc_lib.scores import contrast_logits

@@ -13,7 +13,7 @@ from avisc_lib.integrations.hf_generate import card_methods, write_card_methods
 from avisc_lib.methods import registered
 from avisc_lib.settings import decode_options, method_help
 
-CARD = Path(__file__).resolve().parents[1] / "custom_generate" / "README.md"
+CARD = Path(__file__).resolve().parents[2] / "custom_generate" / "README.md"
 REGISTERED = ("greedy", "sample", "avisc", "vcd", "m3id", "random_mask", "zero_image", "pai", "clearsight", "var",
               "only")
 

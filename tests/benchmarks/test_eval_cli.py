@@ -63,7 +63,7 @@ def test_score_pope_strict_refuses_unclear_answers(tmp_path, capsys):
 
 
 def test_score_mme(capsys):
-    sheets = Path(__file__).resolve().parent / "fixtures" / "mme"  # worked by hand in test_mme.py
+    sheets = Path(__file__).resolve().parents[1] / "fixtures" / "mme"  # worked by hand in test_mme.py
     code, result, _ = _run(capsys, "score", "mme", "--results-dir", str(sheets))
     assert code == 0 and list(result) == ["subtasks", "perception", "cognition", "hallucination"]
     assert result["subtasks"]["count"] == {"acc": 0.75, "acc_plus": 0.5, "score": 125.0}
@@ -231,7 +231,7 @@ def test_fetch_errors_name_the_file(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- run: dataset, images, dtype
 
 
-AVISC_EVAL = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "avisc-eval"
+AVISC_EVAL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "avisc-eval"
 
 
 def _avisc_eval(tmp_path, *argv: str, **env: str):

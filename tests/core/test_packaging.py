@@ -11,7 +11,7 @@ from avisc_lib.tiny.build import NUM_IMAGE_TOKENS, build_processor
 from avisc_lib.tiny.data import pixel_values, prompt_text
 from avisc_lib.world.scenes import make_scene
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _normalise(req: str) -> str:

@@ -1,7 +1,7 @@
 """The synthetic-benchmark table of the embedded tiny model: greedy, VCD, M3ID, AvisC and AvisC's two
 controls (random_mask, zero_image) on POPE, MME, AMBER.
 
-    python benchmarks/eval_table.py            # CPU, about 9 minutes; writes benchmarks/EVAL_RESULTS.md
+    python scripts/eval_table.py            # CPU, about 9 minutes; writes results/EVAL_RESULTS.md
 
 1. ``run_benchmark`` (as :func:`avisc_lib.course.experiments.run`) for every method on synthetic POPE (random, popular, adversarial; 500
    scenes x 6 questions each), the MME hallucination subset (100 scenes x 2 questions per
@@ -38,7 +38,7 @@ RUNS = [("pope", split) for split in POPE_SPLITS] + [("mme", "hallucination"), (
 SPECS = [experiments.Experiment(b, "synthetic", s, m) for m in METHODS for b, s in RUNS]  # full sizes, seed 0
 BATCH_SIZE = 16
 SPEED_SETS = {"POPE yes/no": ("pope", "random", 96), "AMBER captions": ("amber", "generative", 32)}
-COMMAND = "python benchmarks/eval_table.py"
+COMMAND = "python scripts/eval_table.py"
 
 
 @dataclass
@@ -191,7 +191,7 @@ def machine_lines() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--output", type=Path, default=Path(__file__).with_name("EVAL_RESULTS.md"))
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "EVAL_RESULTS.md")
     args = parser.parse_args()
     header = [
         "# Synthetic benchmarks: the embedded tiny model with greedy, VCD, M3ID and AvisC decoding and AvisC's controls",
