@@ -17,7 +17,7 @@ LMMS_BIN := $(LMMS_VENV)/bin
 OUT ?= build/notebooks
 comma := ,
 
-.PHONY: install install-lmms notebooks test test-fast clean
+.PHONY: install install-lmms notebooks test test-fast lint clean
 
 # $(call venv,FOLDER,EXTRAS): a virtual environment in FOLDER with torch and the package's EXTRAS.
 define venv
@@ -59,6 +59,10 @@ test: install install-lmms
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests/notebooks/test_notebooks_replicas.py -n 2 -q
 	$(LMMS_BIN)/python -c "import lmms_eval"
 	$(LMMS_BIN)/python -m pytest tests/core/test_lmms.py tests/core/test_lmms_loading.py tests/core/test_console_scripts.py -q
+
+lint: install  # ruff, configured in pyproject.toml: lint rules and formatting (run `ruff format .` to fix the latter)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: install  # the development loop: everything but notebooks and slow tests (<= 2 min)
 	$(BIN)/python -m pytest tests -m "not slow and not notebooks" -q

@@ -120,10 +120,12 @@ _FIXED_PARAMETERS = list(inspect.signature(decode).parameters.values())[:4]
 
 def _refresh_signature() -> None:
     """``decode``'s signature: its fixed parameters, then every option of the registry as a keyword."""
-    decode.__signature__ = inspect.Signature([
-        *_FIXED_PARAMETERS,
-        *(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default) for o in decode_options()),
-    ])
+    decode.__signature__ = inspect.Signature(
+        [
+            *_FIXED_PARAMETERS,
+            *(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default) for o in decode_options()),
+        ]
+    )
 
 
 _refresh_signature()
@@ -150,8 +152,11 @@ def prefill(
     branch, record = settings.branch, settings.record
     context = BranchContext(model, inputs, prompt, None, settings, generator)
     early = _branch_prefill(model, branch, context) if branch is not None and not branch.needs_attention else None
-    side = interventions.enter_context(record.intervention(model, prompt, settings)) \
-        if record.intervention is not None else None
+    side = (
+        interventions.enter_context(record.intervention(model, prompt, settings))
+        if record.intervention is not None
+        else None
+    )
     forward = Forward(model, side if record.side else None)
     recording = record_last_query_attention(model) if branch is not None and branch.needs_attention else nullcontext()
     with recording as rows:
@@ -161,8 +166,13 @@ def prefill(
     if early is None:
         context = BranchContext(model, inputs, prompt, image_rows(rows, prompt.image_mask), settings, generator)
     second, other_logits, other_cache = early or _branch_prefill(model, branch, context)
-    return (torch.cat([logits, other_logits]), compat.concat_caches(cache, other_cache, model.config),
-            torch.cat([prompt.attention_mask, second.attention_mask]), second, forward)
+    return (
+        torch.cat([logits, other_logits]),
+        compat.concat_caches(cache, other_cache, model.config),
+        torch.cat([prompt.attention_mask, second.attention_mask]),
+        second,
+        forward,
+    )
 
 
 @dataclass(frozen=True)

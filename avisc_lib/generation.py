@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 from transformers import PreTrainedModel, ProcessorMixin
 
+from .decoding import decode
 from .models import compat
 from .models.batching import batches
-from .decoding import decode
 from .models.inputs import embed_prompt, encode
-from .tokens.masking import replace_image_tokens
 from .models.prompts import build_prompt
+from .tokens.masking import replace_image_tokens
 
 # How LLaVA-1.5 and InstructBLIP start a yes/no answer; lower-casing tokenizers map them to their own ids.
 ANSWER_WORDS = ("Yes", "No")
@@ -65,7 +65,7 @@ def answer_token_ids(
     ids = []
     for word in words:
         full = tokenizer(f"{prompt} {word}", add_special_tokens=False)["input_ids"]
-        if full[:len(base)] != base or len(full) == len(base):
+        if full[: len(base)] != base or len(full) == len(base):
             raise ValueError(f"appending {word!r} changes the prompt's own tokens; pass token ids explicitly")
         if full[len(base)] == tokenizer.unk_token_id:
             raise ValueError(f"the tokenizer does not know {word!r}")

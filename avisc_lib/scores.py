@@ -34,7 +34,9 @@ def ban_tokens(scores: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
     return torch.where(empty, scores, banned)
 
 
-def choose_tokens(scores: torch.Tensor, settings, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def choose_tokens(
+    scores: torch.Tensor, settings, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The next tokens ``[B]`` and the scores ``[B, V]`` they were chosen from.
 
     Argmax of ``scores``, or (``settings.sampling``) a multinomial sample after temperature /

@@ -22,19 +22,44 @@ from . import methods
 from .methods.base import DEFAULT_ALPHA, Method, Option, finite, is_int
 
 TOKEN_CHOICE = (
-    Option("do_sample", None, (
-        "sample the next token instead of taking the argmax, for every method (None: sample only for 'sample'; "
-        "greedy cannot sample, sample cannot take the argmax)"), bool,
-        lambda v: v is None or isinstance(v, bool), "True, False or None"),
+    Option(
+        "do_sample",
+        None,
+        (
+            "sample the next token instead of taking the argmax, for every method (None: sample only for 'sample'; "
+            "greedy cannot sample, sample cannot take the argmax)"
+        ),
+        bool,
+        lambda v: v is None or isinstance(v, bool),
+        "True, False or None",
+    ),
     Option("temperature", 1.0, "sampling temperature > 0", float, lambda v: finite(v) and v > 0, "> 0"),
     Option("top_p", 1.0, "nucleus sampling mass in (0, 1]", float, lambda v: finite(v) and 0 < v <= 1, "in (0, 1]"),
-    Option("top_k", None, "sample among the k most likely tokens (None or 0: off)", int,
-           lambda v: v is None or (is_int(v) and v >= 0), "None or an int >= 0"),
+    Option(
+        "top_k",
+        None,
+        "sample among the k most likely tokens (None or 0: off)",
+        int,
+        lambda v: v is None or (is_int(v) and v >= 0),
+        "None or an int >= 0",
+    ),
     Option("max_new_tokens", 64, "most tokens generated", int, lambda v: is_int(v) and v >= 1, "an int >= 1"),
-    Option("min_new_tokens", 0, "EOS banned until this many tokens (InstructBLIP's official min_length=1)", int,
-           lambda v: is_int(v) and v >= 0, "an int >= 0"),
-    Option("seed", None, "seeds sampling, VCD's noise and random_mask (None: torch's global RNG)", int,
-           lambda v: v is None or is_int(v), "None or an int"),
+    Option(
+        "min_new_tokens",
+        0,
+        "EOS banned until this many tokens (InstructBLIP's official min_length=1)",
+        int,
+        lambda v: is_int(v) and v >= 0,
+        "an int >= 0",
+    ),
+    Option(
+        "seed",
+        None,
+        "seeds sampling, VCD's noise and random_mask (None: torch's global RNG)",
+        int,
+        lambda v: v is None or is_int(v),
+        "None or an int",
+    ),
 )
 
 
@@ -52,8 +77,10 @@ def method_lines(bullet: str = "- ") -> str:
 def method_help() -> str:
     """The help text of ``method``: every registered method, then branch functions."""
     names = "; ".join(f"{m.name} ({m.summary})" for m in methods.registered())
-    return (f"{names}; in Python also your own branch, a function (features [B, N, D], attention [B, layers, N]) "
-            "-> features")
+    return (
+        f"{names}; in Python also your own branch, a function (features [B, N, D], attention [B, layers, N]) "
+        "-> features"
+    )
 
 
 def method_record(method: str | Callable) -> Method:
@@ -109,11 +136,13 @@ class DecodeSettings:
         """A token choice the method's name rules out raises."""
         name = self.record.name
         if self.record.choice == "argmax" and self.do_sample:
-            raise ValueError(f"method={name!r} with do_sample=True: {name} takes the argmax; use method='sample' "
-                             "for plain sampling")
+            raise ValueError(
+                f"method={name!r} with do_sample=True: {name} takes the argmax; use method='sample' for plain sampling"
+            )
         if self.record.choice == "sampling" and not self.do_sample:
-            raise ValueError(f"method={name!r} with do_sample=False: {name} draws the token; use method='greedy' "
-                             "for the argmax")
+            raise ValueError(
+                f"method={name!r} with do_sample=False: {name} draws the token; use method='greedy' for the argmax"
+            )
 
     @property
     def decoding(self) -> str:

@@ -34,14 +34,15 @@ from transformers import AutoProcessor, CLIPVisionConfig, LlamaConfig, LlavaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "core")]
 
-from avisc_lib.hooks.capture import image_attention  # noqa: E402
-from avisc_lib.decoding import decode, eos_disabled  # noqa: E402
-from avisc_lib.models.loading import tiny_model_path  # noqa: E402
-from avisc_lib.models.inputs import encode  # noqa: E402
-from avisc_lib.tiny.build import build_model, build_processor  # noqa: E402
-from avisc_lib.world.scenes import make_scene  # noqa: E402
-from conftest import row  # noqa: E402
-from test_decoding import reference_decode  # noqa: E402
+from conftest import row  # noqa: E402 (after sys.path gains tests/)
+from test_decoding import reference_decode  # noqa: E402 (after sys.path gains tests/)
+
+from avisc_lib.decoding import decode, eos_disabled  # noqa: E402 (after sys.path gains tests/)
+from avisc_lib.hooks.capture import image_attention  # noqa: E402 (after sys.path gains tests/)
+from avisc_lib.models.inputs import encode  # noqa: E402 (after sys.path gains tests/)
+from avisc_lib.models.loading import tiny_model_path  # noqa: E402 (after sys.path gains tests/)
+from avisc_lib.tiny.build import build_model, build_processor  # noqa: E402 (after sys.path gains tests/)
+from avisc_lib.world.scenes import make_scene  # noqa: E402 (after sys.path gains tests/)
 
 CAPTION = "Describe the image."
 
@@ -76,22 +77,28 @@ def batch(model, processor, size: int) -> dict[str, torch.Tensor]:
 
 def ratio_table(model, processor, repeats: int) -> list[str]:
     """AvisC / greedy at 1 thread and at every core (per-step work is row-bound at B = 16)."""
-    lines = ["| torch threads | B | new tokens | greedy | AvisC | AvisC / greedy | target |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| torch threads | B | new tokens | greedy | AvisC | AvisC / greedy | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
     default_threads = torch.get_num_threads()
     for threads in sorted({1, os.cpu_count()}):
         torch.set_num_threads(threads)
         for size in (1, 16):
             inputs = batch(model, processor, size)
             for steps, target in ((1, "<= 2.1"), (64, "<= 1.5")):
-                run = {m: (lambda m=m: decode(model, inputs, method=m, max_new_tokens=steps))
-                       for m in ("greedy", "avisc")}
+                run = {
+                    m: (lambda m=m, inputs=inputs, steps=steps: decode(model, inputs, method=m, max_new_tokens=steps))
+                    for m in ("greedy", "avisc")
+                }
                 for fn in run.values():
                     fn()  # warm-up
                 best = best_times(run, repeats)
                 greedy, avisc = best["greedy"], best["avisc"]
-                lines.append(f"| {threads} | {size} | {steps} | {greedy * 1e3:.1f} ms | {avisc * 1e3:.1f} ms | "
-                             f"{avisc / greedy:.2f}x | {target} |")
+                lines.append(
+                    f"| {threads} | {size} | {steps} | {greedy * 1e3:.1f} ms | {avisc * 1e3:.1f} ms | "
+                    f"{avisc / greedy:.2f}x | {target} |"
+                )
     torch.set_num_threads(default_threads)
     return lines
 
@@ -103,10 +110,18 @@ def reference_table(model, processor) -> list[str]:
     for size in (1, 16):
         inputs = batch(model, processor, size)
         for steps in (1, 64):
-            ours = best_times({"": lambda: decode(model, inputs, method="avisc", max_new_tokens=steps)}, 3)[""]
+            ours = best_times(
+                {"": lambda inputs=inputs, steps=steps: decode(model, inputs, method="avisc", max_new_tokens=steps)}, 3
+            )[""]
             rows = [row(inputs, b) for b in range(size)]
-            plain = best_times({"": lambda: [reference_decode(eager, r, "avisc", max_new_tokens=steps)
-                                             for r in rows]}, 1)[""]
+            plain = best_times(
+                {
+                    "": lambda rows=rows, steps=steps: [
+                        reference_decode(eager, r, "avisc", max_new_tokens=steps) for r in rows
+                    ]
+                },
+                1,
+            )[""]
             lines.append(f"| {size} | {steps} | {plain * 1e3:.0f} ms | {ours * 1e3:.0f} ms | {plain / ours:.1f}x |")
     return lines
 
@@ -130,35 +145,47 @@ COSTED = {
 ONE_PASS_GOAL = 1.15
 CAPTION_STEPS = 64
 COST_NOTES = [
-    ("Where the cost of the attention methods comes from. The embedded model is tiny (4 layers, width 128, "
-     "4 heads, a 51-token vocabulary), so a decode step of 16 rows is a few hundred small tensor operations whose "
-     "time is mostly per-operation overhead, not arithmetic: a method's extra cost here is roughly the number of "
-     "tensor operations it adds per step, each weighing about as much as one of the model's own matrix products. "
-     "None of the methods adds a product of the model's width, so on a 7B model their share of a step should be "
-     "smaller (not measured here)."),
+    (
+        "Where the cost of the attention methods comes from. The embedded model is tiny (4 layers, width 128, "
+        "4 heads, a 51-token vocabulary), so a decode step of 16 rows is a few hundred small tensor operations whose "
+        "time is mostly per-operation overhead, not arithmetic: a method's extra cost here is roughly the number of "
+        "tensor operations it adds per step, each weighing about as much as one of the model's own matrix products. "
+        "None of the methods adds a product of the model's width, so on a 7B model their share of a step should be "
+        "smaller (not measured here)."
+    ),
     "",
-    ("- **PAI without refinement** edits the answer row in every layer (the paper's layers 2-32 of 32 scale to "
-     "all 4 here). In an edited layer the step's attention is computed eagerly (scores, the edit, masked "
-     "softmax, values: about a dozen operations) in place of one SDPA call. `attention_edit` no longer runs SDPA "
-     "for rows it then overwrites (every row of a decode step is edited), which removed one SDPA call per layer "
-     "and step; what remains is the eager computation itself."),
-     "- **ClearSight** edits layers 9-15 of 32, one layer of 4 here, so only one layer per step runs eagerly.",
-    ("- **VAR** edits the layers searched for sinks (2 to the last: 2 of 4 here); its redistribution first picks "
-     "image-centric heads per row, about twenty operations per layer. Its hooks return at once in decode steps "
-     "(sinks come from the prefill)."),
-    ("- **ONLY** leaves the model's forward as it is, but every step adds the last row's attention at its layer, "
-     "outlier removal and the entropy-ratio head choice (several dozen small operations), the last layer's MLP, "
-     "the norms and the LM head once more, and a contrast with two softmaxes and an L1 distance: about as many "
-     "operations as one of the 4 decoder layers. ONLY's reported 1.07x is for "
-     "a 32-layer model, where one layer's worth of work is a thirty-second."),
-    ("- **PAI with refinement** decodes the text-only branch beside the image one, one forward of 2B rows per "
-     "step as AvisC, plus the one-pass edits on the first B rows. That branch is M3ID's (the prompt without its "
-     "image tokens), so its step compares with M3ID's plus PAI's edits rather than with AvisC's: the text-only "
-     "rows keep the prompt's length with the image positions turned into left padding, so every step carries a "
-     "padding mask, while AvisC's second branch keeps the original mask (no padding in this batch)."),
+    (
+        "- **PAI without refinement** edits the answer row in every layer (the paper's layers 2-32 of 32 scale to "
+        "all 4 here). In an edited layer the step's attention is computed eagerly (scores, the edit, masked "
+        "softmax, values: about a dozen operations) in place of one SDPA call. `attention_edit` no longer runs SDPA "
+        "for rows it then overwrites (every row of a decode step is edited), which removed one SDPA call per layer "
+        "and step; what remains is the eager computation itself."
+    ),
+    "- **ClearSight** edits layers 9-15 of 32, one layer of 4 here, so only one layer per step runs eagerly.",
+    (
+        "- **VAR** edits the layers searched for sinks (2 to the last: 2 of 4 here); its redistribution first picks "
+        "image-centric heads per row, about twenty operations per layer. Its hooks return at once in decode steps "
+        "(sinks come from the prefill)."
+    ),
+    (
+        "- **ONLY** leaves the model's forward as it is, but every step adds the last row's attention at its layer, "
+        "outlier removal and the entropy-ratio head choice (several dozen small operations), the last layer's MLP, "
+        "the norms and the LM head once more, and a contrast with two softmaxes and an L1 distance: about as many "
+        "operations as one of the 4 decoder layers. ONLY's reported 1.07x is for "
+        "a 32-layer model, where one layer's worth of work is a thirty-second."
+    ),
+    (
+        "- **PAI with refinement** decodes the text-only branch beside the image one, one forward of 2B rows per "
+        "step as AvisC, plus the one-pass edits on the first B rows. That branch is M3ID's (the prompt without its "
+        "image tokens), so its step compares with M3ID's plus PAI's edits rather than with AvisC's: the text-only "
+        "rows keep the prompt's length with the image positions turned into left padding, so every step carries a "
+        "padding mask, while AvisC's second branch keeps the original mask (no padding in this batch)."
+    ),
     "",
-    ("On a shared machine single measurements spread widely (the min-max column): a verdict for a method "
-     "whose median lies within a few hundredths of the goal is not settled by one run of this script."),
+    (
+        "On a shared machine single measurements spread widely (the min-max column): a verdict for a method "
+        "whose median lies within a few hundredths of the goal is not settled by one run of this script."
+    ),
 ]
 
 
@@ -172,6 +199,7 @@ def step_costs(model, inputs, repeats: int) -> dict[str, dict[str, list[float]]]
     method with its own greedy run (greedy first in even rounds, second in odd ones) and rotates the
     order of the methods, so that what load remains falls on the method and its greedy alike.
     """
+
     def run(label: str, tokens: int) -> float:
         method, options, _ = COSTED[label]
         start = time.process_time()
@@ -208,10 +236,12 @@ def cost_table(model, processor, repeats: int, size: int = 16) -> list[str]:
     lines = [header.format(size), "|---|---|---|---|---|---|"]
     for label, cost in costs.items():
         ratio, ratios = statistics.median(cost["ratio"]), cost["ratio"]
-        lines.append(f"| {label} | {statistics.median(cost['prefill']) * 1e3:.1f} ms | "
-                     f"{statistics.median(cost['step']) * 1e3:.2f} ms | {ratio:.2f}x "
-                     f"({min(ratios):.2f}-{max(ratios):.2f}) | {COSTED[label][2]} | "
-                     f"{_verdict(COSTED[label][2], ratio, two_branch)} |")
+        lines.append(
+            f"| {label} | {statistics.median(cost['prefill']) * 1e3:.1f} ms | "
+            f"{statistics.median(cost['step']) * 1e3:.2f} ms | {ratio:.2f}x "
+            f"({min(ratios):.2f}-{max(ratios):.2f}) | {COSTED[label][2]} | "
+            f"{_verdict(COSTED[label][2], ratio, two_branch)} |"
+        )
     return lines
 
 
@@ -229,19 +259,25 @@ COST_HEADING = "## Cost per decode step of every method"
 def cost_section(model, processor, repeats: int) -> list[str]:
     """The cost-per-step section: how it was measured (command, date, load), the table, the notes."""
     return [
-        COST_HEADING, "",
-        (f"Generated by `{' '.join(['python', 'scripts/decode_speed.py', *sys.argv[1:]])}` on "
-         f"{time.strftime('%Y-%m-%d')}, load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
-         f"(the machine is shared with other jobs). B = 16, {CAPTION_STEPS}-token captions, every method at its "
-         f"defaults, {torch.get_num_threads()} torch thread(s). Prefill: a 1-token decode; per step: "
-         f"((1 + {CAPTION_STEPS})-token decode - 1-token decode) / {CAPTION_STEPS}. Times are CPU time of the "
-         f"process, medians over {repeats} rounds; in each round every method is measured right beside a greedy "
-         "decode (alternately before and after it), its ratio is to that greedy step, and the methods' order "
-         "rotates from round to round, so what load remains falls on the method and its greedy alike. Goal "
-         "(issue 13): "
-         f"one-pass methods <= {ONE_PASS_GOAL}x greedy, PAI with its refinement about AvisC."), "",
-        *cost_table(model, processor, repeats), "",
-        *COST_NOTES, "",
+        COST_HEADING,
+        "",
+        (
+            f"Generated by `{' '.join(['python', 'scripts/decode_speed.py', *sys.argv[1:]])}` on "
+            f"{time.strftime('%Y-%m-%d')}, load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+            f"(the machine is shared with other jobs). B = 16, {CAPTION_STEPS}-token captions, every method at its "
+            f"defaults, {torch.get_num_threads()} torch thread(s). Prefill: a 1-token decode; per step: "
+            f"((1 + {CAPTION_STEPS})-token decode - 1-token decode) / {CAPTION_STEPS}. Times are CPU time of the "
+            f"process, medians over {repeats} rounds; in each round every method is measured right beside a greedy "
+            "decode (alternately before and after it), its ratio is to that greedy step, and the methods' order "
+            "rotates from round to round, so what load remains falls on the method and its greedy alike. Goal "
+            "(issue 13): "
+            f"one-pass methods <= {ONE_PASS_GOAL}x greedy, PAI with its refinement about AvisC."
+        ),
+        "",
+        *cost_table(model, processor, repeats),
+        "",
+        *COST_NOTES,
+        "",
     ]
 
 
@@ -261,10 +297,18 @@ def with_section(text: str, section: list[str]) -> str:
 
 def long_sequence_model():
     """LLaVA-1.5 shapes where they set the attention size: 576 image tokens, 32 layers x 32 heads."""
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=336, patch_size=14)
-    text = LlamaConfig(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=1024)
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=336, patch_size=14
+    )
+    text = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=1024,
+    )
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=999, vision_feature_layer=-2)
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config).eval()
@@ -292,17 +336,27 @@ def memory_probe(mode: str) -> None:
 def memory_table() -> list[str]:
     lines = ["| capture | peak RSS growth | attention tensors kept |", "|---|---|---|"]
     for mode in ("image_attention", "output_attentions"):
-        out = subprocess.run([sys.executable, __file__, "--memory-probe", mode], capture_output=True, text=True,
-                             check=True).stdout.split()
-        label = "`image_attention` (SDPA + last-row recorder)" if mode == "image_attention" else \
-            "eager `output_attentions=True`"
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-probe", mode], capture_output=True, text=True, check=True
+        ).stdout.split()
+        label = (
+            "`image_attention` (SDPA + last-row recorder)"
+            if mode == "image_attention"
+            else "eager `output_attentions=True`"
+        )
         lines.append(f"| {label} | {float(out[-2]):.0f} MiB | {int(out[-1]) / 2**20:.3f} MiB |")
     return lines
 
 
 def machine() -> list[str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return [
         f"- CPU: {cpu}, {os.cpu_count()} logical cores, torch threads: {torch.get_num_threads()}",
         f"- load average at start: {os.getloadavg()[0]:.2f} (other jobs share the CPU when > 0)",
@@ -316,8 +370,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-probe", choices=["image_attention", "output_attentions"])
-    parser.add_argument("--costs-only", action="store_true",
-                        help="regenerate only the cost-per-step section of RESULTS.md, keeping the others")
+    parser.add_argument(
+        "--costs-only",
+        action="store_true",
+        help="regenerate only the cost-per-step section of RESULTS.md, keeping the others",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_probe:
@@ -334,28 +391,40 @@ def write_report(args, model, processor, weights) -> None:
         out.write_text(with_section(out.read_text(), cost_section(model, processor, args.repeats)))
         return print(out.read_text())
     report = [
-        "# Decode speed and attention memory", "",
-        f"Generated by `{' '.join(['python', 'scripts/decode_speed.py', *sys.argv[1:]])}` on {time.strftime('%Y-%m-%d')}. "
-        f"Model: the embedded tiny LLaVA architecture, {weights}. Prompt: \"{CAPTION}\" (64 image tokens + 10 text "
+        "# Decode speed and attention memory",
+        "",
+        f"Generated by `{' '.join(['python', 'scripts/decode_speed.py', *sys.argv[1:]])}` "
+        f"on {time.strftime('%Y-%m-%d')}. "
+        f'Model: the embedded tiny LLaVA architecture, {weights}. Prompt: "{CAPTION}" (64 image tokens + 10 text '
         "tokens); EOS disabled so every row generates exactly the stated number of tokens. "
         f"Times: best of {args.repeats} interleaved runs (reference table: ours best of 3, the reference 1 run).",
         "",
-        *machine(), "",
-        "## AvisC / greedy", "", *ratio_table(model, processor, args.repeats), "",
+        *machine(),
+        "",
+        "## AvisC / greedy",
+        "",
+        *ratio_table(model, processor, args.repeats),
+        "",
         "AvisC runs two prefills (the second needs the first one's attention) and then one forward of 2B rows "
         "per token, greedy one of B rows. A 1-token answer therefore costs about two prefills minus the shared "
         "vision pass. For captions the ratio is near 1 while a step costs the same for B and 2B rows "
         "(B = 1 here), and moves toward 2 when the step's work grows with the rows (B = 16 on one CPU thread).",
         "",
         *cost_section(model, processor, args.repeats),
-        "## Our AvisC vs the plain reference loop", "",
+        "## Our AvisC vs the plain reference loop",
+        "",
         "The reference is `tests/core/test_decoding.py::reference_decode`: one sample at a time, eager attention, "
-        "no KV cache (each step re-runs the whole sequence for both branches).", "",
-        *reference_table(model, processor), "",
-        "## Attention capture memory at a LLaVA-1.5-sized prefill", "",
+        "no KV cache (each step re-runs the whole sequence for both branches).",
+        "",
+        *reference_table(model, processor),
+        "",
+        "## Attention capture memory at a LLaVA-1.5-sized prefill",
+        "",
         "631 tokens (35 + 576 image + 20), text model with 32 layers x 32 heads (head dim 4), fp32, one "
-        "forward in a fresh process each; growth of peak RSS over a warmed-up SDPA forward.", "",
-        *memory_table(), "",
+        "forward in a fresh process each; growth of peak RSS over a warmed-up SDPA forward.",
+        "",
+        *memory_table(),
+        "",
     ]
     out.write_text("\n".join(report))
     print(out.read_text())

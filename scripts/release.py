@@ -53,13 +53,20 @@ def named_repositories(notebook: nbformat.NotebookNode) -> set[str]:
 def check_targets(paths: list[Path], remote: str | None) -> None:
     """Refuse (``SystemExit``) unless every notebook's badges and install cell name ``remote``."""
     if remote is None:
-        raise SystemExit("no GitHub 'origin' remote: the badges and install cells would point at a tag nobody "
-                         "can fetch; add the remote (git remote add origin ...) first")
-    wrong = {p.name: sorted(named) for p in paths if (named := named_repositories(nbformat.read(p, as_version=4)))
-             != {remote}}
+        raise SystemExit(
+            "no GitHub 'origin' remote: the badges and install cells would point at a tag nobody "
+            "can fetch; add the remote (git remote add origin ...) first"
+        )
+    wrong = {
+        p.name: sorted(named)
+        for p in paths
+        if (named := named_repositories(nbformat.read(p, as_version=4))) != {remote}
+    }
     if wrong:
-        raise SystemExit(f"notebooks point at other repositories than origin ({remote}): {wrong}; "
-                         "fix their badges and install cells first")
+        raise SystemExit(
+            f"notebooks point at other repositories than origin ({remote}): {wrong}; "
+            "fix their badges and install cells first"
+        )
 
 
 def pin_notebook(path: Path, version: str) -> None:

@@ -85,7 +85,7 @@ def row(inputs: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
     """Sample ``b`` of a batch as its own B = 1 input, padding removed."""
     out = {}
     for key, value in inputs.items():
-        value = value[b:b + 1]
+        value = value[b : b + 1]
         if key.endswith(("input_ids", "attention_mask")):
             mask_key = "qformer_attention_mask" if key.startswith("qformer_") else "attention_mask"
             value = value[:, inputs[mask_key][b].bool()]
@@ -95,21 +95,45 @@ def row(inputs: dict[str, torch.Tensor], b: int) -> dict[str, torch.Tensor]:
 
 def _text_config(tokenizer, **sizes) -> LlamaConfig:
     return LlamaConfig(
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, max_position_embeddings=256,
-        initializer_range=0.2, **sizes,  # 10x the default: peaked logits, so no near-ties in argmax
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        **sizes,  # 10x the default: peaked logits, so no near-ties in argmax
     )
 
 
 def tiny_llava(tokenizer, kv_heads: int, seed: int) -> LlavaForConditionalGeneration:
     """CLIP + Llama, 3 layers, 4 query heads sharing ``kv_heads`` key/value heads."""
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=32)
-    text = _text_config(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                        num_attention_heads=4, num_key_value_heads=kv_heads)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tokenizer.image_token_id,
-                         vision_feature_layer=-1, vision_feature_select_strategy="default",
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=32,
+    )
+    text = _text_config(
+        tokenizer,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.image_token_id,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     return LlavaForConditionalGeneration(config).eval()
 
@@ -117,13 +141,30 @@ def tiny_llava(tokenizer, kv_heads: int, seed: int) -> LlavaForConditionalGenera
 def tiny_instructblip(tokenizer, seed: int = 2) -> InstructBlipForConditionalGeneration:
     """ViT + Q-Former (8 queries) + Llama, 32 px images."""
     config = InstructBlipConfig(
-        vision_config=InstructBlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                               num_attention_heads=2, image_size=32, patch_size=8),
-        qformer_config=InstructBlipQFormerConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                                                 num_attention_heads=2, intermediate_size=64,
-                                                 pad_token_id=tokenizer.pad_token_id),
-        text_config=_text_config(tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=4),
+        vision_config=InstructBlipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        qformer_config=InstructBlipQFormerConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        text_config=_text_config(
+            tokenizer,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+        ),
         num_query_tokens=8,
         image_token_index=tokenizer.image_token_id,
     )
@@ -134,8 +175,12 @@ def tiny_instructblip(tokenizer, seed: int = 2) -> InstructBlipForConditionalGen
 def instructblip_processor() -> InstructBlipProcessor:
     qformer_tokenizer = build_tokenizer()
     qformer_tokenizer.padding_side = "right"  # BERT-style absolute positions
-    processor = InstructBlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), build_tokenizer(),
-                                      qformer_tokenizer, num_query_tokens=8)
+    processor = InstructBlipProcessor(
+        BlipImageProcessorPil(size={"height": 32, "width": 32}),
+        build_tokenizer(),
+        qformer_tokenizer,
+        num_query_tokens=8,
+    )
     # The processor expects an AddedToken here (it reads ``.content``); ours comes from the tokenizer as a str.
     processor.image_token = AddedToken("<image>", normalized=False, special=True)
     return processor

@@ -77,8 +77,11 @@ def draws_committed_figures() -> bool:
     import torch
 
     profile = os.environ.get("AVISC_PROFILE", "").strip().lower()
-    return (profile in ("", "tiny") and not any(os.environ.get(v) for v in PROFILE_VARIABLES)
-            and not torch.cuda.is_available())
+    return (
+        profile in ("", "tiny")
+        and not any(os.environ.get(v) for v in PROFILE_VARIABLES)
+        and not torch.cuda.is_available()
+    )
 
 
 @contextmanager

@@ -278,11 +278,13 @@ _IRREGULAR = {
     "potatoes": "potato", "mangoes": "mango",
 }  # fmt: skip
 _VERB_CONTEXT = frozenset(
-    "to can could will would shall should may might must i you we they he she it who".split()
+    ["to", "can", "could", "will", "would", "shall", "should", "may", "might", "must"]
+    + ["i", "you", "we", "they", "he", "she", "it", "who"]
 )
 _DETERMINERS = frozenset(
-    "a an the this that these those each every another one two three four five several some".split()
-    + "his her its their my your our".split()
+    ["a", "an", "the", "this", "that", "these", "those", "each", "every", "another"]
+    + ["one", "two", "three", "four", "five", "several", "some"]
+    + ["his", "her", "its", "their", "my", "your", "our"]
 )
 _DETERMINER_ONLY = frozenset({"can"})  # read as a noun only after a determiner (else the modal)
 
@@ -494,7 +496,5 @@ def score_amber(
             raise ValueError("generative scoring needs the AMBER vocabulary (relation.json, safe_words.txt)")
         result["generative"] = score_generative(annotations, responses, vocab, backend, official_rounding)
     if task == "a":
-        result["amber_score"] = amber_score(
-            result["generative"]["chair"], result["discriminative"]["overall"]["f1"]
-        )
+        result["amber_score"] = amber_score(result["generative"]["chair"], result["discriminative"]["overall"]["f1"])
     return result

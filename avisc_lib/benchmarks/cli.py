@@ -20,8 +20,8 @@ else the notebooks' variables (``COCO_IMAGES``, ``GQA_IMAGES``, ``MME_DIR``, ``A
 for it, e.g. a T4; float32 on CPU). Each ``score`` prints one JSON
 object on stdout. Errors go to stderr with exit status 1. ``--methods-from FILE.py`` (or a module
 name; repeatable, before the command) imports a file that registers methods of your own
-(:func:`avisc_lib.methods.register`): they become choices of ``--method`` with their options as flags. Commands are added by the functions
-in :data:`COMMANDS`, each taking the top-level subparsers object.
+(:func:`avisc_lib.methods.register`): they become choices of ``--method`` with their options as
+flags. Commands are added by the functions in :data:`COMMANDS`, each taking the top-level subparsers object.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from pathlib import Path
 
 from .. import methods
 from ..decoding import METHODS
-from ..settings import decode_options, method_help
 from ..models.loading import TINY
 from ..models.placement import DTYPES, QUANTIZATIONS, load_options
+from ..settings import decode_options, method_help
 from . import amber, mme, pope
 from .parsers import available_parsers
 from .protocols import PROTOCOL_HELP, PROTOCOLS
@@ -103,9 +103,7 @@ def add_score_command(commands: argparse._SubParsersAction) -> None:
     a = benchmarks.add_parser("amber", help="AMBER responses [{'id', 'response'}]")
     a.add_argument("--responses", type=Path, required=True)
     a.add_argument("--annotations", type=Path, required=True, help="AMBER annotations.json")
-    a.add_argument(
-        "--task", choices=amber.TASKS, default="a", help="d: discriminative, g: generative, a: all"
-    )
+    a.add_argument("--task", choices=amber.TASKS, default="a", help="d: discriminative, g: generative, a: all")
     a.add_argument("--parser", choices=available_parsers("amber"), default="official")
     a.add_argument(
         "--backend",
@@ -124,12 +122,22 @@ def add_score_command(commands: argparse._SubParsersAction) -> None:
 
 
 # ``run`` flags passed to run_benchmark under their own names.
-RUN_OPTIONS = ("dataset", "split", "limit", "batch_size", "seed", "protocol", "parser", "prompt_style", "image_dir",
-               "data_dir")
+RUN_OPTIONS = (
+    "dataset",
+    "split",
+    "limit",
+    "batch_size",
+    "seed",
+    "protocol",
+    "parser",
+    "prompt_style",
+    "image_dir",
+    "data_dir",
+)
 
 
 def run_device() -> str:
-    """"cuda" or "cpu", as the runner's ``PartialState`` chooses."""
+    """ "cuda" or "cpu", as the runner's ``PartialState`` chooses."""
     return partial_state().device.type
 
 
@@ -143,12 +151,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.dataset is None:
         args.dataset = default_dataset(args.benchmark, args.model)
         if state.is_main_process:
-            print(f"avisc-eval: dataset {args.dataset} (the default for model {args.model}; --dataset to choose)",
-                  file=sys.stderr)
+            print(
+                f"avisc-eval: dataset {args.dataset} (the default for model {args.model}; --dataset to choose)",
+                file=sys.stderr,
+            )
     if args.download_images:
         with state.main_process_first():  # one download, then every process finds the images
-            args.image_dir = image_folder(args.benchmark, args.dataset, args.image_dir, data_dir=args.data_dir,
-                                          download=True)
+            args.image_dir = image_folder(
+                args.benchmark, args.dataset, args.image_dir, data_dir=args.data_dir, download=True
+            )
     device = run_device()
     try:
         loading = load_options(args.model, device, args.dtype, args.quantization)
@@ -156,12 +167,21 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(str(e)) from e
     if state.is_main_process:
         quantized = f", {loading['quantization']}" if loading["quantization"] else ""
-        print(f"avisc-eval: {args.model} on {device} in {str(loading['dtype']).removeprefix('torch.')}{quantized}",
-              file=sys.stderr)
+        print(
+            f"avisc-eval: {args.model} on {device} in {str(loading['dtype']).removeprefix('torch.')}{quantized}",
+            file=sys.stderr,
+        )
     decode = {name: getattr(args, name) for name in decode_option_names() if getattr(args, name) is not None}
     where = {name: getattr(args, name) for name in RUN_OPTIONS}
-    metrics = run_benchmark(args.benchmark, model_name=args.model, method=args.method, out_dir=args.out,
-                            load_options=loading, **where, **decode)
+    metrics = run_benchmark(
+        args.benchmark,
+        model_name=args.model,
+        method=args.method,
+        out_dir=args.out,
+        load_options=loading,
+        **where,
+        **decode,
+    )
     if state.is_main_process:
         run = f"{args.benchmark} {args.dataset}/{args.split}"
         parser = json.loads((args.out / CONFIG).read_text())["scoring"]["parser"]
@@ -200,13 +220,20 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         p.add_argument("--model", required=True, help="'tiny', a known hub id or a local model folder")
         p.add_argument("--method", required=True, choices=METHODS, help=method_help())
         p.add_argument("--out", type=Path, required=True, help="output folder (resumed if it exists)")
-        p.add_argument("--dataset", choices=datasets,
-                       help=f"default: synthetic for --model {TINY}, {datasets[1]} for any other model")
+        p.add_argument(
+            "--dataset",
+            choices=datasets,
+            help=f"default: synthetic for --model {TINY}, {datasets[1]} for any other model",
+        )
         p.add_argument("--split", choices=SPLITS[name], default=SPLITS[name][0])
         p.add_argument("--limit", type=int, help="first N questions (MME: per subtask, AMBER: per section)")
         p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--seed", type=int, default=0, help=f"{_option_help('seed')}; also draws synthetic questions; "
-                       "batch k decodes with seed S + k")
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help=f"{_option_help('seed')}; also draws synthetic questions; batch k decodes with seed S + k",
+        )
         p.add_argument(
             "--protocol",
             choices=PROTOCOLS,
@@ -220,15 +247,28 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--prompt-style", help="see avisc_lib.build_prompt (default: the protocol's)")
         variables = sorted({v for (b, _), v in IMAGE_VARIABLES.items() if b == name})
-        p.add_argument("--image-dir", type=Path, help=f"image folder of a real dataset (default: ${', $'.join(variables)})")
-        p.add_argument("--download-images", action="store_true",
-                       help="pope coco/aokvqa without an image folder: download COCO val2014.zip (6.6 GB, "
-                       "sha256-checked) into the data dir and extract the images POPE asks about")
-        p.add_argument("--dtype", choices=("auto", *DTYPES), default="auto",
-                       help="weights dtype (auto: float16 on a GPU, float32 on CPU)")
-        p.add_argument("--quantization", choices=QUANTIZATIONS, default="auto",
-                       help="bitsandbytes loading (auto: 4bit for a 7B model on a GPU with too little memory "
-                       "for float16, e.g. a T4; none on CPU)")
+        p.add_argument(
+            "--image-dir", type=Path, help=f"image folder of a real dataset (default: ${', $'.join(variables)})"
+        )
+        p.add_argument(
+            "--download-images",
+            action="store_true",
+            help="pope coco/aokvqa without an image folder: download COCO val2014.zip (6.6 GB, "
+            "sha256-checked) into the data dir and extract the images POPE asks about",
+        )
+        p.add_argument(
+            "--dtype",
+            choices=("auto", *DTYPES),
+            default="auto",
+            help="weights dtype (auto: float16 on a GPU, float32 on CPU)",
+        )
+        p.add_argument(
+            "--quantization",
+            choices=QUANTIZATIONS,
+            default="auto",
+            help="bitsandbytes loading (auto: 4bit for a 7B model on a GPU with too little memory "
+            "for float16, e.g. a T4; none on CPU)",
+        )
         p.add_argument("--data-dir", type=Path, help=f"benchmark file cache (default {DEFAULT_DATA_DIR})")
         _add_decode_options(p)
         p.set_defaults(func=_run)
@@ -238,15 +278,18 @@ COMMANDS = [add_score_command, add_run_command]
 
 
 def _methods_from(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods-from", action="append", default=[], metavar="FILE",
-                        help="a Python file (or module) that registers methods of your own; repeatable")
+    parser.add_argument(
+        "--methods-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a Python file (or module) that registers methods of your own; repeatable",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``avisc-eval`` parser with every command of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(
-        prog="avisc-eval", description="Evaluate VLM decoding on POPE, MME and AMBER."
-    )
+    parser = argparse.ArgumentParser(prog="avisc-eval", description="Evaluate VLM decoding on POPE, MME and AMBER.")
     _methods_from(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in COMMANDS:

@@ -27,8 +27,7 @@ _SOURCES = {  # cache folder → pinned raw-file prefix of its repository
     "POPE": f"{_RAW}/RUCAIBox/POPE/3df3ba1b110ecce25696989577fad583b67d4239",
     "POPE_e3e3926": f"{_RAW}/RUCAIBox/POPE/e3e39262c85a6a83f26cf5094022a782cb0df58d",
     "AMBER": f"{_RAW}/junyangwang0410/AMBER/534babf6bbfcce2e735c26289dedfb21cef3c939",
-    "MME": f"{_RAW}/BradyFU/Awesome-Multimodal-Large-Language-Models/"
-    "dd2950902889cd614d4edf606827240166d29381",
+    "MME": f"{_RAW}/BradyFU/Awesome-Multimodal-Large-Language-Models/dd2950902889cd614d4edf606827240166d29381",
 }
 
 
@@ -60,32 +59,22 @@ FILES = (
     _pope("POPE", "coco", "adversarial", "420b3407db1fa9f1187a805dca41cb7b97fd91504e6c2179706188c107fb8ef8"),
     _pope("POPE", "aokvqa", "random", "f06eecde6d6ef4a00b95a7bbb510490708a09a6a67d952b59b8bdd33ac2c7200"),
     _pope("POPE", "aokvqa", "popular", "2ae5bedee3450cda52f9b033942c7b04a3917a86a110e859a66c1e41934c6ffd"),
-    _pope(
-        "POPE", "aokvqa", "adversarial", "2ddd3bdfa0df7a77a2cb1765ed06ac5ed190b5a093aa405b96986e862e8cdac1"
-    ),
+    _pope("POPE", "aokvqa", "adversarial", "2ddd3bdfa0df7a77a2cb1765ed06ac5ed190b5a093aa405b96986e862e8cdac1"),
     _pope("POPE", "gqa", "random", "6ce488eade3770185034939fabfe742fa32ed369011c8d9c3ac77bc0c85abd94"),
     _pope("POPE", "gqa", "popular", "dd03f06a458dd216e83233160fbf6628af9c63c84b11e99599f4fc0304b3361d"),
     _pope("POPE", "gqa", "adversarial", "74e01b41d8308e2392e3b8d961167496ff3901c01100265d931a7a392f138a7a"),
     # the LLaVA-1.5 era COCO files (random has 2910 questions)
-    _pope(
-        "POPE_e3e3926", "coco", "random", "c16b65d2df6d70bb0814c8a4375833d39cdb09928fd936d3fc546491efa37f35"
-    ),
-    _pope(
-        "POPE_e3e3926", "coco", "popular", "5b16653023bf4f64d57eb0d168259de6627f5cde7538b85ebed3cc33034aa6cc"
-    ),
+    _pope("POPE_e3e3926", "coco", "random", "c16b65d2df6d70bb0814c8a4375833d39cdb09928fd936d3fc546491efa37f35"),
+    _pope("POPE_e3e3926", "coco", "popular", "5b16653023bf4f64d57eb0d168259de6627f5cde7538b85ebed3cc33034aa6cc"),
     _pope(
         "POPE_e3e3926",
         "coco",
         "adversarial",
         "1d8f0906a9b50c05640f6f23abfac97523be2a1bed28f7eadc63b811699b2d26",
     ),
-    _amber(
-        "annotations", "annotations.json", "db22a436c4836fbb295e60b4e80d519573077579fb7032f01b193c1bd022b797"
-    ),
+    _amber("annotations", "annotations.json", "db22a436c4836fbb295e60b4e80d519573077579fb7032f01b193c1bd022b797"),
     _amber("relation", "relation.json", "c4c1491e9bbc3209abc1888c12a1bf8413bdbab8a0d8be04b990a2e7680cf23e"),
-    _amber(
-        "safe_words", "safe_words.txt", "f92cf1123f4578a2630832fac3e6ac4de36212ea55859d3bed4fd233723f4043"
-    ),
+    _amber("safe_words", "safe_words.txt", "f92cf1123f4578a2630832fac3e6ac4de36212ea55859d3bed4fd233723f4043"),
     _amber("metrics", "metrics.txt", "2fbe2ee584d10e7ce0a568a4902d3d2296727d45f761bf091dd35c4e4b5bc6ac"),
     _amber(
         "query/all",
@@ -166,9 +155,7 @@ def _repository_copy(entry: BenchmarkFile) -> Path | None:
     if not path.is_file():
         return None
     if (found := sha256sum(path)) != entry.sha256:
-        raise ChecksumError(
-            f"{entry.name}: {path} has sha256 {found}, expected {entry.sha256} (restore it with git)"
-        )
+        raise ChecksumError(f"{entry.name}: {path} has sha256 {found}, expected {entry.sha256} (restore it with git)")
     return path
 
 

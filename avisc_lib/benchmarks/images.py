@@ -82,7 +82,8 @@ def coco_val2014(
         if not download:
             raise FileNotFoundError(
                 f"{len(missing)} image(s) missing from {folder}, e.g. {', '.join(missing[:3])}. "
-                f"Pass download=True (notebook 04: DOWNLOAD_COCO = True, avisc-eval: --download-images) to fetch {archive.url} "
+                "Pass download=True (notebook 04: DOWNLOAD_COCO = True, avisc-eval: --download-images) to fetch "
+                f"{archive.url} "
                 f"({archive.size / 1e9:.1f} GB, sha256-checked; only the needed images are "
                 "extracted), or point COCO_IMAGES at an extracted val2014 folder."
             )
@@ -97,8 +98,7 @@ def _download(archive: Archive, target: Path) -> None:
     free = shutil.disk_usage(target.parent).free
     if free < archive.size:
         raise OSError(
-            f"{archive.filename} needs {archive.size / 1e9:.1f} GB but {target.parent} has "
-            f"{free / 1e9:.1f} GB free"
+            f"{archive.filename} needs {archive.size / 1e9:.1f} GB but {target.parent} has {free / 1e9:.1f} GB free"
         )
     log.warning("downloading %s (%.1f GB) to %s", archive.url, archive.size / 1e9, target)
     download_verified(archive.url, target, archive.sha256, label=archive.filename, size=archive.size)

@@ -85,9 +85,7 @@ def check_images(items: Sequence[HasImage], image_dir: str | Path) -> None:
         raise FileNotFoundError(f"image folder {image_dir} does not exist")
     missing = sorted({item.image for item in items if not (image_dir / item.image).is_file()})
     if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} image(s) missing from {image_dir}, e.g. {', '.join(missing[:3])}"
-        )
+        raise FileNotFoundError(f"{len(missing)} image(s) missing from {image_dir}, e.g. {', '.join(missing[:3])}")
 
 
 def open_image(folder: Path, name: str) -> Image.Image:

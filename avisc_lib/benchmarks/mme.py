@@ -133,9 +133,7 @@ def load_release(root: str | Path, subtasks: Sequence[str] = SUBTASKS) -> dict[s
         for txt in sorted(question_dir.glob("*.txt")):
             image = _image_for(txt, image_dir)
             lines = txt.read_text(encoding="utf-8").splitlines()
-            items += [
-                _item(f"{image}\t{line}", f"{txt}:{n}") for n, line in enumerate(lines, 1) if line.strip()
-            ]
+            items += [_item(f"{image}\t{line}", f"{txt}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
         result[subtask] = items
     return result
 

@@ -94,10 +94,7 @@ Answers = Sequence[PopeAnswer] | Sequence[str] | Mapping[int, str]
 def _as_records(answers: Answers) -> list[PopeAnswer]:
     if isinstance(answers, Mapping):
         return [PopeAnswer(text, qid, f"question_id {qid}") for qid, text in answers.items()]
-    return [
-        a if isinstance(a, PopeAnswer) else PopeAnswer(a, None, f"answer {i + 1}")
-        for i, a in enumerate(answers)
-    ]
+    return [a if isinstance(a, PopeAnswer) else PopeAnswer(a, None, f"answer {i + 1}") for i, a in enumerate(answers)]
 
 
 def align_answers(questions: Sequence[PopeQuestion], answers: Answers) -> list[str]:
@@ -127,9 +124,7 @@ def align_answers(questions: Sequence[PopeQuestion], answers: Answers) -> list[s
     expected = {q.question_id for q in questions}
     unknown, missing = sorted(set(by_id) - expected), sorted(expected - set(by_id))
     if unknown or missing:
-        raise FormatError(
-            f"answers do not match the questions: missing ids {missing[:5]}, unknown ids {unknown[:5]}"
-        )
+        raise FormatError(f"answers do not match the questions: missing ids {missing[:5]}, unknown ids {unknown[:5]}")
     return [by_id[q.question_id] for q in questions]
 
 
@@ -229,9 +224,7 @@ def _ordered(objects: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(objects))
 
 
-def _negative(
-    strategy: str, positive: str, stats: ObjectStats, forbidden: set[str], rng: random.Random
-) -> str:
+def _negative(strategy: str, positive: str, stats: ObjectStats, forbidden: set[str], rng: random.Random) -> str:
     """One negative object as POPE picks it; popular/adversarial fall back to random."""
     if strategy != "random":
         ranked = stats.popular() if strategy == "popular" else stats.partners(positive)
@@ -288,9 +281,7 @@ def build_pope(
             negative = _negative(strategy, positive, stats, asked, rng)
             asked.add(negative)
             for obj, label in ((positive, YES), (negative, NO)):
-                questions.append(
-                    PopeQuestion(len(questions) + 1, image, existence_text(obj, template), label)
-                )
+                questions.append(PopeQuestion(len(questions) + 1, image, existence_text(obj, template), label))
     return questions
 
 

@@ -118,7 +118,7 @@ PROTOCOL_HELP = {
     "argmax": "library defaults: the model's default prompt, argmax, the benchmark's default parser",
     "paper": "AvisC's evaluation: its prompt, question wording, sampling, alpha and answer recorder",
     "official": "each method's own released evaluation (AvisC's for AvisC and its baselines); refused "
-                "where none is sourced",
+    "where none is sourced",
 }
 MODEL_KINDS = tuple(CLASSES_BY_TYPE)  # "llava", "instructblip"
 
@@ -209,8 +209,9 @@ def paper_decode(method: str, kind: str) -> dict:
 
 def paper_protocol(method: str, benchmark: str | None, kind: str) -> Protocol:
     """The ``paper`` protocol's settings for ``method`` on ``benchmark`` with a ``kind`` model."""
-    return Protocol("paper", PAPER_PROMPT[kind], PAPER_PARSER, paper_decode(method, kind),
-                    PAPER_QUESTIONS.get(benchmark))
+    return Protocol(
+        "paper", PAPER_PROMPT[kind], PAPER_PARSER, paper_decode(method, kind), PAPER_QUESTIONS.get(benchmark)
+    )
 
 
 def official_protocol(method: str, benchmark: str | None, kind: str) -> Protocol:

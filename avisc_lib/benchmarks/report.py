@@ -1,4 +1,5 @@
-"""Metrics dictionaries as tables: one row per run (:func:`metrics_row`) or one frame per run (:func:`metrics_frame`)."""
+"""Metrics dictionaries as tables: one row per run (:func:`metrics_row`), or one frame per run
+(:func:`metrics_frame`)."""
 
 from __future__ import annotations
 

@@ -31,20 +31,23 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
-from ..models.batching import batches
 from ..decoding import METHODS
-from ..settings import DecodeSettings, decode_options
 from ..generation import generate
+from ..models.batching import batches
 from ..models.loading import load_model, weights_hash
+from ..settings import DecodeSettings, decode_options
 from ..version import __version__
 from .protocols import question_form, resolve_protocol
 from .store import RunFolder
 from .tasks import Question, Task, build_task
 
+
 # Decode options a run takes: every ``DecodeSettings`` field but ``seed``, which the run derives per batch.
 def decode_option_names() -> tuple[str, ...]:
     """Decode options a run takes: every ``DecodeSettings`` option but ``seed``, which the run derives per batch."""
     return tuple(o.name for o in decode_options() if o.name != "seed")
+
+
 Batch = tuple[int, list[Question]]  # (global batch index, its unanswered questions)
 
 
@@ -119,8 +122,9 @@ def run_benchmark(
     questions_from = seed if question_seed is None else question_seed
     task = build_task(benchmark, dataset, split, seed=questions_from, limit=limit, parser=parser, **where)
     weights = weights_hash(model if model is not None else model_name)
-    config = run_config(task, str(model_name), settings, limit, batch_size, prompt_style, protocol, weights,
-                        chosen.question)
+    config = run_config(
+        task, str(model_name), settings, limit, batch_size, prompt_style, protocol, weights, chosen.question
+    )
     if question_seed is not None:
         config["question_seed"] = question_seed
     if load_options:

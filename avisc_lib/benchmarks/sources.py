@@ -143,5 +143,7 @@ def _coco(dataset: str, download: bool, data_dir: Path, need: str) -> tuple[bool
         return True, f"pope {dataset}: images from {extracted}"
     if download:
         return True, f"pope {dataset}: {archive.filename} ({archive.size / 1e9:.1f} GB) is downloaded on first use"
-    return False, (f"{need}, or allow the sha256-checked download of {archive.filename} "
-                   f"({archive.size / 1e9:.1f} GB; notebook 04: DOWNLOAD_COCO = True, avisc-eval: --download-images)")
+    return False, (
+        f"{need}, or allow the sha256-checked download of {archive.filename} "
+        f"({archive.size / 1e9:.1f} GB; notebook 04: DOWNLOAD_COCO = True, avisc-eval: --download-images)"
+    )

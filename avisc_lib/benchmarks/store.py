@@ -64,13 +64,17 @@ def _provenance_difference(stored: dict, config: dict) -> str | None:
     """Why answers stored under ``stored`` may come from other code or weights than ``config``'s."""
     missing = [key for key in PROVENANCE if key in config and key not in stored]
     if missing:
-        return (f"from before run folders recorded the package version and weights hash (no {' or '.join(missing)} "
-                f"in its {CONFIG}), so they may come from other code or weights")
+        return (
+            f"from before run folders recorded the package version and weights hash (no {' or '.join(missing)} "
+            f"in its {CONFIG}), so they may come from other code or weights"
+        )
     if "version" in config and stored["version"] != config["version"]:
         return f"made by another avisc_lib (version {stored['version']} there, {config['version']} here)"
     if "weights" in config and stored["weights"] != config["weights"]:
-        return (f"made with other model weights (weights sha256 {stored['weights'][:12]}… there, "
-                f"{config['weights'][:12]}… here)")
+        return (
+            f"made with other model weights (weights sha256 {stored['weights'][:12]}… there, "
+            f"{config['weights'][:12]}… here)"
+        )
     return None
 
 

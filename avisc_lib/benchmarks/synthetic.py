@@ -129,7 +129,7 @@ def _existence_pair(scene: Scene, rng: np.random.Generator) -> Pair:
 
 
 def count_question(n: int) -> str:
-    """"Are there two objects in the image?" ("Is there one object ..." for 1)."""
+    """ "Are there two objects in the image?" ("Is there one object ..." for 1)."""
     if n == 1:
         return "Is there one object in the image?"
     return f"Are there {Q.NUMBER_WORDS[n]} objects in the image?"
@@ -148,7 +148,7 @@ def _position_pair(scene: Scene, rng: np.random.Generator) -> Pair | None:
 
 
 def _colour_pair(scene: Scene, rng: np.random.Generator) -> Pair | None:
-    """"Is the circle red?" for a shape that is unique in the scene, with its true and a wrong colour."""
+    """ "Is the circle red?" for a shape that is unique in the scene, with its true and a wrong colour."""
     shapes = [o.shape for o in scene.objects]
     unique = [o for o in scene.objects if shapes.count(o.shape) == 1]
     if not unique:

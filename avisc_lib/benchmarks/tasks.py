@@ -176,8 +176,7 @@ def _mme_official(split: str, root: Path | None):
         return sheets, hub.image, hub.source
     released = mme.load_release(root, subtasks)
     sheets = {  # images named by their path in the release, unique across subtasks
-        t: [replace(item, image=_release_name(root, t, item.image)) for item in items]
-        for t, items in released.items()
+        t: [replace(item, image=_release_name(root, t, item.image)) for item in items] for t, items in released.items()
     }
     return sheets, partial(open_image, root), {}
 

@@ -7,22 +7,21 @@ batched tensors so that statistics over hundreds of samples cost a few forwards.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import itertools
 
 import pandas as pd
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
+from ..decoding import decode
+from ..generation import ANSWER_WORDS, answer_logits, answer_token_ids
 from ..hooks.capture import image_attention
 from ..models.batching import batches
-from ..tokens.blind import random_like, select_blind_tokens
-from ..decoding import decode
-from ..scores import contrast_logits, plausibility_cut
-from ..generation import ANSWER_WORDS, answer_logits, answer_token_ids
 from ..models.inputs import encode
+from ..scores import contrast_logits, plausibility_cut
+from ..tokens.blind import random_like, select_blind_tokens
 
 # Ablation conditions: name -> which image tokens are replaced (zeroed), given the blind mask and
 # a random mask with as many tokens per row as the blind one.
@@ -75,10 +74,7 @@ def ablation_logits(
     if unknown:
         raise ValueError(f"unknown ablation conditions {unknown}; expected some of {list(CONDITIONS)}")
     rand = random_like(blind, generator)
-    return {
-        name: answer_logits(model, inputs, token_ids, replace=CONDITIONS[name](blind, rand))
-        for name in conditions
-    }
+    return {name: answer_logits(model, inputs, token_ids, replace=CONDITIONS[name](blind, rand)) for name in conditions}
 
 
 @dataclass
@@ -168,7 +164,15 @@ def avisc_grid(
         for alpha, beta in itertools.product(alphas, betas):
             scores = plausibility_cut(contrast_logits(original, biased, alpha), original, beta)
             probs = scores.softmax(-1)
-            rows.append({"alpha": alpha, "beta": beta, "lam": lam, "layer_gamma": gamma,
-                         "n_blind": int(step.kept.sum()), "choice": int(scores.argmax()),
-                         **{f"p_{t}": float(probs[t]) for t in token_ids}})
+            rows.append(
+                {
+                    "alpha": alpha,
+                    "beta": beta,
+                    "lam": lam,
+                    "layer_gamma": gamma,
+                    "n_blind": int(step.kept.sum()),
+                    "choice": int(scores.argmax()),
+                    **{f"p_{t}": float(probs[t]) for t in token_ids},
+                }
+            )
     return pd.DataFrame(rows)

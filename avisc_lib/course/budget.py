@@ -42,14 +42,25 @@ class GPU:
 
 
 GPUS = {
-    "T4": GPU(14.7, 320e9, 65e12,
-              "NVIDIA T4 datasheet: 16 GB GDDR6, 320 GB/s, 65 TFLOPS mixed-precision (FP16/FP32)"),
-    "L4": GPU(22.0, 300e9, 121e12,
-              "NVIDIA L4 datasheet: 24 GB GDDR6, 300 GB/s, 242 TFLOPS FP16 tensor with sparsity (121 dense)"),
-    "A100-40GB": GPU(39.4, 1555e9, 312e12,
-                     "NVIDIA A100 datasheet: 40 GB HBM2, 1,555 GB/s, 312 TFLOPS FP16 tensor (624 with sparsity)"),
-    "A100-80GB": GPU(79.2, 2039e9, 312e12,
-                     "NVIDIA A100 datasheet: 80 GB HBM2e, 2,039 GB/s (SXM; PCIe 1,935 GB/s), 312 TFLOPS FP16 tensor"),
+    "T4": GPU(14.7, 320e9, 65e12, "NVIDIA T4 datasheet: 16 GB GDDR6, 320 GB/s, 65 TFLOPS mixed-precision (FP16/FP32)"),
+    "L4": GPU(
+        22.0,
+        300e9,
+        121e12,
+        "NVIDIA L4 datasheet: 24 GB GDDR6, 300 GB/s, 242 TFLOPS FP16 tensor with sparsity (121 dense)",
+    ),
+    "A100-40GB": GPU(
+        39.4,
+        1555e9,
+        312e12,
+        "NVIDIA A100 datasheet: 40 GB HBM2, 1,555 GB/s, 312 TFLOPS FP16 tensor (624 with sparsity)",
+    ),
+    "A100-80GB": GPU(
+        79.2,
+        2039e9,
+        312e12,
+        "NVIDIA A100 datasheet: 80 GB HBM2e, 2,039 GB/s (SXM; PCIe 1,935 GB/s), 312 TFLOPS FP16 tensor",
+    ),
 }
 
 EFFICIENCY = {  # assumptions, not measurements
@@ -92,12 +103,22 @@ class Model:
 
 MODELS = {
     "llava": Model(
-        7.06e9, 6.74e9, 2 * 0.32e9 * 577, 576, 32, 4096,
+        7.06e9,
+        6.74e9,
+        2 * 0.32e9 * 577,
+        576,
+        32,
+        4096,
         "llava-hf/llava-1.5-7b-hf config: Vicuna-7B v1.5 (32 layers, hidden 4096, vocab 32064); "
         "CLIP ViT-L/14 at 336 px (0.30 B params over 577 positions) + 2-layer projector (0.02 B)",
     ),
     "instructblip": Model(
-        7.91e9, 6.74e9, 2 * 0.99e9 * 257 + 2 * 0.19e9 * 96, 32, 32, 4096,
+        7.91e9,
+        6.74e9,
+        2 * 0.99e9 * 257 + 2 * 0.19e9 * 96,
+        32,
+        32,
+        4096,
         "Salesforce/instructblip-vicuna-7b config: Vicuna-7B (32 layers, hidden 4096); EVA ViT-g/14 at "
         "224 px (0.99 B params over 257 positions); Q-Former (0.19 B, 32 queries + ~64 text tokens)",
     ),
@@ -169,9 +190,9 @@ def run_seconds(run: Run, gpu: GPU, model: Model, weights: Weights, batch_size: 
     """Estimated seconds of ``run``: its caption batches and its short-answer batches."""
     short = run.questions - run.captions
     caption_batches, short_batches = math.ceil(run.captions / batch_size), math.ceil(short / batch_size)
-    return (caption_batches * batch_seconds(gpu, model, weights, run.method, batch_size, CAPTION_STEPS)
-            + short_batches * batch_seconds(gpu, model, weights, run.method, batch_size,
-                                            SHORT_ANSWER_STEPS[run.do_sample]))
+    return caption_batches * batch_seconds(
+        gpu, model, weights, run.method, batch_size, CAPTION_STEPS
+    ) + short_batches * batch_seconds(gpu, model, weights, run.method, batch_size, SHORT_ANSWER_STEPS[run.do_sample])
 
 
 # --------------------------------------------------------------------------- memory
@@ -197,8 +218,7 @@ def fits_fp16(gpu: str, model: str, batch_size: int = 8) -> bool:
 # --------------------------------------------------------------------------- the API
 
 
-def estimate(runs: Sequence[Run], gpu: str, model: str, *, quantized: bool | None = None,
-             batch_size: int = 8) -> float:
+def estimate(runs: Sequence[Run], gpu: str, model: str, *, quantized: bool | None = None, batch_size: int = 8) -> float:
     """Estimated seconds of ``runs`` on ``gpu`` (a key of :data:`GPUS`) with ``model`` ("llava" or
     "instructblip"). ``quantized`` None: 4-bit where fp16 does not fit (:func:`fits_fp16`)."""
     key = _gpu_key(gpu)
@@ -208,8 +228,7 @@ def estimate(runs: Sequence[Run], gpu: str, model: str, *, quantized: bool | Non
     return sum(run_seconds(r, GPUS[key], spec, weights, batch_size) for r in runs)
 
 
-def plan(runs: Sequence[Run], gpu: str | None, model: str, *, quantized: bool | None = None,
-         batch_size: int = 8):
+def plan(runs: Sequence[Run], gpu: str | None, model: str, *, quantized: bool | None = None, batch_size: int = 8):
     """A DataFrame, one row per run group (runs, questions, estimated minutes) and a ``total`` row.
 
     Without an estimate (``gpu`` None, or a model the cost model does not know, such as "tiny")
@@ -219,13 +238,18 @@ def plan(runs: Sequence[Run], gpu: str | None, model: str, *, quantized: bool | 
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.group or f"{run.benchmark} {run.method}", []).append(run)
-    table = pd.DataFrame({"runs": [len(g) for g in groups.values()],
-                          "questions": [sum(r.questions for r in g) for g in groups.values()]},
-                         index=pd.Index(list(groups), name="group"))
+    table = pd.DataFrame(
+        {
+            "runs": [len(g) for g in groups.values()],
+            "questions": [sum(r.questions for r in g) for g in groups.values()],
+        },
+        index=pd.Index(list(groups), name="group"),
+    )
     costed = gpu in GPUS and model in MODELS
     if costed:
-        table["minutes"] = [estimate(g, gpu, model, quantized=quantized, batch_size=batch_size) / 60
-                            for g in groups.values()]
+        table["minutes"] = [
+            estimate(g, gpu, model, quantized=quantized, batch_size=batch_size) / 60 for g in groups.values()
+        ]
     else:
         why = f"no GPU the cost model knows {tuple(GPUS)}" if gpu not in GPUS else f"no cost figures for {model!r}"
         print(f"no time estimate ({why}): the plan shows counts only")
@@ -295,8 +319,10 @@ class Progress:
             self.reported_at = self.seconds
             rate = self.measured / self.seconds
             left = max(self.total - self.done, 0)
-            print(f"{self.done:,} of {self.total:,} questions done; measured {rate:.2f} questions/s; "
-                  f"ETA {_duration(left / rate)} for the rest of the plan")
+            print(
+                f"{self.done:,} of {self.total:,} questions done; measured {rate:.2f} questions/s; "
+                f"ETA {_duration(left / rate)} for the rest of the plan"
+            )
 
     def skip(self, questions: int) -> None:
         """Count ``questions`` answered earlier (a resumed run) as done, without timing them."""

@@ -33,9 +33,9 @@ from PIL import Image
 
 from ..benchmarks import download, pope
 from ..benchmarks.io import DEFAULT_DATA_DIR, FormatError, check_images, open_image
-from .profiles import Profile
 from ..world.questions import NEGATIVE_KINDS, existence_set
 from ..world.scenes import Scene
+from .profiles import Profile
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,7 @@ def study_source(profile: Profile, coco_images: str | Path | None = None) -> str
     return "coco" if (coco_images or os.environ.get("COCO_IMAGES")) else "photos"
 
 
-def existence_items(
-    profile: Profile, n: int, start: int = 0, *, coco_images: str | Path | None = None
-) -> list[Item]:
+def existence_items(profile: Profile, n: int, start: int = 0, *, coco_images: str | Path | None = None) -> list[Item]:
     """``2 * n`` items (pairs ``start .. start + n - 1``; at most every distinct pair once).
 
     ``coco_images``: the folder of COCO val2014 images, default ``$COCO_IMAGES``.

@@ -117,8 +117,15 @@ class Experiment:
     def folder(self) -> str:
         """The run's folder name: every field that changes its answers, e.g.
         ``pope_synthetic_adversarial_avisc_argmax_n150_seed0_alpha=0.5_lam=2.0``."""
-        parts = [self.benchmark, self.dataset, self.split, self.method, self.protocol,
-                 f"n{'all' if self.limit is None else self.limit}", f"seed{self.seed}"]
+        parts = [
+            self.benchmark,
+            self.dataset,
+            self.split,
+            self.method,
+            self.protocol,
+            f"n{'all' if self.limit is None else self.limit}",
+            f"seed{self.seed}",
+        ]
         if self.question_seed != self.seed:
             parts.append(f"questions{self.question_seed}")
         return "_".join(parts + [f"{k}={v}" for k, v in self.decode])
@@ -139,8 +146,10 @@ class Experiment:
             sizes = {section: _capped(size, self.limit) for section, size in AMBER_SIZES[kind].items()}
             questions, captions = sum(sizes.values()), sizes["generative"]
         else:
-            raise ValueError(f"no sizes for {self.benchmark} split {self.split!r}; the cost model knows POPE's "
-                             "splits, MME 'hallucination' and AMBER 'all'")
+            raise ValueError(
+                f"no sizes for {self.benchmark} split {self.split!r}; the cost model knows POPE's "
+                "splits, MME 'hallucination' and AMBER 'all'"
+            )
         return Run(self.benchmark, self.method, questions, do_sample=self.sampled, captions=captions, group=self.group)
 
 
@@ -159,14 +168,33 @@ def pope_grid(kind: str, limit: int | None, seed: int = 0, seeds: Sequence[int] 
     protocol = PROTOCOL[kind]
     datasets = POPE_DATASETS[kind]
     methods = (BASE[protocol], *POPE_METHODS[1:])
-    specs = [Experiment("pope", d, s, m, seed, protocol=protocol, limit=limit, group=METHODS)
-             for d in datasets for s in POPE_SPLITS for m in methods]
-    specs += [Experiment("pope", datasets[0], s, m, seed, protocol=protocol, limit=limit, group=CONTROLS)
-              for s in POPE_SPLITS for m in CONTROL_METHODS]
+    specs = [
+        Experiment("pope", d, s, m, seed, protocol=protocol, limit=limit, group=METHODS)
+        for d in datasets
+        for s in POPE_SPLITS
+        for m in methods
+    ]
+    specs += [
+        Experiment("pope", datasets[0], s, m, seed, protocol=protocol, limit=limit, group=CONTROLS)
+        for s in POPE_SPLITS
+        for m in CONTROL_METHODS
+    ]
     sweep = limit or SWEEP_FULL_LIMIT
-    return specs + [Experiment("pope", datasets[0], "adversarial", "avisc", seed, protocol=protocol, limit=sweep,
-                               decode={"alpha": a, "lam": lam}, group=SWEEP)
-                    for a in SWEEP_ALPHAS for lam in SWEEP_LAMS]
+    return specs + [
+        Experiment(
+            "pope",
+            datasets[0],
+            "adversarial",
+            "avisc",
+            seed,
+            protocol=protocol,
+            limit=sweep,
+            decode={"alpha": a, "lam": lam},
+            group=SWEEP,
+        )
+        for a in SWEEP_ALPHAS
+        for lam in SWEEP_LAMS
+    ]
 
 
 def mme_grid(kind: str, limit: int | None, seed: int = 0, seeds: Sequence[int] | None = None) -> list[Experiment]:
@@ -179,24 +207,39 @@ def amber_grid(kind: str, limit: int | None, seed: int = 0, seeds: Sequence[int]
     return _methods_and_seeds("amber", "all", kind, limit, seed, seeds)
 
 
-def _methods_and_seeds(benchmark: str, split: str, kind: str, limit: int | None, seed: int,
-                       seeds: Sequence[int] | None) -> list[Experiment]:
+def _methods_and_seeds(
+    benchmark: str, split: str, kind: str, limit: int | None, seed: int, seeds: Sequence[int] | None
+) -> list[Experiment]:
     dataset = "synthetic" if kind == "synthetic" else "official"
     seeds = [seed + i for i in range(N_SEEDS)] if seeds is None else list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     specs = [Experiment(benchmark, dataset, split, m, seed, limit=limit, group=ARGMAX) for m in ARGMAX_METHODS]
-    return specs + [Experiment(benchmark, dataset, split, method, s, question_seed=seed,
-                               protocol=PROTOCOL[kind], limit=limit, decode={"do_sample": True, **extra},
-                               label=label, group=SAMPLED_RUNS)
-                    for label, method, extra in SAMPLED for s in seeds]
+    return specs + [
+        Experiment(
+            benchmark,
+            dataset,
+            split,
+            method,
+            s,
+            question_seed=seed,
+            protocol=PROTOCOL[kind],
+            limit=limit,
+            decode={"do_sample": True, **extra},
+            label=label,
+            group=SAMPLED_RUNS,
+        )
+        for label, method, extra in SAMPLED
+        for s in seeds
+    ]
 
 
 GRIDS = {"04": pope_grid, "05": mme_grid, "06": amber_grid}
 
 
-def grid(notebook: str, kind: str, limit: int | None, seed: int = 0,
-         seeds: Sequence[int] | None = None) -> list[Experiment]:
+def grid(
+    notebook: str, kind: str, limit: int | None, seed: int = 0, seeds: Sequence[int] | None = None
+) -> list[Experiment]:
     """The runs notebook ``"04"``, ``"05"`` or ``"06"`` makes with ``limit`` questions per split;
     ``seeds``: the sampling seeds of notebooks 05 and 06 (default: :data:`N_SEEDS` from ``seed``)."""
     if notebook not in GRIDS:
@@ -219,7 +262,9 @@ def runnable(specs: Iterable[Experiment], *, download: bool = False) -> list[Exp
     """
 
     specs = list(specs)
-    verdicts = {key: available(*key, download=download) for key in dict.fromkeys((s.benchmark, s.dataset) for s in specs)}
+    verdicts = {
+        key: available(*key, download=download) for key in dict.fromkeys((s.benchmark, s.dataset) for s in specs)
+    }
     for (benchmark, dataset), (ok, reason) in verdicts.items():
         if not ok:
             runs = sum((s.benchmark, s.dataset) == (benchmark, dataset) for s in specs)
@@ -230,8 +275,13 @@ def runnable(specs: Iterable[Experiment], *, download: bool = False) -> list[Exp
 def plan(specs: Sequence[Experiment], profile):
     """:func:`.budget.plan` of ``specs`` under ``profile`` (a :class:`avisc_lib.course.Profile`): the runs a
     notebook will make, with estimated minutes on the profile's GPU."""
-    return budget.plan([s.cost() for s in specs], profile.gpu, profile.name,
-                       quantized=profile.quantization == "4bit", batch_size=profile.batch_size)
+    return budget.plan(
+        [s.cost() for s in specs],
+        profile.gpu,
+        profile.name,
+        quantized=profile.quantization == "4bit",
+        batch_size=profile.batch_size,
+    )
 
 
 # --------------------------------------------------------------------------- running and tables
@@ -256,11 +306,24 @@ def run(
 
     folder = Path(runs_dir) / spec.folder
     with progress.track(folder) if progress is not None else nullcontext():
-        return run_benchmark(spec.benchmark, model=model, processor=processor, model_name=model_name,
-                             method=spec.method, dataset=spec.dataset, split=spec.split, limit=spec.limit,
-                             batch_size=batch_size, seed=spec.seed, question_seed=spec.question_seed,
-                             protocol=spec.protocol, image_dir=image_dir, out_dir=folder, progress=False,
-                             **spec.options)
+        return run_benchmark(
+            spec.benchmark,
+            model=model,
+            processor=processor,
+            model_name=model_name,
+            method=spec.method,
+            dataset=spec.dataset,
+            split=spec.split,
+            limit=spec.limit,
+            batch_size=batch_size,
+            seed=spec.seed,
+            question_seed=spec.question_seed,
+            protocol=spec.protocol,
+            image_dir=image_dir,
+            out_dir=folder,
+            progress=False,
+            **spec.options,
+        )
 
 
 def answers(spec: Experiment, runs_dir: str | Path) -> list[dict]:
@@ -288,8 +351,16 @@ class Session:
 
     def run(self, spec: Experiment) -> dict:
         """Run (or resume) ``spec``, in its own folder under :attr:`runs_dir`; its metrics."""
-        return run(spec, self.model, self.processor, runs_dir=self.runs_dir, model_name=self.profile.model,
-                   batch_size=self.profile.batch_size, image_dir=self.image_dir(spec), progress=self.progress)
+        return run(
+            spec,
+            self.model,
+            self.processor,
+            runs_dir=self.runs_dir,
+            model_name=self.profile.model,
+            batch_size=self.profile.batch_size,
+            image_dir=self.image_dir(spec),
+            progress=self.progress,
+        )
 
     def table(self, keep: Callable[[Experiment], bool] = lambda spec: True):
         """:func:`table` of every spec ``keep`` accepts, each run (or resumed) first."""

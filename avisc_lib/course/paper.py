@@ -4,8 +4,8 @@ Source: arXiv 2405.17820v1 (May 2024), as published in the result images ``asset
 ``assets/mme-hallucination.png`` and ``assets/amber.png`` of the authors' repository
 github.com/sangminwoo/AvisC: added in commit 62d34c5 on 2024-05-29, the date its README gives
 for "Paper online", and unchanged since (e.g. at 772eba4). The tables exist only as images; they
-were transcribed by hand into ``paper_data/{pope,mme,amber}.csv``. Whether the later ACL 2025 Findings version changed any
-number was not checked.
+were transcribed by hand into ``paper_data/{pope,mme,amber}.csv``. Whether the later ACL 2025
+Findings version changed any number was not checked.
 
 * POPE: one sampled run; accuracy, precision, recall, F1 (percent) per dataset, split, method.
 * MME: mean and std over seeds of each hallucination subtask's score and of their total.

@@ -93,8 +93,15 @@ def frequency_map(blind: torch.Tensor, ax=None, title: str = ""):
     freq = blind.float().mean(0)
     grid = math.isqrt(freq.numel())
     data = freq.reshape(grid, grid).numpy() if grid * grid == freq.numel() else freq[None].numpy()
-    sns.heatmap(data, ax=ax, cmap="rocket_r", vmin=0, vmax=1, square=grid * grid == freq.numel(),
-                cbar_kws={"label": "fraction of images where blind"})
+    sns.heatmap(
+        data,
+        ax=ax,
+        cmap="rocket_r",
+        vmin=0,
+        vmax=1,
+        square=grid * grid == freq.numel(),
+        cbar_kws={"label": "fraction of images where blind"},
+    )
     ax.set(title=title, xticks=[], yticks=[])
     return ax
 

@@ -81,8 +81,9 @@ class Profile:
 
     def plan(self, notebook: str):
         """:func:`budget.plan` of :meth:`runs` on :attr:`gpu` (counts only where it is None)."""
-        return budget.plan(self.runs(notebook), self.gpu, self.name, quantized=self.quantization == "4bit",
-                           batch_size=self.batch_size)
+        return budget.plan(
+            self.runs(notebook), self.gpu, self.name, quantized=self.quantization == "4bit", batch_size=self.batch_size
+        )
 
 
 def resolve_profile(name: str | None = None, *, gpu_gib: float | None = None) -> Profile:
@@ -115,8 +116,10 @@ def _hardware_profile(name: str | None, gpu_gib: float | None, device: str | Non
     if name == "tiny":
         return Profile("tiny", "tiny", "cuda" if on_gpu else "cpu", torch.float32, None, "synthetic", 120, 150, 32)
     if device == "cpu":
-        print(f"note: AVISC_DEVICE=cpu runs the 7B {name} profile on CPU in float32: expect minutes per "
-              "answer and ~30 GB of RAM; AVISC_LIMIT=N keeps it to N questions per split")
+        print(
+            f"note: AVISC_DEVICE=cpu runs the 7B {name} profile on CPU in float32: expect minutes per "
+            "answer and ~30 GB of RAM; AVISC_LIMIT=N keeps it to N questions per split"
+        )
         limit = default_limit(name, CPU_STAND_IN, not budget.fits_fp16(CPU_STAND_IN, name, GPU_BATCH_SIZE))
         return Profile(name, ALIASES[name], "cpu", torch.float32, None, "coco", GPU_SAMPLES, limit, GPU_BATCH_SIZE)
     if not gpu_gib:
@@ -129,8 +132,9 @@ def _hardware_profile(name: str | None, gpu_gib: float | None, device: str | Non
     # or unknown GPU); the plan shows estimates for a detected or simulated one only.
     gpu = budget.nearest_gpu(gpu_gib) if simulated else budget.detect_gpu()
     limit = default_limit(name, gpu or budget.nearest_gpu(gpu_gib), quantization == "4bit")
-    return Profile(name, ALIASES[name], "cuda", torch.float16, quantization, "coco", GPU_SAMPLES, limit,
-                   GPU_BATCH_SIZE, gpu)
+    return Profile(
+        name, ALIASES[name], "cuda", torch.float16, quantization, "coco", GPU_SAMPLES, limit, GPU_BATCH_SIZE, gpu
+    )
 
 
 @lru_cache
@@ -140,8 +144,13 @@ def default_limit(model: str, gpu: str, quantized: bool) -> int | None:
     smallest of :data:`LIMITS` if none fits."""
 
     def fits(limit: int | None) -> bool:
-        return all(budget.estimate(experiments.notebook_runs(nb, limit, "coco"), gpu, model, quantized=quantized,
-                                   batch_size=GPU_BATCH_SIZE) <= 60 * SESSION_MINUTES[gpu] for nb in experiments.GRIDS)
+        return all(
+            budget.estimate(
+                experiments.notebook_runs(nb, limit, "coco"), gpu, model, quantized=quantized, batch_size=GPU_BATCH_SIZE
+            )
+            <= 60 * SESSION_MINUTES[gpu]
+            for nb in experiments.GRIDS
+        )
 
     return next((limit for limit in (None, *reversed(LIMITS)) if fits(limit)), LIMITS[0])
 
@@ -156,10 +165,18 @@ def session_plans(notebook: str, models: Sequence[str] = ("llava", "instructblip
             quantized = not budget.fits_fp16(gpu, model, GPU_BATCH_SIZE)
             limit = default_limit(model, gpu, quantized)
             runs = experiments.notebook_runs(notebook, limit, "coco")
-            rows.append({"model": model, "GPU": gpu, "weights": "4-bit" if quantized else "fp16",
-                         "questions per split": limit or "all", "runs": len(runs),
-                         "minutes": round(budget.estimate(runs, gpu, model, quantized=quantized,
-                                                          batch_size=GPU_BATCH_SIZE) / 60)})
+            rows.append(
+                {
+                    "model": model,
+                    "GPU": gpu,
+                    "weights": "4-bit" if quantized else "fp16",
+                    "questions per split": limit or "all",
+                    "runs": len(runs),
+                    "minutes": round(
+                        budget.estimate(runs, gpu, model, quantized=quantized, batch_size=GPU_BATCH_SIZE) / 60
+                    ),
+                }
+            )
     return pd.DataFrame(rows).set_index(["model", "GPU"])
 
 

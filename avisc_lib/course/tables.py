@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
+from ..world.scenes import COLOURS, SHAPES
 from .paper import (  # noqa: F401  (PAPER_MODELS, paper_amber, paper_mme: re-exported for the notebooks)
     PAPER_METHODS,
     PAPER_MODELS,
@@ -25,7 +26,6 @@ from .paper import (  # noqa: F401  (PAPER_MODELS, paper_amber, paper_mme: re-ex
     paper_mme,
     paper_pope,
 )
-from ..world.scenes import COLOURS, SHAPES
 
 
 def pope_beside_paper(
@@ -50,12 +50,14 @@ def pope_beside_paper(
     """
     paper_name = paper_dataset or POPE_DATASETS.get(dataset)
     if paper_name is None:
-        raise ValueError(f"the paper has no POPE dataset {dataset!r}; pass paper_dataset, one of "
-                         f"{tuple(POPE_DATASETS.values())}")
+        raise ValueError(
+            f"the paper has no POPE dataset {dataset!r}; pass paper_dataset, one of {tuple(POPE_DATASETS.values())}"
+        )
     mine = ours[ours.dataset == dataset]
     if base not in set(mine.method):
-        raise ValueError(f"no {base!r} rows for dataset {dataset!r} in ours; base must be one of "
-                         f"{sorted(set(mine.method))}")
+        raise ValueError(
+            f"no {base!r} rows for dataset {dataset!r} in ours; base must be one of {sorted(set(mine.method))}"
+        )
     keys, metrics = ["split", "method"], list(metrics)
     paper = paper_pope(paper_name, model).assign(method=lambda f: f.method.map({**PAPER_METHODS, "base": base}))
     side = mine[keys + metrics].merge(paper[keys + metrics], on=keys, how="left", suffixes=("", " (paper)"))

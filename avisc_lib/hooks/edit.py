@@ -46,6 +46,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from . import stack
 
+
 @dataclass(frozen=True)
 class Mode:
     """How a mode edits: ``stage`` "logits" (before the softmax) or "probs" (after), its neutral
@@ -134,8 +135,10 @@ class AttentionEdit:
         for name in ("queries", "targets"):
             mask = getattr(self, name)
             if mask is not None and (mask.dtype != torch.bool or mask.shape != self.keys.shape):
-                raise ValueError(f"{name} must be a bool mask shaped like keys {tuple(self.keys.shape)}, "
-                                 f"got {mask.dtype} {tuple(mask.shape)}")
+                raise ValueError(
+                    f"{name} must be a bool mask shaped like keys {tuple(self.keys.shape)}, "
+                    f"got {mask.dtype} {tuple(mask.shape)}"
+                )
         if mode.needs_targets != (self.targets is not None):
             raise ValueError(f"mode {self.mode!r} {'needs' if mode.needs_targets else 'takes no'} targets")
         for name in ("layers", "heads"):
@@ -178,8 +181,10 @@ def edit_attention(model: PreTrainedModel, edits: Sequence[AttentionEdit]) -> It
 def _padded(mask: torch.Tensor, length: int, value: bool) -> torch.Tensor:
     """``mask [B, L]`` extended to ``[B, length]`` with ``value`` for the positions after L."""
     if length < mask.shape[1]:
-        raise ValueError(f"an attention edit covers {mask.shape[1]} prompt positions but the forward has "
-                         f"only {length} keys: edit masks must come from the prompt being decoded")
+        raise ValueError(
+            f"an attention edit covers {mask.shape[1]} prompt positions but the forward has "
+            f"only {length} keys: edit masks must come from the prompt being decoded"
+        )
     return torch.nn.functional.pad(mask, (0, length - mask.shape[1]), value=value)
 
 
@@ -189,7 +194,7 @@ def query_rows(edit: AttentionEdit, num_queries: int, num_keys: int) -> torch.Te
     Query i sits at key position ``num_keys - num_queries + i`` (the cache holds the rest).
     """
     queries = edit.queries if edit.queries is not None else torch.ones_like(edit.keys)
-    return _padded(queries, num_keys, True)[:, num_keys - num_queries:]
+    return _padded(queries, num_keys, True)[:, num_keys - num_queries :]
 
 
 def edited_probs(
@@ -207,7 +212,9 @@ def edited_probs(
         heads = torch.ones(num_heads, dtype=torch.bool, device=scores.device)
         if edit.heads is not None:
             heads = torch.zeros_like(heads).index_fill_(0, torch.tensor(edit.heads, device=heads.device), True)
-        selected = _padded(edit.keys, num_keys, False)[:, None, None] & heads[None, :, None, None] & row[:, None, :, None]
+        selected = (
+            _padded(edit.keys, num_keys, False)[:, None, None] & heads[None, :, None, None] & row[:, None, :, None]
+        )
         targets = None if edit.targets is None else _padded(edit.targets, num_keys, False)[:, None, None] & visible
         selections.append((edit, selected & visible, targets))
     for edit, selected, targets in selections:
@@ -220,8 +227,9 @@ def edited_probs(
     return probs
 
 
-def visible_keys(attention_mask: torch.Tensor | None, batch: int, num_queries: int, num_keys: int,
-                 device: torch.device) -> torch.Tensor:
+def visible_keys(
+    attention_mask: torch.Tensor | None, batch: int, num_queries: int, num_keys: int, device: torch.device
+) -> torch.Tensor:
     """Boolean ``[batch, 1, q, Lk]``: which keys each query may see.
 
     ``attention_mask`` as ``sdpa_mask`` builds it: boolean ``[B, 1, q, Lk]`` (True = attend), an
@@ -253,8 +261,17 @@ def edited_attention(module, query, key, value, attention_mask, scaling, edits, 
     columns = touched.any(0).nonzero().flatten()
     if columns.numel() == 0:
         return output, None
-    edited = _eager(query[:batch, :, columns], key[:batch], value[:batch], attention_mask, scaling, edits,
-                    [row[:, columns] for row in rows], num_queries, columns)
+    edited = _eager(
+        query[:batch, :, columns],
+        key[:batch],
+        value[:batch],
+        attention_mask,
+        scaling,
+        edits,
+        [row[:, columns] for row in rows],
+        num_queries,
+        columns,
+    )
     keep = touched[:, columns, None, None]
     output[:batch, columns] = torch.where(keep, edited.to(output.dtype), output[:batch, columns])
     return output, None
@@ -264,13 +281,23 @@ def _generated_rows(module, query, key, value, attention_mask, scaling, edits, b
     """A forward of generated tokens only: the first ``batch`` rows eager with ``edits``, the rest SDPA."""
     num_queries = query.shape[2]
     every = torch.ones(batch, num_queries, dtype=torch.bool, device=query.device)
-    edited = _eager(query[:batch], key[:batch], value[:batch], attention_mask, scaling, edits,
-                    [every] * len(edits), num_queries, slice(None)).to(query.dtype)
+    edited = _eager(
+        query[:batch],
+        key[:batch],
+        value[:batch],
+        attention_mask,
+        scaling,
+        edits,
+        [every] * len(edits),
+        num_queries,
+        slice(None),
+    ).to(query.dtype)
     if batch == query.shape[0]:
         return edited, None
     mask = None if attention_mask is None else attention_mask[batch:]
-    rest, _ = ALL_ATTENTION_FUNCTIONS["sdpa"](module, query[batch:], key[batch:], value[batch:], mask,
-                                              scaling=scaling, **kwargs)
+    rest, _ = ALL_ATTENTION_FUNCTIONS["sdpa"](
+        module, query[batch:], key[batch:], value[batch:], mask, scaling=scaling, **kwargs
+    )
     return torch.cat([edited, rest]), None
 
 
@@ -288,8 +315,10 @@ def _edited_batch(edits: Sequence[AttentionEdit], rows: int) -> int:
     """The B shared by the edits' masks; the forward may hold more rows (left untouched)."""
     sizes = {edit.keys.shape[0] for edit in edits}
     if len(sizes) != 1 or min(sizes) > rows:
-        raise ValueError(f"attention edits cover batch sizes {sorted(sizes)}; the forward has {rows} rows "
-                         "(edits must share one B, at most the forward's)")
+        raise ValueError(
+            f"attention edits cover batch sizes {sorted(sizes)}; the forward has {rows} rows "
+            "(edits must share one B, at most the forward's)"
+        )
     return sizes.pop()
 
 
@@ -303,7 +332,9 @@ def edited_last_row(query, key, attention_mask, scaling: float, edits, probs: to
     """``probs [B', H, Lk]`` (the last query row, unedited) with its first B rows edited by ``edits``."""
     batch = _edited_batch(edits, query.shape[0])
     num_queries, num_keys = query.shape[2], key.shape[2]
-    scores = query[:batch, :, -1:].float() @ repeat_kv(key[:batch], query.shape[1] // key.shape[1]).float().transpose(-1, -2)
+    scores = query[:batch, :, -1:].float() @ repeat_kv(key[:batch], query.shape[1] // key.shape[1]).float().transpose(
+        -1, -2
+    )
     visible = visible_keys(attention_mask, batch, num_queries, num_keys, query.device)[:, :, -1:]
     rows = [query_rows(edit, num_queries, num_keys)[:, -1:] for edit in edits]
     edited = edited_probs(scores * scaling, visible, edits, rows)[:, :, 0]

@@ -28,6 +28,7 @@ def layer_inputs(
                 records[index] = hidden
             else:
                 handle(index, hidden)
+
         return record
 
     hooks = [decoder_layers[i].register_forward_pre_hook(hook(i), with_kwargs=True) for i in layers]

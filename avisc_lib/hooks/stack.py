@@ -34,19 +34,20 @@ class Active:
     readers: tuple[Reader, ...] = ()
 
 
-_ACTIVE: ContextVar[Active] = ContextVar("avisc_attention_hooks", default=Active())
+NOTHING = Active()
+_ACTIVE: ContextVar[Active] = ContextVar("avisc_attention_hooks")
 
 
 def current() -> Active:
     """The hooks active in this context."""
-    return _ACTIVE.get()
+    return _ACTIVE.get(NOTHING)
 
 
 @contextmanager
 def push(model: PreTrainedModel, edits: Sequence = (), readers: Sequence[Reader] = ()) -> Iterator[None]:
     """Add ``edits`` and ``readers`` to the active hooks inside the block; the language model runs
     :data:`DISPATCHER` meanwhile (its previous implementation is restored on exit, exceptions included)."""
-    active = _ACTIVE.get()
+    active = _ACTIVE.get(NOTHING)
     token = _ACTIVE.set(Active(active.edits + tuple(edits), active.readers + tuple(readers)))
     try:
         with compat.text_attention(model, DISPATCHER):

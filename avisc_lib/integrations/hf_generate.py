@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import inspect
 import sys
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ SUPPORTED_MODES = (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
 _GENERATE_CODE = inspect.unwrap(GenerationMixin.generate).__code__
 
 
-def custom_generate(method: str | Callable = methods.DEFAULT_METHOD, **hyper_parameters) -> "DecodeLoop":
+def custom_generate(method: str | Callable = methods.DEFAULT_METHOD, **hyper_parameters) -> DecodeLoop:
     """A callable for ``model.generate(..., custom_generate=...)`` that decodes with ``method``.
 
     ``hyper_parameters``: ``decode``'s method options (``alpha``, ``beta``, ``lam``, ``layer_gamma``,
@@ -85,7 +85,9 @@ CARD_METHODS_END = "<!-- end of methods -->"
 def card_methods() -> str:
     """The card's list of methods (``custom_generate/README.md``), from the one registry of methods."""
     lines = "\n".join(f"  - `{m.name}`: {m.summary}" for m in methods.registered())
-    return f"{CARD_METHODS_START}\n- `method` (default `\"{methods.DEFAULT_METHOD}\"`), one of:\n{lines}\n{CARD_METHODS_END}"
+    return (
+        f'{CARD_METHODS_START}\n- `method` (default `"{methods.DEFAULT_METHOD}"`), one of:\n{lines}\n{CARD_METHODS_END}'
+    )
 
 
 def write_card_methods(card: str | Path) -> None:
@@ -95,7 +97,7 @@ def write_card_methods(card: str | Path) -> None:
     start, end = text.find(CARD_METHODS_START), text.find(CARD_METHODS_END)
     if start < 0 or end < start:
         raise ValueError(f"{path} has no {CARD_METHODS_START!r} ... {CARD_METHODS_END!r} block")
-    path.write_text(text[:start] + card_methods() + text[end + len(CARD_METHODS_END):], encoding="utf-8")
+    path.write_text(text[:start] + card_methods() + text[end + len(CARD_METHODS_END) :], encoding="utf-8")
 
 
 def method_options() -> list[str]:
@@ -133,9 +135,14 @@ class DecodeLoop:
         check_processors(logits_processor, stopping_criteria, options, input_ids.shape[1])
         check_model_inputs(model, pixel_values, model_kwargs)
         check_eos(model, generation_config)
-        if isinstance(self.method, str) and methods.get(self.method).choice == "sampling" \
-                and not generation_config.do_sample:
-            raise ValueError(f"method={self.method!r} samples: call generate with do_sample=True, or use method='greedy'")
+        if (
+            isinstance(self.method, str)
+            and methods.get(self.method).choice == "sampling"
+            and not generation_config.do_sample
+        ):
+            raise ValueError(
+                f"method={self.method!r} samples: call generate with do_sample=True, or use method='greedy'"
+            )
         attention_mask = model_kwargs.get("attention_mask")
         inputs = {
             "input_ids": input_ids,
@@ -233,7 +240,8 @@ def check_processors(
             extra.append(kind.__name__)
     max_length = prompt_length + options["max_new_tokens"]
     extra += [
-        type(c).__name__ for c in criteria
+        type(c).__name__
+        for c in criteria
         if not (isinstance(c, EosTokenCriteria) or (isinstance(c, MaxLengthCriteria) and c.max_length == max_length))
     ]
     if extra:
@@ -260,12 +268,16 @@ def check_model_inputs(model: PreTrainedModel, pixel_values: torch.Tensor | None
         raise ValueError(f"custom_generate needs pixel_values: {source}")
     cache = model_kwargs.get("cache")
     if cache is not None and cache.get_seq_length() > 0:
-        raise ValueError("custom_generate does not continue from a filled cache (past_key_values); pass the full prompt")
+        raise ValueError(
+            "custom_generate does not continue from a filled cache (past_key_values); pass the full prompt"
+        )
     # generate always adds ``mm_encoder_outputs``; it stays empty when pixel_values come to us.
     unused = sorted(key for key, value in model_kwargs.items() if key not in LOOP_KWARGS and value not in (None, {}))
     if unused:
-        raise ValueError(f"custom_generate does not use the model inputs {unused}; supported: input_ids, "
-                         "attention_mask, pixel_values, qformer_input_ids, qformer_attention_mask")
+        raise ValueError(
+            f"custom_generate does not use the model inputs {unused}; supported: input_ids, "
+            "attention_mask, pixel_values, qformer_input_ids, qformer_attention_mask"
+        )
 
 
 def check_eos(model: PreTrainedModel, config: GenerationConfig) -> None:

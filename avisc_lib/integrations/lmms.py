@@ -20,11 +20,11 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 from PIL import Image
 
-from ..generation import generate
-from .hf_generate import custom_generate
 from .. import methods
+from ..generation import generate
 from ..models.loading import default_device, load_model
 from ..models.placement import load_options
+from .hf_generate import custom_generate
 
 MODEL_ID = "avisc"  # lmms-eval's --model name (the package's, not a method's)
 # Task generation kwargs that decode takes as they are; "until" is applied to the answers.
@@ -70,9 +70,17 @@ class AviscModel(lmms):
             options, until = task_options(group[0].args[1])
             images = [self.image(request) for request in group]
             questions = [request.args[0] for request in group]
-            texts = generate(self.model, self.processor, images, questions, method=self.method,
-                             prompt_style=self.prompt_style, batch_size=self.batch_size,
-                             **self.hyper_parameters, **options)
+            texts = generate(
+                self.model,
+                self.processor,
+                images,
+                questions,
+                method=self.method,
+                prompt_style=self.prompt_style,
+                batch_size=self.batch_size,
+                **self.hyper_parameters,
+                **options,
+            )
             answers += [cut_at(text, until) for text in texts]
         return answers
 

@@ -11,12 +11,29 @@ from __future__ import annotations
 import torch
 
 from ..tokens.blind import select_blind_tokens, select_layers
-from .base import CONTRAST, Branch, BranchContext, BranchInputs, Method, Option, Passes, contrast_scores, finite, keep_only
+from .base import (
+    CONTRAST,
+    Branch,
+    BranchContext,
+    BranchInputs,
+    Method,
+    Option,
+    Passes,
+    contrast_scores,
+    finite,
+    keep_only,
+)
 from .registry import register
 
 LAM = Option("lam", 1.0, "blind-token threshold: attention >= mean + lam * std", float, finite, "finite")
-LAYER_GAMMA = Option("layer_gamma", 0.5, "share of image attention of the layers that choose blind tokens, in (0, 1]",
-                     float, lambda v: finite(v) and 0 < v <= 1, "in (0, 1]")
+LAYER_GAMMA = Option(
+    "layer_gamma",
+    0.5,
+    "share of image attention of the layers that choose blind tokens, in (0, 1]",
+    float,
+    lambda v: finite(v) and 0 < v <= 1,
+    "in (0, 1]",
+)
 BLIND = (LAM, LAYER_GAMMA)
 
 
@@ -33,9 +50,16 @@ def blind_branch(context: BranchContext) -> BranchInputs:
     return keep_only(context, blind, layers)
 
 
-AVISC = register(Method(
-    "avisc", "AvisC: contrast with a branch that keeps only the blind image tokens", (*CONTRAST, *BLIND),
-    # a 2nd prefill (non-blind tokens zeroed) after reading the 1st's attention
-    Passes(1, 2, 2), branch=Branch(blind_branch, needs_attention=True), scores=contrast_scores,
-    avisc_family=True, paper_alpha={"llava": 2.5, "instructblip": 3.0},
-))
+AVISC = register(
+    Method(
+        "avisc",
+        "AvisC: contrast with a branch that keeps only the blind image tokens",
+        (*CONTRAST, *BLIND),
+        # a 2nd prefill (non-blind tokens zeroed) after reading the 1st's attention
+        Passes(1, 2, 2),
+        branch=Branch(blind_branch, needs_attention=True),
+        scores=contrast_scores,
+        avisc_family=True,
+        paper_alpha={"llava": 2.5, "instructblip": 3.0},
+    )
+)

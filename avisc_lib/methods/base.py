@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from ..tokens.masking import replace_image_tokens
 from ..models.inputs import Prompt
 from ..scores import contrast_logits, plausibility_cut
+from ..tokens.masking import replace_image_tokens
 
 
 # ------------------------------------------------------------------------------------ options
@@ -73,12 +73,25 @@ class Option:
 # (``cd_alpha=1.0``; its VCD branch hard-codes 1.0); the paper reports 2.5 for LLaVA-1.5 and 3.0 for
 # InstructBLIP: pass those explicitly to reproduce it.
 DEFAULT_ALPHA = 1.0
-ALPHA = Option("alpha", None, (
-    "contrast strength of the two-branch methods except M3ID (default 1.0, the official code's; the paper "
-    "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"), float, lambda v: v is None or (finite(v) and v >= 0),
-    "a finite number >= 0")
-BETA = Option("beta", 0.1, "plausibility cut in (0, 1]: tokens with p < beta * max p (original branch) removed",
-              float, lambda v: finite(v) and 0 < v <= 1, "in (0, 1]")
+ALPHA = Option(
+    "alpha",
+    None,
+    (
+        "contrast strength of the two-branch methods except M3ID (default 1.0, the official code's; the paper "
+        "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"
+    ),
+    float,
+    lambda v: v is None or (finite(v) and v >= 0),
+    "a finite number >= 0",
+)
+BETA = Option(
+    "beta",
+    0.1,
+    "plausibility cut in (0, 1]: tokens with p < beta * max p (original branch) removed",
+    float,
+    lambda v: finite(v) and 0 < v <= 1,
+    "in (0, 1]",
+)
 CONTRAST = (ALPHA, BETA)
 
 
@@ -200,8 +213,14 @@ def image_branch(edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> 
         return BranchInputs(context.prompt.with_images(features), context.prompt.attention_mask)
 
     name = getattr(edit, "__name__", "branch")
-    return Method(name if name.isidentifier() else "branch", "your own image branch", CONTRAST, Passes(1, 2, 2),
-                  branch=Branch(build, needs_attention=True), scores=contrast_scores)
+    return Method(
+        name if name.isidentifier() else "branch",
+        "your own image branch",
+        CONTRAST,
+        Passes(1, 2, 2),
+        branch=Branch(build, needs_attention=True),
+        scores=contrast_scores,
+    )
 
 
 # ------------------------------------------------------------------------------------ layers
@@ -217,9 +236,15 @@ def layer_range(layers: tuple[int, int] | None, paper: tuple[int, int], num_laye
     if layers is None:
         start = round(paper[0] * num_layers / PAPER_DEPTH)
         return tuple(range(start, max(start + 1, round(paper[1] * num_layers / PAPER_DEPTH))))
-    ok = (isinstance(layers, (tuple, list)) and len(layers) == 2 and all(is_int(v) for v in layers)
-          and 0 <= layers[0] < layers[1] <= num_layers)
+    ok = (
+        isinstance(layers, (tuple, list))
+        and len(layers) == 2
+        and all(is_int(v) for v in layers)
+        and 0 <= layers[0] < layers[1] <= num_layers
+    )
     if not ok:
-        raise ValueError(f"{name} must be None or (start, end) with 0 <= start < end <= {num_layers} "
-                         f"(the language model's layers), got {layers!r}")
+        raise ValueError(
+            f"{name} must be None or (start, end) with 0 <= start < end <= {num_layers} "
+            f"(the language model's layers), got {layers!r}"
+        )
     return tuple(range(*layers))

@@ -29,12 +29,28 @@ from .registry import register
 # visaug/inference/infer_pope.sh lines 7-8 (also README.md lines 94-95): --enh-para 1.15 --sup-para
 # 0.95; infer_pope.py line 54: layers with 8 < i < 15.
 CLEARSIGHT_LAYERS = (9, 15)
-ENHANCE = Option("clearsight_enhance", 1.15, "ClearSight: image-token attention logits times this, > 0 (1: off)",
-                 float, lambda v: finite(v) and v > 0, "a finite number > 0")
-SUPPRESS = Option("clearsight_suppress", 0.95, "ClearSight: system-prompt attention logits times this, > 0 (1: off)",
-                  float, lambda v: finite(v) and v > 0, "a finite number > 0")
-LAYER_SPAN = Option("clearsight_layers", None, (
-    "ClearSight: layers start:end, half-open (None: the paper's 9:15 of 32, scaled to the model's depth)"), layer_span)
+ENHANCE = Option(
+    "clearsight_enhance",
+    1.15,
+    "ClearSight: image-token attention logits times this, > 0 (1: off)",
+    float,
+    lambda v: finite(v) and v > 0,
+    "a finite number > 0",
+)
+SUPPRESS = Option(
+    "clearsight_suppress",
+    0.95,
+    "ClearSight: system-prompt attention logits times this, > 0 (1: off)",
+    float,
+    lambda v: finite(v) and v > 0,
+    "a finite number > 0",
+)
+LAYER_SPAN = Option(
+    "clearsight_layers",
+    None,
+    ("ClearSight: layers start:end, half-open (None: the paper's 9:15 of 32, scaled to the model's depth)"),
+    layer_span,
+)
 QUESTION_SUFFIX = " Please just answer yes or no."  # infer_pope.py line 70
 
 
@@ -55,14 +71,20 @@ def clearsight_edits(
     last = image.shape[1] - 1 - image.flip(-1).int().argmax(-1, keepdim=True)
     system = (positions < first) & prompt.attention_mask.bool()
     after = positions > last
-    return [AttentionEdit(image, "scale_logits", float(enhance), layers=chosen, queries=after),
-            AttentionEdit(system, "scale_logits", float(suppress), layers=chosen, queries=after)]
+    return [
+        AttentionEdit(image, "scale_logits", float(enhance), layers=chosen, queries=after),
+        AttentionEdit(system, "scale_logits", float(suppress), layers=chosen, queries=after),
+    ]
 
 
 def clearsight(model: PreTrainedModel, prompt: Prompt, settings) -> AbstractContextManager:
     """ClearSight's edits from ``settings.clearsight_enhance``, ``clearsight_suppress``, ``clearsight_layers``."""
-    return edit_attention(model, clearsight_edits(
-        model, prompt, settings.clearsight_enhance, settings.clearsight_suppress, settings.clearsight_layers))
+    return edit_attention(
+        model,
+        clearsight_edits(
+            model, prompt, settings.clearsight_enhance, settings.clearsight_suppress, settings.clearsight_layers
+        ),
+    )
 
 
 def pope_question(question: str) -> str:
@@ -70,11 +92,27 @@ def pope_question(question: str) -> str:
     return question + QUESTION_SUFFIX
 
 
-CLEARSIGHT = register(Method(
-    "clearsight", "ClearSight (VAF): image attention scaled up, system-prompt attention down, in middle layers",
-    (ENHANCE, SUPPRESS, LAYER_SPAN), intervention=clearsight,
-    official={("pope", "llava"): dict(prompt_style="vicuna_v1", parser="official", question="clearsight_pope", decode={
-        "do_sample": False, "max_new_tokens": 1024, "clearsight_enhance": 1.15, "clearsight_suppress": 0.95})},
-    no_official="ClearSight's repository releases a POPE script for LLaVA-1.5 only (visaug/inference/infer_pope.py)",
-    question_forms={"clearsight_pope": pope_question},
-))
+CLEARSIGHT = register(
+    Method(
+        "clearsight",
+        "ClearSight (VAF): image attention scaled up, system-prompt attention down, in middle layers",
+        (ENHANCE, SUPPRESS, LAYER_SPAN),
+        intervention=clearsight,
+        official={
+            ("pope", "llava"): dict(
+                prompt_style="vicuna_v1",
+                parser="official",
+                question="clearsight_pope",
+                decode={
+                    "do_sample": False,
+                    "max_new_tokens": 1024,
+                    "clearsight_enhance": 1.15,
+                    "clearsight_suppress": 0.95,
+                },
+            )
+        },
+        no_official="ClearSight's repository releases a POPE script for LLaVA-1.5 only "
+        "(visaug/inference/infer_pope.py)",
+        question_forms={"clearsight_pope": pope_question},
+    )
+)

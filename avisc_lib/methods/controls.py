@@ -28,13 +28,27 @@ def zeroed_branch(context: BranchContext) -> BranchInputs:
     return keep_only(context, torch.zeros(prompt.features.shape[:2], dtype=torch.bool, device=prompt.features.device))
 
 
-RANDOM_MASK = register(Method(
-    "random_mask", "control: AvisC with a random set of image tokens kept instead of the blind ones",
-    (*CONTRAST, *BLIND), Passes(1, 2, 2), branch=Branch(random_branch, needs_attention=True),
-    scores=contrast_scores, avisc_family=True, paper_alpha=AVISC.paper_alpha,
-))
-ZERO_IMAGE = register(Method(
-    "zero_image", "control: AvisC with every image token zeroed", CONTRAST, Passes(1, 2, 2),
-    branch=Branch(zeroed_branch, needs_attention=False), scores=contrast_scores, avisc_family=True,
-    paper_alpha=AVISC.paper_alpha,
-))
+RANDOM_MASK = register(
+    Method(
+        "random_mask",
+        "control: AvisC with a random set of image tokens kept instead of the blind ones",
+        (*CONTRAST, *BLIND),
+        Passes(1, 2, 2),
+        branch=Branch(random_branch, needs_attention=True),
+        scores=contrast_scores,
+        avisc_family=True,
+        paper_alpha=AVISC.paper_alpha,
+    )
+)
+ZERO_IMAGE = register(
+    Method(
+        "zero_image",
+        "control: AvisC with every image token zeroed",
+        CONTRAST,
+        Passes(1, 2, 2),
+        branch=Branch(zeroed_branch, needs_attention=False),
+        scores=contrast_scores,
+        avisc_family=True,
+        paper_alpha=AVISC.paper_alpha,
+    )
+)

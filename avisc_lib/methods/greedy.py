@@ -3,7 +3,11 @@
 from .base import Method
 from .registry import register
 
-GREEDY = register(Method(
-    "greedy", "the argmax of the model's logits", choice="argmax",
-    no_official="greedy is no paper's method; use protocol='argmax'",
-))
+GREEDY = register(
+    Method(
+        "greedy",
+        "the argmax of the model's logits",
+        choice="argmax",
+        no_official="greedy is no paper's method; use protocol='argmax'",
+    )
+)

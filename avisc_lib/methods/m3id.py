@@ -14,8 +14,9 @@ from ..scores import plausibility_cut
 from .base import BETA, Branch, BranchContext, BranchInputs, Method, Option, Passes, finite
 from .registry import register
 
-GAMMA_DECAY = Option("gamma_decay", 0.02, "M3ID's decay of the image-conditioning weight", float,
-                     lambda v: finite(v) and v >= 0, ">= 0")
+GAMMA_DECAY = Option(
+    "gamma_decay", 0.02, "M3ID's decay of the image-conditioning weight", float, lambda v: finite(v) and v >= 0, ">= 0"
+)
 
 
 def m3id_logits(conditioned: torch.Tensor, unconditioned: torch.Tensor, step: int, decay: float) -> torch.Tensor:
@@ -54,8 +55,14 @@ def text_only(context: BranchContext) -> BranchInputs:
 
 
 TEXT_ONLY = Branch(text_only, needs_attention=False)
-M3ID = register(Method(
-    "m3id", "M3ID as AvisC re-implemented it: contrast with a branch without the image", (BETA, GAMMA_DECAY),
-    Passes(1, 2, 2),  # text-only 2nd prefill, re-left-padded to the same length
-    branch=TEXT_ONLY, scores=m3id_scores, avisc_family=True,
-))
+M3ID = register(
+    Method(
+        "m3id",
+        "M3ID as AvisC re-implemented it: contrast with a branch without the image",
+        (BETA, GAMMA_DECAY),
+        Passes(1, 2, 2),  # text-only 2nd prefill, re-left-padded to the same length
+        branch=TEXT_ONLY,
+        scores=m3id_scores,
+        avisc_family=True,
+    )
+)

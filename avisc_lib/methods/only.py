@@ -24,12 +24,12 @@ import torch
 from transformers import PreTrainedModel
 from transformers.integrations.sdpa_attention import repeat_kv
 
-from ..tokens import sinks
 from ..hooks import stack
 from ..hooks.edit import visible_keys
 from ..hooks.layers import layer_inputs
 from ..models.inputs import Prompt
 from ..scores import plausibility_cut
+from ..tokens import sinks
 from .base import BETA, Method, Option, finite, is_int
 from .registry import register
 
@@ -42,19 +42,29 @@ ONLY_RESIDUAL = 0.2  # weight of the last layer's input in the branch (modeling_
 ONLY_FINAL = 0.5  # weight of the model's final normed state added to the branch's (llava_llama.py line 119)
 # LLaVA normalises the branch with the last layer's input_layernorm and leaves BOS out of the text
 # keys (keys 1:35 and 611:); InstructBLIP does neither (its line 419 is commented out; keys 32:).
-ONLY_VARIANTS = {"llava": {"input_norm": True, "bos_is_text": False},
-                 "instructblip": {"input_norm": False, "bos_is_text": True}}
+ONLY_VARIANTS = {
+    "llava": {"input_norm": True, "bos_is_text": False},
+    "instructblip": {"input_norm": False, "bos_is_text": True},
+}
 # The side branch's weights: ritual_alpha_pos, ritual_alpha_neg, js_gamma (the L1 distance threshold:
 # POPE 0.2, CHAIR and MME 0.25), pope_eval.sh lines 31, 32, 34; its cut ritual_beta is ``beta`` (POPE and
 # CHAIR 0.1, pope_eval.sh line 33; MME 0.4).
 NON_NEGATIVE = (lambda v: finite(v) and v >= 0, "a finite number >= 0")
-LAYER = Option("only_layer", ONLY_LAYER, "ONLY: the layer whose edited attention forms its side branch", int,
-               lambda v: is_int(v) and v >= 0, "an int >= 0")
-ALPHA_POS = Option("only_alpha_pos", 3.0, "ONLY: weight added for the side branch when the two agree, >= 0", float,
-                   *NON_NEGATIVE)
+LAYER = Option(
+    "only_layer",
+    ONLY_LAYER,
+    "ONLY: the layer whose edited attention forms its side branch",
+    int,
+    lambda v: is_int(v) and v >= 0,
+    "an int >= 0",
+)
+ALPHA_POS = Option(
+    "only_alpha_pos", 3.0, "ONLY: weight added for the side branch when the two agree, >= 0", float, *NON_NEGATIVE
+)
 ALPHA_NEG = Option("only_alpha_neg", 1.0, "ONLY: contrast strength when they disagree, >= 0", float, *NON_NEGATIVE)
-GAMMA = Option("only_gamma", 0.2, "ONLY: L1 distance of the two distributions below which they agree", float,
-               *NON_NEGATIVE)
+GAMMA = Option(
+    "only_gamma", 0.2, "ONLY: L1 distance of the two distributions below which they agree", float, *NON_NEGATIVE
+)
 
 
 def without_outliers(probs: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -165,9 +175,15 @@ def only(model: PreTrainedModel, prompt: Prompt, *, layer: int = ONLY_LAYER) -> 
         handle.remove()
 
 
-def only_scores(logits: torch.Tensor, branch_logits: torch.Tensor, *, alpha_pos: float = ALPHA_POS.default,
-                alpha_neg: float = ALPHA_NEG.default, gamma: float = GAMMA.default,
-                beta: float = BETA.default) -> torch.Tensor:
+def only_scores(
+    logits: torch.Tensor,
+    branch_logits: torch.Tensor,
+    *,
+    alpha_pos: float = ALPHA_POS.default,
+    alpha_neg: float = ALPHA_NEG.default,
+    gamma: float = GAMMA.default,
+    beta: float = BETA.default,
+) -> torch.Tensor:
     """ONLY's next-token scores ``[B, V]`` from the model's and the branch's logits ``[B, V]``.
 
     only_utils/only_sample.py lines 183-232, per row: d = sum |softmax(l) - softmax(l_only)| (the
@@ -179,8 +195,9 @@ def only_scores(logits: torch.Tensor, branch_logits: torch.Tensor, *, alpha_pos:
         option.check(value)
     logits, branch_logits = logits.float(), branch_logits.float()
     distance = (logits.softmax(-1) - branch_logits.softmax(-1)).abs().sum(-1, keepdim=True)
-    scores = torch.where(distance < gamma, logits + alpha_pos * branch_logits,
-                         (1 + alpha_neg) * logits - alpha_neg * branch_logits)
+    scores = torch.where(
+        distance < gamma, logits + alpha_pos * branch_logits, (1 + alpha_neg) * logits - alpha_neg * branch_logits
+    )
     return plausibility_cut(scores, logits, beta)
 
 
@@ -198,18 +215,35 @@ def only_method(model: PreTrainedModel, prompt: Prompt, settings) -> AbstractCon
 # limit (line 135 is commented out); the library's 64 applies.
 SAMPLING = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": None}
 WEIGHTS = {"only_alpha_pos": 3.0, "only_alpha_neg": 1.0, "only_layer": 0}
-ONLY = register(Method(
-    "only", "ONLY: contrast with a side branch from one layer's text-enhanced attention",
-    (BETA, LAYER, ALPHA_POS, ALPHA_NEG, GAMMA), intervention=only_method, side=True,
-    scores=lambda original, other, step, settings: only_scores(
-        original, other, alpha_pos=settings.only_alpha_pos, alpha_neg=settings.only_alpha_neg,
-        gamma=settings.only_gamma, beta=settings.beta),
-    official={
-        ("pope", "llava"): dict(prompt_style="llava_v1", parser="avisc", decode={
-            **SAMPLING, "max_new_tokens": 8, **WEIGHTS, "beta": 0.1, "only_gamma": 0.2}),
-        ("mme", "llava"): dict(prompt_style="llava_v1", parser="official", question="mme_llava_two_lines", decode={
-            **SAMPLING, "max_new_tokens": 64, **WEIGHTS, "beta": 0.4, "only_gamma": 0.25}),
-    },
-    no_official="ONLY's POPE and MME scripts for LLaVA-1.5 are transcribed here; its InstructBLIP scripts are not, "
-                "and it has no AMBER script",
-))
+ONLY = register(
+    Method(
+        "only",
+        "ONLY: contrast with a side branch from one layer's text-enhanced attention",
+        (BETA, LAYER, ALPHA_POS, ALPHA_NEG, GAMMA),
+        intervention=only_method,
+        side=True,
+        scores=lambda original, other, step, settings: only_scores(
+            original,
+            other,
+            alpha_pos=settings.only_alpha_pos,
+            alpha_neg=settings.only_alpha_neg,
+            gamma=settings.only_gamma,
+            beta=settings.beta,
+        ),
+        official={
+            ("pope", "llava"): dict(
+                prompt_style="llava_v1",
+                parser="avisc",
+                decode={**SAMPLING, "max_new_tokens": 8, **WEIGHTS, "beta": 0.1, "only_gamma": 0.2},
+            ),
+            ("mme", "llava"): dict(
+                prompt_style="llava_v1",
+                parser="official",
+                question="mme_llava_two_lines",
+                decode={**SAMPLING, "max_new_tokens": 64, **WEIGHTS, "beta": 0.4, "only_gamma": 0.25},
+            ),
+        },
+        no_official="ONLY's POPE and MME scripts for LLaVA-1.5 are transcribed here; its InstructBLIP scripts are not, "
+        "and it has no AMBER script",
+    )
+)

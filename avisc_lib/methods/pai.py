@@ -38,12 +38,28 @@ from .registry import register
 # range(start, end) (attention.py line 122). CFG.py line 53: tokens below 0.1 x the image branch's
 # top probability are cut (beta).
 PAI_LAYERS = (2, 32)
-PAI_ALPHA = Option("pai_alpha", 0.2, "PAI: image-token attention logits s -> s + pai_alpha * |s|, >= 0 (0: off)",
-                   float, lambda v: finite(v) and v >= 0, "a finite number >= 0")
-PAI_GAMMA = Option("pai_gamma", 1.1, "PAI: refinement against a text-only branch, >= 1 (1: off, one pass)",
-                   float, lambda v: finite(v) and v >= 1, "a finite number >= 1")
-PAI_LAYER_SPAN = Option("pai_layers", None, (
-    "PAI: layers start:end, half-open (None: the paper's 2:32 of 32, scaled to the model's depth)"), layer_span)
+PAI_ALPHA = Option(
+    "pai_alpha",
+    0.2,
+    "PAI: image-token attention logits s -> s + pai_alpha * |s|, >= 0 (0: off)",
+    float,
+    lambda v: finite(v) and v >= 0,
+    "a finite number >= 0",
+)
+PAI_GAMMA = Option(
+    "pai_gamma",
+    1.1,
+    "PAI: refinement against a text-only branch, >= 1 (1: off, one pass)",
+    float,
+    lambda v: finite(v) and v >= 1,
+    "a finite number >= 1",
+)
+PAI_LAYER_SPAN = Option(
+    "pai_layers",
+    None,
+    ("PAI: layers start:end, half-open (None: the paper's 2:32 of 32, scaled to the model's depth)"),
+    layer_span,
+)
 
 
 def pai_edits(
@@ -64,7 +80,9 @@ def pai_edits(
     return [AttentionEdit(prompt.image_mask, "amplify_logits", float(alpha), layers=chosen, queries=queries)]
 
 
-def pai_refine(logits: torch.Tensor, text_logits: torch.Tensor, gamma: float, beta: float = BETA.default) -> torch.Tensor:
+def pai_refine(
+    logits: torch.Tensor, text_logits: torch.Tensor, gamma: float, beta: float = BETA.default
+) -> torch.Tensor:
     """PAI's logit refinement against the text-only branch (``CFG.py`` lines 29-57), ``[B, V]``.
 
     With ``s = log_softmax(logits)`` (image branch, attention edited) and ``u =
@@ -83,13 +101,20 @@ def pai(model: PreTrainedModel, prompt: Prompt, settings) -> AbstractContextMana
     return edit_attention(model, pai_edits(model, prompt, settings.pai_alpha, settings.pai_gamma, settings.pai_layers))
 
 
-PAI = register(Method(
-    "pai", "PAI: amplified image attention, refined against a text-only branch",
-    (BETA, PAI_ALPHA, PAI_GAMMA, PAI_LAYER_SPAN),
-    Passes(1, 2, 2),  # the refinement's text-only branch (pai_gamma != 1, the default)
-    branch=TEXT_ONLY, branch_if=lambda settings: settings.pai_gamma != 1, intervention=pai,
-    scores=lambda original, other, step, settings: pai_refine(original, other, settings.pai_gamma, settings.beta),
-    no_official=("PAI's POPE script reads chat-format question files its repository does not hold (LALBJ/PAI "
-                 "constants.py:29-33) and a prompt the library has no style for (constants.py:14,27); pass its "
-                 "README.md:65 settings yourself (pai_alpha=0.2, pai_gamma=1.1, layers 2:32, greedy)"),
-))
+PAI = register(
+    Method(
+        "pai",
+        "PAI: amplified image attention, refined against a text-only branch",
+        (BETA, PAI_ALPHA, PAI_GAMMA, PAI_LAYER_SPAN),
+        Passes(1, 2, 2),  # the refinement's text-only branch (pai_gamma != 1, the default)
+        branch=TEXT_ONLY,
+        branch_if=lambda settings: settings.pai_gamma != 1,
+        intervention=pai,
+        scores=lambda original, other, step, settings: pai_refine(original, other, settings.pai_gamma, settings.beta),
+        no_official=(
+            "PAI's POPE script reads chat-format question files its repository does not hold (LALBJ/PAI "
+            "constants.py:29-33) and a prompt the library has no style for (constants.py:14,27); pass its "
+            "README.md:65 settings yourself (pai_alpha=0.2, pai_gamma=1.1, layers 2:32, greedy)"
+        ),
+    )
+)

@@ -25,8 +25,10 @@ def register(method: Method) -> Method:
     declared = {option.name: option for m in _METHODS.values() for option in m.options}
     clashes = [o.name for o in method.options if o.name in declared and declared[o.name] != o]
     if clashes:
-        raise ValueError(f"method {method.name!r} declares options {clashes} that another method declares "
-                         "differently; share the Option object or rename yours")
+        raise ValueError(
+            f"method {method.name!r} declares options {clashes} that another method declares "
+            "differently; share the Option object or rename yours"
+        )
     _METHODS[method.name] = method
     for listener in _LISTENERS:
         listener()

@@ -3,5 +3,6 @@
 from .base import Method
 from .registry import register
 
-SAMPLE = register(Method("sample", "plain multinomial sampling (the AvisC paper's 'base')", choice="sampling",
-                         avisc_family=True))
+SAMPLE = register(
+    Method("sample", "plain multinomial sampling (the AvisC paper's 'base')", choice="sampling", avisc_family=True)
+)

@@ -18,21 +18,45 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from ..tokens import sinks
 from ..hooks.edit import AttentionEdit, Mode, edit_attention, redistribute, register_mode
 from ..hooks.layers import layer_inputs
 from ..models.inputs import Prompt
+from ..tokens import sinks
 from .base import Method, Option, finite
 from .registry import register
 
-P = Option("var_p", 0.6, "VAR: share of a sink token's attention it keeps, in [0, 1] (1: off)", float,
-           lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")  # yml line 14, "p"
-RHO = Option("var_rho", 0.5, "VAR: a head is image-centric when visual sinks hold <= var_rho of its image attention",
-             float, lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")  # yml line 13
-SUMM = Option("var_summ", 0.2, "VAR: ... and its attention on the image is >= var_summ", float,
-              lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")  # yml line 15
-TAU = Option("var_tau", sinks.TAU, "VAR: massive-activation threshold that finds sink dimensions and tokens", float,
-             lambda v: finite(v) and v > 0, "a finite number > 0")  # yml line 12
+P = Option(
+    "var_p",
+    0.6,
+    "VAR: share of a sink token's attention it keeps, in [0, 1] (1: off)",
+    float,
+    lambda v: finite(v) and 0 <= v <= 1,
+    "in [0, 1]",
+)  # yml line 14, "p"
+RHO = Option(
+    "var_rho",
+    0.5,
+    "VAR: a head is image-centric when visual sinks hold <= var_rho of its image attention",
+    float,
+    lambda v: finite(v) and 0 <= v <= 1,
+    "in [0, 1]",
+)  # yml line 13
+SUMM = Option(
+    "var_summ",
+    0.2,
+    "VAR: ... and its attention on the image is >= var_summ",
+    float,
+    lambda v: finite(v) and 0 <= v <= 1,
+    "in [0, 1]",
+)  # yml line 15
+TAU = Option(
+    "var_tau",
+    sinks.TAU,
+    "VAR: massive-activation threshold that finds sink dimensions and tokens",
+    float,
+    lambda v: finite(v) and v > 0,
+    "a finite number > 0",
+)  # yml line 12
 
 
 @dataclass(frozen=True)
@@ -63,8 +87,9 @@ def head_gated_redistribute(values, selected, edit, targets):
     return torch.where(chosen, redistribute(values, selected, edit.factor, targets), values)
 
 
-register_mode("var", Mode("probs", 1.0, lambda f: 0 <= f <= 1, "in [0, 1]", head_gated_redistribute,
-                          needs_targets=True))
+register_mode(
+    "var", Mode("probs", 1.0, lambda f: 0 <= f <= 1, "in [0, 1]", head_gated_redistribute, needs_targets=True)
+)
 
 
 def after_image(prompt: Prompt) -> torch.Tensor:
@@ -74,8 +99,15 @@ def after_image(prompt: Prompt) -> torch.Tensor:
 
 
 @contextmanager
-def var(model, prompt: Prompt, *, p: float = P.default, rho: float = RHO.default, summ: float = SUMM.default,
-        tau: float = TAU.default) -> Iterator[None]:
+def var(
+    model,
+    prompt: Prompt,
+    *,
+    p: float = P.default,
+    rho: float = RHO.default,
+    summ: float = SUMM.default,
+    tau: float = TAU.default,
+) -> Iterator[None]:
     """VAR on every forward inside the block; sinks are found in the prefill, layer by layer.
 
     What the official code does for its *first* question, for every question: sinks are looked
@@ -104,9 +136,17 @@ def var(model, prompt: Prompt, *, p: float = P.default, rho: float = RHO.default
     layers = sinks.sink_layers(model)
     image = prompt.image_mask.to(device)
     edits = {
-        layer: SinkEdit(keys=torch.zeros_like(image), mode="var", factor=p, layers=(layer,),
-                        queries=after_image(prompt).to(device), targets=torch.zeros_like(image), image=image,
-                        rho=rho, summ=summ)
+        layer: SinkEdit(
+            keys=torch.zeros_like(image),
+            mode="var",
+            factor=p,
+            layers=(layer,),
+            queries=after_image(prompt).to(device),
+            targets=torch.zeros_like(image),
+            image=image,
+            rho=rho,
+            summ=summ,
+        )
         for layer in layers
     }
     bos = sinks.bos_positions(prompt)
@@ -130,11 +170,27 @@ def var_method(model: PreTrainedModel, prompt: Prompt, settings) -> AbstractCont
     return var(model, prompt, p=settings.var_p, rho=settings.var_rho, summ=settings.var_summ, tau=settings.var_tau)
 
 
-VAR = register(Method(
-    "var", "VAR: attention absorbed by sink tokens handed to the image, in image-centric heads",
-    (P, RHO, SUMM, TAU), intervention=var_method,
-    official={("pope", "llava"): dict(prompt_style="vicuna_v1", parser="official", decode={
-        "do_sample": False, "max_new_tokens": 128, "var_p": 0.6, "var_rho": 0.5, "var_summ": 0.2, "var_tau": 20.0})},
-    no_official="VisAttnSink's repository scores POPE only (src/eval/eval_and_save_pope.py), for LLaVA-1.5 "
-                "(A_exps/lv1.5_7b.yml)",
-))
+VAR = register(
+    Method(
+        "var",
+        "VAR: attention absorbed by sink tokens handed to the image, in image-centric heads",
+        (P, RHO, SUMM, TAU),
+        intervention=var_method,
+        official={
+            ("pope", "llava"): dict(
+                prompt_style="vicuna_v1",
+                parser="official",
+                decode={
+                    "do_sample": False,
+                    "max_new_tokens": 128,
+                    "var_p": 0.6,
+                    "var_rho": 0.5,
+                    "var_summ": 0.2,
+                    "var_tau": 20.0,
+                },
+            )
+        },
+        no_official="VisAttnSink's repository scores POPE only (src/eval/eval_and_save_pope.py), for LLaVA-1.5 "
+        "(A_exps/lv1.5_7b.yml)",
+    )
+)

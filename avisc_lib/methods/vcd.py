@@ -15,8 +15,14 @@ from .base import CONTRAST, Branch, BranchContext, BranchInputs, Method, Option,
 from .registry import register
 
 DIFFUSION_STEPS = 1000
-NOISE_STEP = Option("noise_step", 500, "VCD's diffusion step, 0 to 999", int,
-                    lambda v: is_int(v) and 0 <= v < DIFFUSION_STEPS, f"an int in [0, {DIFFUSION_STEPS - 1}]")
+NOISE_STEP = Option(
+    "noise_step",
+    500,
+    "VCD's diffusion step, 0 to 999",
+    int,
+    lambda v: is_int(v) and 0 <= v < DIFFUSION_STEPS,
+    f"an int in [0, {DIFFUSION_STEPS - 1}]",
+)
 
 
 def vcd_alpha_bar(noise_step: int) -> float:
@@ -46,8 +52,15 @@ def noised_branch(context: BranchContext) -> BranchInputs:
     return BranchInputs(prompt.with_images(features), prompt.attention_mask)
 
 
-VCD = register(Method(
-    "vcd", "VCD: contrast with a branch whose image is diffusion-noised", (*CONTRAST, NOISE_STEP),
-    Passes(2, 2, 2), branch=Branch(noised_branch, needs_attention=False), scores=contrast_scores,
-    avisc_family=True, paper_alpha={"llava": 1.0, "instructblip": 1.0},
-))
+VCD = register(
+    Method(
+        "vcd",
+        "VCD: contrast with a branch whose image is diffusion-noised",
+        (*CONTRAST, NOISE_STEP),
+        Passes(2, 2, 2),
+        branch=Branch(noised_branch, needs_attention=False),
+        scores=contrast_scores,
+        avisc_family=True,
+        paper_alpha={"llava": 1.0, "instructblip": 1.0},
+    )
+)

@@ -125,7 +125,7 @@ def language_model_forward(
     ever loosened; remove it, passing ``cache=``, once versions before 5.24 are ruled out for good.
     """
     decoder = model.get_decoder()
-    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1]:]
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
     cache_name = _cache_kwarg(type(decoder))
     output = decoder(
         inputs_embeds=inputs_embeds,

@@ -38,7 +38,7 @@ def encode(
         processor(images=image, text=build_prompt(model, processor, question, prompt_style), return_tensors="pt")
         for image, question in zip(images, questions)
     ]
-    return {key: collate([s[key] for s in samples], key, processor) for key in samples[0].keys()}
+    return {key: collate([s[key] for s in samples], key, processor) for key in samples[0]}
 
 
 def collate(tensors: list[torch.Tensor], key: str, processor: ProcessorMixin) -> torch.Tensor:

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import (
-    BitsAndBytesConfig,
     AutoConfig,
     AutoProcessor,
+    BitsAndBytesConfig,
     InstructBlipForConditionalGeneration,
     LlavaForConditionalGeneration,
     PreTrainedModel,
@@ -94,9 +94,7 @@ def _class_from_config(path: Path) -> type[PreTrainedModel]:
         raise FileNotFoundError(f"{path} has no config.json, so it is not a saved model folder")
     model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type not in CLASSES_BY_TYPE:
-        raise ValueError(
-            f"{path} holds a {model_type!r} model; supported model types: {sorted(CLASSES_BY_TYPE)}"
-        )
+        raise ValueError(f"{path} holds a {model_type!r} model; supported model types: {sorted(CLASSES_BY_TYPE)}")
     return CLASSES_BY_TYPE[model_type]
 
 

@@ -26,7 +26,7 @@ def gpu_memory_gib() -> float | None:
 
 
 def gpu_quantization(model: str, gpu_gib: float) -> str | None:
-    """"4bit" where a 7B profile's model (``model``: "llava", "instructblip" or their hub ids) does not
+    """ "4bit" where a 7B profile's model (``model``: "llava", "instructblip" or their hub ids) does not
     fit ``gpu_gib`` in fp16 (:data:`FP16_MIN_GIB`), else None; ``RuntimeError`` when 4-bit is needed
     but bitsandbytes is missing. Other models have no known size: None."""
     profile = PROFILE_OF.get(model, model)

@@ -48,8 +48,8 @@ from transformers import (
     ProcessorMixin,
 )
 
-from .prompts import LLAVA_V1_SYSTEM
 from ..world.questions import vocabulary
+from .prompts import LLAVA_V1_SYSTEM
 
 REPLICAS = ("llava-1.5", "instructblip-vicuna")
 SEED = 0
@@ -81,19 +81,24 @@ WIDTH, FFN_WIDTH = 64, 128
 # reads the vision tower's second-to-last layer; the Q-Former's first layer cross-attends).
 LM_LAYERS = 32
 VISION_SIZES = dict(hidden_size=WIDTH, intermediate_size=FFN_WIDTH, num_hidden_layers=2, num_attention_heads=2)
-TEXT_SIZES = dict(hidden_size=WIDTH, intermediate_size=FFN_WIDTH, num_hidden_layers=LM_LAYERS,
-                  num_attention_heads=4, num_key_value_heads=4)
+TEXT_SIZES = dict(
+    hidden_size=WIDTH,
+    intermediate_size=FFN_WIDTH,
+    num_hidden_layers=LM_LAYERS,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+)
 QFORMER_SIZES = dict(hidden_size=WIDTH, intermediate_size=FFN_WIDTH, num_hidden_layers=2, num_attention_heads=2)
 
 # ------------------------------------------------------------------ llava-hf/llava-1.5-7b-hf
 
 LLAVA_IMAGE_TOKEN = "<image>"  # processor_config.json image_token; added_tokens.json "<image>": 32000
-LLAVA_IMAGE_ID = 32000         # config.json image_token_index
-LLAVA_PAD = "<pad>"            # tokenizer_config.json pad_token; added_tokens.json "<pad>": 32001
-LLAVA_PAD_ID = 32001           # config.json pad_token_id; generation_config.json pad_token_id
+LLAVA_IMAGE_ID = 32000  # config.json image_token_index
+LLAVA_PAD = "<pad>"  # tokenizer_config.json pad_token; added_tokens.json "<pad>": 32001
+LLAVA_PAD_ID = 32001  # config.json pad_token_id; generation_config.json pad_token_id
 LLAVA_BOS_ID, LLAVA_EOS_ID = 1, 2  # generation_config.json bos_token_id, eos_token_id
-LLAVA_IMAGE_SIZE = 336         # config.json vision_config.image_size; preprocessor_config.json crop_size
-LLAVA_PATCH = 14               # config.json vision_config.patch_size; processor_config.json patch_size
+LLAVA_IMAGE_SIZE = 336  # config.json vision_config.image_size; preprocessor_config.json crop_size
+LLAVA_PATCH = 14  # config.json vision_config.patch_size; processor_config.json patch_size
 # chat_template.json chat_template, verbatim: "USER: <image>\n{question} ASSISTANT:".
 LLAVA_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}"
@@ -107,25 +112,25 @@ LLAVA_CHAT_TEMPLATE = (
 
 # ------------------------------------------------------------------ Salesforce/instructblip-vicuna-7b
 
-IBLIP_SPECIAL = "</s>"          # tokenizer_config.json bos_token, eos_token and unk_token are all "</s>"
-IBLIP_PAD = "[PAD]"             # tokenizer_config.json pad_token; added_tokens.json "[PAD]": 32000
-IBLIP_PAD_ID = 32000            # config.json text_config.pad_token_id; generation_config.json pad_token_id
-IBLIP_IMAGE_ID = 32001          # config.json image_token_index; added_tokens.json "<image>": 32001
-IBLIP_VIDEO = "<video>"         # added_tokens.json "<video>": 32002
+IBLIP_SPECIAL = "</s>"  # tokenizer_config.json bos_token, eos_token and unk_token are all "</s>"
+IBLIP_PAD = "[PAD]"  # tokenizer_config.json pad_token; added_tokens.json "[PAD]": 32000
+IBLIP_PAD_ID = 32000  # config.json text_config.pad_token_id; generation_config.json pad_token_id
+IBLIP_IMAGE_ID = 32001  # config.json image_token_index; added_tokens.json "<image>": 32001
+IBLIP_VIDEO = "<video>"  # added_tokens.json "<video>": 32002
 # generation_config.json and config.json text_config: bos_token_id 0, eos_token_id 1. These are the
 # original LLaMA conversion's values, not the tokenizer's ("</s>" is id 2); mirrored as they are.
 IBLIP_BOS_ID, IBLIP_EOS_ID = 0, 1
-IBLIP_MAX_LENGTH = 2048         # tokenizer_config.json model_max_length; text_config.max_sequence_length
-IBLIP_RMS_EPS = 1e-6            # config.json text_config.rms_norm_eps
-IBLIP_QUERIES = 32              # config.json num_query_tokens; processor_config.json num_query_tokens
-IBLIP_IMAGE_SIZE = 224          # preprocessor_config.json size; InstructBlipVisionConfig default image_size
-IBLIP_PATCH = 14                # InstructBlipVisionConfig default patch_size (config.json keeps the defaults)
+IBLIP_MAX_LENGTH = 2048  # tokenizer_config.json model_max_length; text_config.max_sequence_length
+IBLIP_RMS_EPS = 1e-6  # config.json text_config.rms_norm_eps
+IBLIP_QUERIES = 32  # config.json num_query_tokens; processor_config.json num_query_tokens
+IBLIP_IMAGE_SIZE = 224  # preprocessor_config.json size; InstructBlipVisionConfig default image_size
+IBLIP_PATCH = 14  # InstructBlipVisionConfig default patch_size (config.json keeps the defaults)
 # qformer_tokenizer/: bert-base-uncased's special ids (vocab.txt) and "[DEC]" as bos_token
 # (special_tokens_map.json; added_tokens.json "[DEC]": 30522); do_lower_case true.
 # [PAD] 0, [unused0..98] 1..99, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103.
 BERT_SPECIALS = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 QFORMER_BOS = "[DEC]"
-QFORMER_MAX_LENGTH = 512        # qformer_tokenizer/tokenizer_config.json model_max_length
+QFORMER_MAX_LENGTH = 512  # qformer_tokenizer/tokenizer_config.json model_max_length
 
 # ------------------------------------------------------------------ vocabulary
 
@@ -180,8 +185,13 @@ def _merges_and_pieces() -> tuple[list[tuple[str, str]], list[str]]:
     alphabet = sorted({chr(c) for c in range(33, 127)} | {"▁"})
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.BpeTrainer(vocab_size=LLAMA_BASE_VOCAB, min_frequency=0, show_progress=False,
-                                  initial_alphabet=alphabet, limit_alphabet=len(alphabet))
+    trainer = trainers.BpeTrainer(
+        vocab_size=LLAMA_BASE_VOCAB,
+        min_frequency=0,
+        show_progress=False,
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet),
+    )
     tokenizer.train_from_iterator(_training_words(), trainer=trainer)
     vocab = tokenizer.get_vocab()
     merges = json.loads(tokenizer.to_str())["model"]["merges"]
@@ -208,8 +218,9 @@ def llama_tokenizer(added: list[str], *, legacy: bool, **special) -> LlamaTokeni
     the text only ("first"), True after every special token too ("always").
     """
     vocab, merges = llama_vocab(added)
-    tokenizer = LlamaTokenizer(vocab=vocab, merges=merges, legacy=legacy, add_bos_token=True,
-                               add_eos_token=False, **special)
+    tokenizer = LlamaTokenizer(
+        vocab=vocab, merges=merges, legacy=legacy, add_bos_token=True, add_eos_token=False, **special
+    )
     tokenizer.init_kwargs["legacy"] = legacy  # saved to tokenizer_config.json, which LlamaTokenizer omits
     tokenizer.add_tokens([AddedToken(t, normalized=False, special=True) for t in added], special_tokens=True)
     return tokenizer
@@ -220,8 +231,13 @@ def qformer_tokenizer() -> BertTokenizer:
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789")
     words = [w.lower() for w in vocabulary_words()] + letters + PUNCTUATION + [f"##{c}" for c in letters]
     tokens = BERT_SPECIALS + list(dict.fromkeys(words))
-    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True,
-                              padding_side="right", truncation_side="left", model_max_length=QFORMER_MAX_LENGTH)
+    tokenizer = BertTokenizer(
+        vocab={t: i for i, t in enumerate(tokens)},
+        do_lower_case=True,
+        padding_side="right",
+        truncation_side="left",
+        model_max_length=QFORMER_MAX_LENGTH,
+    )
     tokenizer.add_special_tokens({"bos_token": QFORMER_BOS})
     return tokenizer
 
@@ -232,14 +248,24 @@ def qformer_tokenizer() -> BertTokenizer:
 def llava_processor() -> LlavaProcessor:
     """``LlavaProcessor`` with llava-1.5-7b-hf's image processing, token layout and chat template."""
     tokenizer = llama_tokenizer(  # tokenizer_config.json
-        [LLAVA_IMAGE_TOKEN, LLAVA_PAD], legacy=False, pad_token=LLAVA_PAD, padding_side="left")
+        [LLAVA_IMAGE_TOKEN, LLAVA_PAD], legacy=False, pad_token=LLAVA_PAD, padding_side="left"
+    )
     image_processor = CLIPImageProcessorPil(  # preprocessor_config.json
-        size={"shortest_edge": LLAVA_IMAGE_SIZE}, crop_size={"height": LLAVA_IMAGE_SIZE, "width": LLAVA_IMAGE_SIZE},
-        do_center_crop=True, resample=BICUBIC, image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True,
+        size={"shortest_edge": LLAVA_IMAGE_SIZE},
+        crop_size={"height": LLAVA_IMAGE_SIZE, "width": LLAVA_IMAGE_SIZE},
+        do_center_crop=True,
+        resample=BICUBIC,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+        do_convert_rgb=True,
     )
     return LlavaProcessor(  # processor_config.json
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=LLAVA_PATCH,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token=LLAVA_IMAGE_TOKEN,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=LLAVA_PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token=LLAVA_IMAGE_TOKEN,
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
 
@@ -247,12 +273,21 @@ def llava_processor() -> LlavaProcessor:
 def instructblip_processor() -> InstructBlipProcessor:
     """``InstructBlipProcessor`` with instructblip-vicuna-7b's image processing and both tokenizers."""
     tokenizer = llama_tokenizer(  # tokenizer_config.json
-        [IBLIP_PAD, LLAVA_IMAGE_TOKEN, IBLIP_VIDEO], legacy=True, bos_token=IBLIP_SPECIAL, eos_token=IBLIP_SPECIAL,
-        unk_token=IBLIP_SPECIAL, pad_token=IBLIP_PAD, truncation_side="left", model_max_length=IBLIP_MAX_LENGTH,
+        [IBLIP_PAD, LLAVA_IMAGE_TOKEN, IBLIP_VIDEO],
+        legacy=True,
+        bos_token=IBLIP_SPECIAL,
+        eos_token=IBLIP_SPECIAL,
+        unk_token=IBLIP_SPECIAL,
+        pad_token=IBLIP_PAD,
+        truncation_side="left",
+        model_max_length=IBLIP_MAX_LENGTH,
     )
     image_processor = BlipImageProcessorPil(  # preprocessor_config.json
-        size={"height": IBLIP_IMAGE_SIZE, "width": IBLIP_IMAGE_SIZE}, resample=BICUBIC,
-        image_mean=CLIP_MEAN, image_std=CLIP_STD, do_convert_rgb=True,
+        size={"height": IBLIP_IMAGE_SIZE, "width": IBLIP_IMAGE_SIZE},
+        resample=BICUBIC,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+        do_convert_rgb=True,
     )
     return InstructBlipProcessor(image_processor, tokenizer, qformer_tokenizer(), num_query_tokens=IBLIP_QUERIES)
 
@@ -264,39 +299,62 @@ def llava_model(layers: int = LM_LAYERS) -> LlavaForConditionalGeneration:
     """A random LLaVA-1.5 (CLIP 336/14 tower, GELU projector, Llama LM of ``layers``), seeded, float32."""
     vision = CLIPVisionConfig(**VISION_SIZES, image_size=LLAVA_IMAGE_SIZE, patch_size=LLAVA_PATCH)
     text = LlamaConfig(  # config.json text_config; bos/eos are LlamaConfig defaults there
-        **{**TEXT_SIZES, "num_hidden_layers": layers}, vocab_size=LM_VOCAB_SIZE, max_position_embeddings=4096, rms_norm_eps=1e-5,
-        bos_token_id=LLAVA_BOS_ID, eos_token_id=LLAVA_EOS_ID, tie_word_embeddings=False,
+        **{**TEXT_SIZES, "num_hidden_layers": layers},
+        vocab_size=LM_VOCAB_SIZE,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        bos_token_id=LLAVA_BOS_ID,
+        eos_token_id=LLAVA_EOS_ID,
+        tie_word_embeddings=False,
     )
     config = LlavaConfig(  # config.json
-        vision_config=vision, text_config=text, image_token_id=LLAVA_IMAGE_ID,
-        image_seq_length=(LLAVA_IMAGE_SIZE // LLAVA_PATCH) ** 2, projector_hidden_act="gelu",
-        vision_feature_layer=-2, vision_feature_select_strategy="default", pad_token_id=LLAVA_PAD_ID,
+        vision_config=vision,
+        text_config=text,
+        image_token_id=LLAVA_IMAGE_ID,
+        image_seq_length=(LLAVA_IMAGE_SIZE // LLAVA_PATCH) ** 2,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        pad_token_id=LLAVA_PAD_ID,
         tie_word_embeddings=False,
     )
     torch.manual_seed(SEED)
     model = LlavaForConditionalGeneration(config)
     model.generation_config = GenerationConfig(  # generation_config.json
-        bos_token_id=LLAVA_BOS_ID, eos_token_id=LLAVA_EOS_ID, pad_token_id=LLAVA_PAD_ID)
+        bos_token_id=LLAVA_BOS_ID, eos_token_id=LLAVA_EOS_ID, pad_token_id=LLAVA_PAD_ID
+    )
     return model
 
 
 def instructblip_model(qformer_vocab_size: int, layers: int = LM_LAYERS) -> InstructBlipForConditionalGeneration:
     """A random InstructBLIP-Vicuna (ViT 224/14, Q-Former with 32 queries, Llama LM of ``layers``), seeded, float32."""
     vision = InstructBlipVisionConfig(**VISION_SIZES, image_size=IBLIP_IMAGE_SIZE, patch_size=IBLIP_PATCH)
-    qformer = InstructBlipQFormerConfig(**QFORMER_SIZES, vocab_size=qformer_vocab_size,
-                                        max_position_embeddings=QFORMER_MAX_LENGTH)
+    qformer = InstructBlipQFormerConfig(
+        **QFORMER_SIZES, vocab_size=qformer_vocab_size, max_position_embeddings=QFORMER_MAX_LENGTH
+    )
     text = LlamaConfig(  # config.json text_config
-        **{**TEXT_SIZES, "num_hidden_layers": layers}, vocab_size=LM_VOCAB_SIZE, max_position_embeddings=IBLIP_MAX_LENGTH, rms_norm_eps=IBLIP_RMS_EPS,
-        bos_token_id=IBLIP_BOS_ID, eos_token_id=IBLIP_EOS_ID, pad_token_id=IBLIP_PAD_ID, tie_word_embeddings=False,
+        **{**TEXT_SIZES, "num_hidden_layers": layers},
+        vocab_size=LM_VOCAB_SIZE,
+        max_position_embeddings=IBLIP_MAX_LENGTH,
+        rms_norm_eps=IBLIP_RMS_EPS,
+        bos_token_id=IBLIP_BOS_ID,
+        eos_token_id=IBLIP_EOS_ID,
+        pad_token_id=IBLIP_PAD_ID,
+        tie_word_embeddings=False,
     )
     config = InstructBlipConfig(  # config.json
-        vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=IBLIP_QUERIES,
-        image_token_index=IBLIP_IMAGE_ID, tie_word_embeddings=False,
+        vision_config=vision,
+        qformer_config=qformer,
+        text_config=text,
+        num_query_tokens=IBLIP_QUERIES,
+        image_token_index=IBLIP_IMAGE_ID,
+        tie_word_embeddings=False,
     )
     torch.manual_seed(SEED)
     model = InstructBlipForConditionalGeneration(config)
     model.generation_config = GenerationConfig(  # generation_config.json
-        bos_token_id=IBLIP_BOS_ID, eos_token_id=IBLIP_EOS_ID, pad_token_id=IBLIP_PAD_ID)
+        bos_token_id=IBLIP_BOS_ID, eos_token_id=IBLIP_EOS_ID, pad_token_id=IBLIP_PAD_ID
+    )
     return model
 
 

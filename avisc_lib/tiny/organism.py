@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
-from ..course import ablation as analysis
-from ..models.batching import batches
 from ..benchmarks.parsers import get_parser
-from ..tokens.blind import random_like
+from ..course import ablation as analysis
 from ..generation import generate
+from ..models.batching import batches
 from ..models.inputs import encode
+from ..tokens.blind import random_like
 from ..tokens.sinks import TAU, sink_tokens
 from ..world import questions as Q
 from ..world.scenes import object_tokens
@@ -76,8 +76,12 @@ def attention_rows(model: PreTrainedModel, processor: ProcessorMixin, n_scenes: 
     stats = analysis.attention_summary(study.attention, study.blind, on_object)
     blind_count = study.blind.sum()
     tau = sink_tau(model.config.get_text_config().hidden_size)
-    sinks = torch.cat([sink_tokens(model, encode(model, processor, images[rows], questions[rows]), tau=tau).cpu()
-                       for _, rows in batches(len(items), 100, desc="sinks")])
+    sinks = torch.cat(
+        [
+            sink_tokens(model, encode(model, processor, images[rows], questions[rows]), tau=tau).cpu()
+            for _, rows in batches(len(items), 100, desc="sinks")
+        ]
+    )
     chance = random_like(study.blind, torch.Generator().manual_seed(seed))
     labels = np.array([q["answer"] == "yes" for _, q in items])
 
@@ -97,11 +101,21 @@ def attention_rows(model: PreTrainedModel, processor: ProcessorMixin, n_scenes: 
     }
 
 
-def pope_correct(model: PreTrainedModel, processor: ProcessorMixin, kind: str, n_scenes: int, method: str) -> np.ndarray:
+def pope_correct(
+    model: PreTrainedModel, processor: ProcessorMixin, kind: str, n_scenes: int, method: str
+) -> np.ndarray:
     """Per-question correctness ``bool[2 * n_scenes]`` of ``method`` (argmax) on a POPE-style ``kind`` split."""
     items = Q.existence_set("test", n_scenes, OFFSETS[kind], kinds=(kind,), seed=11)
-    answers = generate(model, processor, [s.image for s, _ in items], [q["question"] for _, q in items],
-                       method=method, max_new_tokens=4, batch_size=64, seed=0)
+    answers = generate(
+        model,
+        processor,
+        [s.image for s, _ in items],
+        [q["question"] for _, q in items],
+        method=method,
+        max_new_tokens=4,
+        batch_size=64,
+        seed=0,
+    )
     parse = get_parser("pope", "official")
     return np.array([parse(a) == q["answer"] for a, (_, q) in zip(answers, items)])
 

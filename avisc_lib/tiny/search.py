@@ -97,8 +97,14 @@ GRID = [  # cheapest first; names say what differs from the default (cls, w128, 
 # ------------------------------------------------------------------------------ model and targets
 def build_tower(recipe: Recipe) -> CLIPVisionModel | Dinov2WithRegistersModel:
     """A vision tower of the recipe's size (seeded), with eager attention so weights can be read."""
-    sizes = dict(hidden_size=recipe.width, intermediate_size=2 * recipe.width, num_hidden_layers=recipe.depth,
-                 num_attention_heads=max(4, recipe.width // 64), image_size=IMAGE_SIZE, patch_size=recipe.patch)
+    sizes = dict(
+        hidden_size=recipe.width,
+        intermediate_size=2 * recipe.width,
+        num_hidden_layers=recipe.depth,
+        num_attention_heads=max(4, recipe.width // 64),
+        image_size=IMAGE_SIZE,
+        patch_size=recipe.patch,
+    )
     if recipe.registers is None:
         config, model_class = CLIPVisionConfig(**sizes, projection_dim=recipe.width), CLIPVisionModel
     else:
@@ -141,16 +147,21 @@ def loss(recipe: Recipe, tower: CLIPVisionModel, heads: Heads, batch: dict) -> t
     out = tower(pixel_values=batch["pixels"])
     bce = nn.functional.binary_cross_entropy_with_logits
     if recipe.objective == "patch":
-        tokens = out.last_hidden_state[:, recipe.first_patch:]
+        tokens = out.last_hidden_state[:, recipe.first_patch :]
         pooled = tokens.mean(1)
         patch_ce = -(batch["patch"] * heads.patch(tokens).log_softmax(-1)).sum(-1).mean()
-        return patch_ce + bce(heads.presence(pooled), batch["presence"]) + 0.5 * nn.functional.cross_entropy(
-            heads.count(pooled), batch["count"])
+        return (
+            patch_ce
+            + bce(heads.presence(pooled), batch["presence"])
+            + 0.5 * nn.functional.cross_entropy(heads.count(pooled), batch["count"])
+        )
     pooled = out.pooler_output  # the CLS token after the tower's last layer norm (both tower kinds)
     quadrant = heads.quadrant(pooled).view(-1, len(CATEGORIES), QUADRANTS)
-    return (bce(heads.presence(pooled), batch["presence"])
-            + 0.5 * nn.functional.cross_entropy(heads.count(pooled), batch["count"])
-            + bce(quadrant, batch["quadrant"]))
+    return (
+        bce(heads.presence(pooled), batch["presence"])
+        + 0.5 * nn.functional.cross_entropy(heads.count(pooled), batch["count"])
+        + bce(quadrant, batch["quadrant"])
+    )
 
 
 # ------------------------------------------------------------------------------------- measures
@@ -165,23 +176,26 @@ def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> 
     """
     scenes = [make_scene("validation", i) for i in range(n)]
     background = torch.from_numpy(np.stack([~object_tokens(s, recipe.grid) for s in scenes]))
-    out = tower(pixel_values=pixel_values([s.image for s in scenes]), output_hidden_states=True,
-                output_attentions=True)
+    out = tower(pixel_values=pixel_values([s.image for s in scenes]), output_hidden_states=True, output_attentions=True)
     layers = []
     for layer, (hidden, attn) in enumerate(zip(out.hidden_states[1:], out.attentions)):
-        norms = hidden[:, recipe.first_patch:].norm(dim=-1)  # [n, patches]
+        norms = hidden[:, recipe.first_patch :].norm(dim=-1)  # [n, patches]
         median = norms.median(dim=1, keepdim=True).values
         top = norms.argmax(dim=1)
         outlier = norms > 2 * median
-        cls_attention = attn.mean(1)[:, 0, recipe.first_patch:]  # [n, patches]
-        layers.append({
-            "layer": layer,
-            "max_over_median": round(float((norms.max(1).values / median.squeeze(1)).mean()), 3),
-            "top_on_background": round(float(background[torch.arange(n), top].float().mean()), 3),
-            "outliers": round(float(outlier.sum(1).float().mean()), 3),
-            "outliers_on_background": round(float((outlier & background).sum() / outlier.sum().clamp(min=1)), 3),
-            "cls_top5": round(float(cls_attention.topk(5, dim=1).values.sum(1).div(cls_attention.sum(1)).mean()), 3),
-        })
+        cls_attention = attn.mean(1)[:, 0, recipe.first_patch :]  # [n, patches]
+        layers.append(
+            {
+                "layer": layer,
+                "max_over_median": round(float((norms.max(1).values / median.squeeze(1)).mean()), 3),
+                "top_on_background": round(float(background[torch.arange(n), top].float().mean()), 3),
+                "outliers": round(float(outlier.sum(1).float().mean()), 3),
+                "outliers_on_background": round(float((outlier & background).sum() / outlier.sum().clamp(min=1)), 3),
+                "cls_top5": round(
+                    float(cls_attention.topk(5, dim=1).values.sum(1).div(cls_attention.sum(1)).mean()), 3
+                ),
+            }
+        )
     return {"background_rate": round(float(background.float().mean()), 3), "layers": layers}
 
 
@@ -210,14 +224,27 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
         sched.step()
         if (step + 1) % every == 0 or step + 1 == recipe.steps:
             tower.eval()
-            state["history"].append({"step": step + 1, "loss": round(value.item(), 4), **measure(tower, recipe, measure_n)})
+            state["history"].append(
+                {"step": step + 1, "loss": round(value.item(), 4), **measure(tower, recipe, measure_n)}
+            )
             tower.train()
             state.update(step=step + 1, seconds=time.time() - start)
             work.mkdir(parents=True, exist_ok=True)
-            torch.save({"tower": tower.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "state": state}, ckpt)
-            print(f"[{recipe.name}] step {step + 1}: loss {value.item():.3f}, last layer "
-                  f"{json.dumps(state['history'][-1]['layers'][-1])}", flush=True)
+            torch.save(
+                {
+                    "tower": tower.state_dict(),
+                    "heads": heads.state_dict(),
+                    "opt": opt.state_dict(),
+                    "sched": sched.state_dict(),
+                    "state": state,
+                },
+                ckpt,
+            )
+            print(
+                f"[{recipe.name}] step {step + 1}: loss {value.item():.3f}, last layer "
+                f"{json.dumps(state['history'][-1]['layers'][-1])}",
+                flush=True,
+            )
     tower.save_pretrained(work / "tower", safe_serialization=True)
     return {"recipe": asdict(recipe), "minutes": round(state["seconds"] / 60, 2), "history": state["history"]}
 
@@ -226,8 +253,10 @@ def train_language_side(tower_dir: Path, work: Path, steps1: int, steps2: int, s
     """Stages 1–2 of :mod:`.train` on a searched CLIP tower (frozen), then the organism table."""
     kind = json.loads((tower_dir / "config.json").read_text())["model_type"]
     if kind != CLIPVisionConfig.model_type:
-        raise SystemExit(f"the language side takes CLIP towers (LlavaProcessor drops one CLS token); "
-                         f"{tower_dir} holds a {kind} tower")
+        raise SystemExit(
+            f"the language side takes CLIP towers (LlavaProcessor drops one CLS token); "
+            f"{tower_dir} holds a {kind} tower"
+        )
     tower = CLIPVisionModel.from_pretrained(tower_dir)
     processor = build_processor()
     model = build_model(processor.tokenizer, seed=seed, vision=tower.config)
@@ -240,8 +269,14 @@ def train_language_side(tower_dir: Path, work: Path, steps1: int, steps2: int, s
     model.eval()
     model.save_pretrained(work / "model")
     processor.save_pretrained(work / "model")
-    return {"tower": tower_dir.name, "steps1": steps1, "steps2": steps2, "minutes": minutes,
-            "stage2": history[2], "organism": organism_table(model, processor, scenes)}
+    return {
+        "tower": tower_dir.name,
+        "steps1": steps1,
+        "steps2": steps2,
+        "minutes": minutes,
+        "stage2": history[2],
+        "organism": organism_table(model, processor, scenes),
+    }
 
 
 def done(log: Path) -> set[str]:
@@ -261,8 +296,11 @@ def main(argv=None) -> None:
     ap.add_argument("--measure-scenes", type=int, default=MEASURE_SCENES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--list", action="store_true", help="print the grid and what is done, then stop")
-    ap.add_argument("--language", metavar="TOWER", help="train stages 1-2 on this searched tower and log the "
-                    "organism table to --lm-log")
+    ap.add_argument(
+        "--language",
+        metavar="TOWER",
+        help="train stages 1-2 on this searched tower and log the organism table to --lm-log",
+    )
     ap.add_argument("--lm-log", type=Path, default=LM_LOG)
     ap.add_argument("--steps1", type=int, default=200)
     ap.add_argument("--steps2", type=int, default=2000)

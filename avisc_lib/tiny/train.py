@@ -132,8 +132,16 @@ def run_stage0(model, args) -> list[dict]:
         return stage0_targets([make_scene("train", base + i) for i in range(args.bs0)])
 
     params = list(tower.parameters()) + list(heads.parameters())
-    return optimise(params, args.steps0, 1e-3, batch_fn, lambda b: stage0_loss(tower, heads, b),
-                    "stage 0 (tower)", on_eval=lambda: stage0_eval(tower, heads), every=500)
+    return optimise(
+        params,
+        args.steps0,
+        1e-3,
+        batch_fn,
+        lambda b: stage0_loss(tower, heads, b),
+        "stage 0 (tower)",
+        on_eval=lambda: stage0_eval(tower, heads),
+        every=500,
+    )
 
 
 # ---------------------------------------------------------------- stages 1 and 2: the LM side
@@ -167,7 +175,9 @@ def run_lm_stage(model, processor, stage: int, args, items) -> list[dict]:
     torch.manual_seed(args.seed + stage)
     model.train()
     return optimise(
-        model.parameters(), steps, 5e-4,
+        model.parameters(),
+        steps,
+        5e-4,
         lambda step: question_batch(processor.tokenizer, stage, step, args.bs, mix, args.seed),
         lambda b: model(**b).loss,
         f"stage {stage} ({'projector' if stage == 1 else 'projector + LM'})",

@@ -15,7 +15,7 @@ finds them for its first question only (see :func:`avisc_lib.methods.interventio
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -154,8 +154,12 @@ def find_sinks(
         found = [fixed_dimensions(dims, batch, size, valid.device)] * len(phis)
     tokens = [massive_tokens(phi, d, tau) & valid for phi, d in zip(phis, found)]
     image_mask = prompt.image_mask.to(valid.device)
-    return Sinks(searched, _stacked(found, (batch, 0, size), valid.device),
-                 _stacked(tokens, (batch, 0, length), valid.device), image_mask)
+    return Sinks(
+        searched,
+        _stacked(found, (batch, 0, size), valid.device),
+        _stacked(tokens, (batch, 0, length), valid.device),
+        image_mask,
+    )
 
 
 def _stacked(masks: list[torch.Tensor], empty: tuple[int, int, int], device: torch.device) -> torch.Tensor:

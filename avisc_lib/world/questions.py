@@ -137,8 +137,7 @@ def sample_question(scene: Scene, family: str, rng: np.random.Generator) -> dict
         return existence(scene, rng, positive=bool(rng.integers(2)))
     if family == "position":
         return position_question(scene, rng, positive=bool(rng.integers(2)))
-    makers = {"colour": colour_question, "shape": shape_question, "count": count_question,
-              "caption": caption_question}
+    makers = {"colour": colour_question, "shape": shape_question, "count": count_question, "caption": caption_question}
     if family not in makers:
         raise ValueError(f"unknown question family {family!r}; expected one of {FAMILIES}")
     return makers[family](scene, rng)
@@ -146,8 +145,8 @@ def sample_question(scene: Scene, family: str, rng: np.random.Generator) -> dict
 
 def vocabulary() -> list[str]:
     """Every word the question families and answers can use (lower case, sorted)."""
-    words = set("is there a an in the image what colour shape object how many objects are".split())
-    words |= set("describe this and yes no".split()) | set(NUMBER_WORDS) | set(COLOURS) | set(SHAPES)
+    words = {"is", "there", "a", "an", "in", "the", "image", "what", "colour", "shape", "object", "how", "many"}
+    words |= {"objects", "are", "describe", "this", "and", "yes", "no"} | set(NUMBER_WORDS) | set(COLOURS) | set(SHAPES)
     words |= {w for rel in RELATIONS for w in rel.split()}
     return sorted(words)
 

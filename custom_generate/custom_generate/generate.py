@@ -16,6 +16,4 @@ def generate(model, *args, method="avisc", **kwargs):
     Returns what generate returns: the prompt ids followed by the new tokens, ``[B, L + T]``.
     """
     hyper_parameters = {name: kwargs.pop(name) for name in method_options() if name in kwargs}
-    return GenerationMixin.generate(
-        model, *args, custom_generate=custom_generate(method, **hyper_parameters), **kwargs
-    )
+    return GenerationMixin.generate(model, *args, custom_generate=custom_generate(method, **hyper_parameters), **kwargs)

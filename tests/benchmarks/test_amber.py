@@ -7,6 +7,7 @@ import types
 from collections import Counter
 
 import pytest
+from conftest import DATA
 
 from avisc_lib.benchmarks import amber
 from avisc_lib.benchmarks.amber import (
@@ -23,7 +24,6 @@ from avisc_lib.benchmarks.amber import (
     singularise,
 )
 from avisc_lib.benchmarks.io import FormatError
-from conftest import DATA
 
 AMBER = DATA / "AMBER" / "data"
 
@@ -222,10 +222,7 @@ def test_amber_score_and_task_blocks(annotations, vocab):
     responses = {1: CAPTION, **dict.fromkeys(_discriminative_ids(annotations), "No")}
     full = score_amber(annotations, responses, "a", vocab=vocab, backend="builtin")
     assert list(full) == ["discriminative", "generative", "amber_score"]
-    assert (
-        full["amber_score"]
-        == ((100 - full["generative"]["chair"]) + full["discriminative"]["overall"]["f1"]) / 2
-    )
+    assert full["amber_score"] == ((100 - full["generative"]["chair"]) + full["discriminative"]["overall"]["f1"]) / 2
     assert list(score_amber(annotations, responses, "d")) == ["discriminative"]
     assert list(score_amber(annotations, responses, "g", vocab=vocab, backend="builtin")) == ["generative"]
     with pytest.raises(ValueError, match="needs the AMBER vocabulary"):
@@ -235,9 +232,7 @@ def test_amber_score_and_task_blocks(annotations, vocab):
 
 
 def test_no_generative_responses_give_zero_chair(annotations, vocab):
-    result = score_amber(
-        annotations, {2000: "No"}, "a", vocab=vocab, backend="official"
-    )  # never loaded: no captions
+    result = score_amber(annotations, {2000: "No"}, "a", vocab=vocab, backend="official")  # never loaded: no captions
     assert result["generative"] == {"chair": 0.0, "cover": 0.0, "hal": 0.0, "cog": 0.0}
 
 
@@ -255,9 +250,7 @@ def test_singularise_imitates_wordnet(word, lemma):
 
 
 def test_builtin_noun_readings():
-    nouns = BuiltinBackend().nouns(
-        "You can see a can of soda, two dogs, an e-book and people who like to watch TV."
-    )
+    nouns = BuiltinBackend().nouns("You can see a can of soda, two dogs, an e-book and people who like to watch TV.")
     assert [n for n in nouns if n in {"can", "dog", "watch", "e-book", "TV", "people"}] == [
         "can",
         "dog",
@@ -282,13 +275,7 @@ def _fake_official_modules(monkeypatch, spacy_load=None):
             self.text = text
 
         def similarity(self, other):
-            return (
-                1.0
-                if self.text == other.text
-                else 0.9
-                if {self.text, other.text} == {"bike", "bicycle"}
-                else 0.1
-            )
+            return 1.0 if self.text == other.text else 0.9 if {self.text, other.text} == {"bike", "bicycle"} else 0.1
 
     spacy.load = spacy_load or (lambda model: Doc)
     for name, module in (("nltk", nltk), ("nltk.stem", stem), ("spacy", spacy)):

@@ -3,11 +3,11 @@
 import json
 
 import pytest
+from conftest import DATA
 
 from avisc_lib.benchmarks import amber
 from avisc_lib.benchmarks.cli import main
 from avisc_lib.benchmarks.tasks import DEFAULT_PARSERS, build_task
-from conftest import DATA
 
 ANNOTATIONS = DATA / "AMBER" / "data" / "annotations.json"
 
@@ -19,8 +19,11 @@ def annotations():
 
 def _absent_object_ids(annotations) -> list[int]:
     """Existence questions whose truth is no."""
-    return [i for i, a in enumerate(annotations, start=1)
-            if a["type"] == "discriminative-hallucination" and a["truth"] == "no"]
+    return [
+        i
+        for i, a in enumerate(annotations, start=1)
+        if a["type"] == "discriminative-hallucination" and a["truth"] == "no"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+from conftest import scene_images
+from mme_parquet import parquet_from_release
 
 from avisc_lib.benchmarks import download, mme, runner
 from avisc_lib.benchmarks.tasks import build_task
-from conftest import scene_images
-from mme_parquet import parquet_from_release
 
 
 @pytest.fixture(autouse=True)
@@ -57,8 +57,7 @@ def coco(tmp_path, monkeypatch):
     records = [
         {"question_id": i + 1, "image": f"COCO_val2014_00000000000{i // 2}.jpg", "text": t, "label": label}
         for i, (t, label) in enumerate(
-            [("Is there a red circle in the image?", "yes"), ("Is there a blue square in the image?", "no")]
-            * 2
+            [("Is there a red circle in the image?", "yes"), ("Is there a blue square in the image?", "no")] * 2
         )
     ]
     data = tmp_path / "cache"
@@ -123,8 +122,7 @@ def _mme_release(root: Path) -> Path:
         "existence": "Is there a red circle in this image? Please answer yes or no.\tYes\n"
         "Is there a green square in this image? Please answer yes or no.\tNo\n",
         "count": "Are there two objects in the image?\tYes\nAre there three objects in the image?\tNo\n",
-        "position": "Is the red circle above the blue square?\tYes\n"
-        "Is the red circle below the blue square?\tNo\n",
+        "position": "Is the red circle above the blue square?\tYes\nIs the red circle below the blue square?\tNo\n",
         "color": "Is the circle red?\tYes\nIs the circle blue?\tNo\n",
     }
     for subtask, text in questions.items():
@@ -167,9 +165,13 @@ def test_mme_parquet_dataset_equals_the_release_folder(tmp_path, monkeypatch, of
     root = _mme_release(tmp_path / "release")
     monkeypatch.setenv("MME_DIR", str(parquet_from_release(root, tmp_path / "parquet", mme.HALLUCINATION)))
     hub, release = build_task("mme", "official"), build_task("mme", "official", image_dir=root)
-    assert [(q.text, q.label, q.group) for q in hub.questions] == [(q.text, q.label, q.group) for q in release.questions]
+    assert [(q.text, q.label, q.group) for q in hub.questions] == [
+        (q.text, q.label, q.group) for q in release.questions
+    ]
     assert hub.questions[-1].image == "color/000000000001.jpg" and hub.data == release.data == {}
-    assert hub.load_image(hub.questions[-1].image).tobytes() == release.load_image(release.questions[-1].image).tobytes()
+    assert (
+        hub.load_image(hub.questions[-1].image).tobytes() == release.load_image(release.questions[-1].image).tobytes()
+    )
     answers = {q.id: ("Yes", "no", "Nope", "There is")[q.id % 4] for q in hub.questions}
     assert hub.score(answers) == release.score(answers)
     # existence and position: the "no" question right, so acc 1/2, acc+ 0 (50 points); count and color: none right
@@ -187,8 +189,9 @@ def test_mme_from_the_pinned_hub_dataset_is_recorded(tmp_path, monkeypatch, offl
         return real_load(str(local), split="test")
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    metrics = runner.run_benchmark("mme", model_name="tiny", method="greedy", dataset="official", limit=2,
-                                   out_dir=tmp_path / "out")
+    metrics = runner.run_benchmark(
+        "mme", model_name="tiny", method="greedy", dataset="official", limit=2, out_dir=tmp_path / "out"
+    )
     assert calls == [("lmms-lab/MME", mme.HUB_REVISION)]
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["data"] == {"dataset": "lmms-lab/MME", "revision": mme.HUB_REVISION}

@@ -73,7 +73,7 @@ def test_open_image_gives_rgb(tmp_path):
 
 def test_data_locations(tmp_path):
     checkout = Path(__file__).resolve().parents[2]
-    assert io.REPOSITORY_DATA == checkout / "data"
+    assert checkout / "data" == io.REPOSITORY_DATA
     code = "from avisc_lib.benchmarks.tasks import DEFAULT_DATA_DIR; print(DEFAULT_DATA_DIR)"
     env = {**os.environ, "AVISC_DATA_DIR": str(tmp_path)}
     printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

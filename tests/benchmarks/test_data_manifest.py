@@ -3,9 +3,9 @@
 import re
 
 import pytest
+from conftest import DATA
 
 from avisc_lib.benchmarks import download
-from conftest import DATA
 
 UNLISTED = {"README.md", "LICENSE", "SHA256SUMS", ".gitattributes"}  # documentation, not data
 

@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import DATA, scene_images
 
 from avisc_lib.benchmarks import download
 from avisc_lib.benchmarks.amber import load_queries
 from avisc_lib.benchmarks.cli import build_parser, main
 from avisc_lib.benchmarks.pope import load_questions
 from avisc_lib.benchmarks.tasks import build_task
-from conftest import DATA, scene_images
 
 POPE_KEYS = ["TP", "FP", "TN", "FN", "accuracy", "precision", "recall", "f1", "yes_ratio"]
 BLOCK_KEYS = ["accuracy", "precision", "recall", "f1"]
@@ -33,9 +33,7 @@ def _jsonl(path: Path, records) -> Path:
 def test_score_pope(tmp_path, capsys, parser, accuracy):
     questions = DATA / "POPE/output/coco/coco_pope_adversarial.json"
     labels = [json.loads(line)["label"] for line in questions.read_text().splitlines()]
-    answers = _jsonl(
-        tmp_path / "answers.jsonl", [{"answer": "Yes." if lab == "yes" else "NO"} for lab in labels]
-    )
+    answers = _jsonl(tmp_path / "answers.jsonl", [{"answer": "Yes." if lab == "yes" else "NO"} for lab in labels])
     code, result, _ = _run(
         capsys, "score", "pope", "--questions", str(questions), "--answers", str(answers), "--parser", parser
     )
@@ -45,9 +43,7 @@ def test_score_pope(tmp_path, capsys, parser, accuracy):
 
 def test_score_pope_strict_refuses_unclear_answers(tmp_path, capsys):
     questions = DATA / "POPE/output/coco/coco_pope_random.json"
-    answers = _jsonl(
-        tmp_path / "a.jsonl", [{"question_id": i + 1, "answer": "I think so"} for i in range(3000)]
-    )
+    answers = _jsonl(tmp_path / "a.jsonl", [{"question_id": i + 1, "answer": "I think so"} for i in range(3000)])
     code, _, err = _run(
         capsys,
         "score",
@@ -246,8 +242,17 @@ def _avisc_eval(tmp_path, *argv: str, **env: str):
 
 @pytest.mark.slow
 def test_a_real_model_never_runs_the_synthetic_benchmark_by_default(tmp_path):
-    done = _avisc_eval(tmp_path, "run", "pope", "--model", "llava-hf/llava-1.5-7b-hf", "--method", "greedy",
-                       "--out", str(tmp_path / "out"))
+    done = _avisc_eval(
+        tmp_path,
+        "run",
+        "pope",
+        "--model",
+        "llava-hf/llava-1.5-7b-hf",
+        "--method",
+        "greedy",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert "avisc-eval: dataset coco (the default for model llava-hf/llava-1.5-7b-hf" in done.stderr
     assert "error: pope coco needs image_dir (--image-dir) or COCO_IMAGES" in done.stderr
@@ -258,9 +263,26 @@ def test_a_real_model_never_runs_the_synthetic_benchmark_by_default(tmp_path):
 def test_run_reads_the_image_variable_and_records_the_dtype(tmp_path):
     questions = load_questions(DATA / "POPE/output/coco/coco_pope_random.json")[:2]
     images = scene_images(tmp_path / "val2014", sorted({q.image for q in questions}))
-    done = _avisc_eval(tmp_path, "run", "pope", "--model", "tiny", "--method", "greedy", "--limit", "2", "--split",
-                       "random", "--out", str(tmp_path / "out"), "--dataset", "coco", "--dtype", "bfloat16",
-                       COCO_IMAGES=str(images))
+    done = _avisc_eval(
+        tmp_path,
+        "run",
+        "pope",
+        "--model",
+        "tiny",
+        "--method",
+        "greedy",
+        "--limit",
+        "2",
+        "--split",
+        "random",
+        "--out",
+        str(tmp_path / "out"),
+        "--dataset",
+        "coco",
+        "--dtype",
+        "bfloat16",
+        COCO_IMAGES=str(images),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "avisc-eval: tiny on cpu in bfloat16" in done.stderr
     config = json.loads((tmp_path / "out" / "config.json").read_text())
@@ -286,8 +308,8 @@ def test_dataset_defaults_by_model_and_a_wrong_variable_is_named(tmp_path, monke
 def test_7b_model_on_a_small_gpu_loads_in_4bit(tmp_path, monkeypatch, capsys):
     import torch
 
-    from avisc_lib.models import placement
     from avisc_lib.benchmarks import cli
+    from avisc_lib.models import placement
 
     calls = []
 

@@ -3,11 +3,11 @@
 import zipfile
 
 import pytest
+from conftest import DATA
 
 from avisc_lib.benchmarks import download, images
 from avisc_lib.benchmarks.images import Archive, coco_val2014, pope_image_names
 from avisc_lib.benchmarks.pope import load_questions
-from conftest import DATA
 
 NAMES = [f"COCO_val2014_00000000000{i}.jpg" for i in range(3)]
 
@@ -76,8 +76,9 @@ def test_avisc_eval_download_images(tmp_path, monkeypatch):
     """``avisc-eval run pope --dataset coco --download-images``: the zip is fetched and the asked images extracted."""
     from functools import partial
 
-    from avisc_lib.benchmarks.cli import main
     from conftest import scene_images
+
+    from avisc_lib.benchmarks.cli import main
 
     monkeypatch.delenv("COCO_IMAGES", raising=False)
     questions = load_questions(DATA / "POPE/output/coco/coco_pope_random.json")[:2]
@@ -91,8 +92,22 @@ def test_avisc_eval_download_images(tmp_path, monkeypatch):
     archive = Archive(path.as_uri(), path.stat().st_size, download.sha256sum(path), "val2014")
     monkeypatch.setattr(images, "coco_val2014", partial(coco_val2014, archive=archive))
     monkeypatch.setattr(images, "pope_image_names", lambda datasets, data_dir=None: names)
-    run = ["run", "pope", "--model", "tiny", "--method", "greedy", "--dataset", "coco", "--split", "random",
-           "--limit", "2", "--data-dir", str(tmp_path / "data")]
+    run = [
+        "run",
+        "pope",
+        "--model",
+        "tiny",
+        "--method",
+        "greedy",
+        "--dataset",
+        "coco",
+        "--split",
+        "random",
+        "--limit",
+        "2",
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     assert main([*run, "--out", str(tmp_path / "refused")]) == 1  # not without the flag
     assert main([*run, "--out", str(tmp_path / "out"), "--download-images"]) == 0
     assert sorted(p.name for p in (tmp_path / "data" / "coco" / "val2014").iterdir()) == names

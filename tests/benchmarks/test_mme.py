@@ -4,7 +4,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mme_parquet import parquet_from_release
 
+from avisc_lib.benchmarks.io import FormatError
 from avisc_lib.benchmarks.mme import (
     COGNITION,
     HALLUCINATION,
@@ -18,8 +20,6 @@ from avisc_lib.benchmarks.mme import (
     score_mme,
     subtask_scores,
 )
-from avisc_lib.benchmarks.io import FormatError
-from mme_parquet import parquet_from_release
 
 SHEETS = Path(__file__).resolve().parents[1] / "fixtures" / "mme"  # 14 hand-written answer sheets, 58 questions
 
@@ -198,8 +198,13 @@ def test_hub_layout_gives_the_release_questions(tmp_path, offline_datasets):
     assert hub.sheets == load_release(root, ["existence", "count"])  # same items, same order
     assert [i.image for i in hub.sheets["count"][::2]] == ["a-1.jpg", "a.jpg", "b.jpg"]  # as the .txt files sort
     assert hub.source == {}  # a local folder: nothing to pin
-    assert hub.rows.keys() == {"existence/000000001.jpg", "existence/000000002.png", "count/a.jpg", "count/a-1.jpg",
-                               "count/b.jpg"}
+    assert hub.rows.keys() == {
+        "existence/000000001.jpg",
+        "existence/000000002.png",
+        "count/a.jpg",
+        "count/a-1.jpg",
+        "count/b.jpg",
+    }
 
 
 def test_hub_rejects_a_bad_layout(tmp_path, offline_datasets):
@@ -207,8 +212,9 @@ def test_hub_rejects_a_bad_layout(tmp_path, offline_datasets):
 
     folder = tmp_path / "bad" / "data"
     folder.mkdir(parents=True)
-    datasets.Dataset.from_dict({"question_id": ["x/1.jpg"], "question": ["q"], "answer": ["Maybe"],
-                                "category": ["count"], "image": [None]}).to_parquet(folder / "test-0.parquet")
+    datasets.Dataset.from_dict(
+        {"question_id": ["x/1.jpg"], "question": ["q"], "answer": ["Maybe"], "category": ["count"], "image": [None]}
+    ).to_parquet(folder / "test-0.parquet")
     with pytest.raises(FormatError, match=r"row 0 \(x/1.jpg\): ground truth must be Yes or No"):
         load_hub(["count"], folder.parent)
     with pytest.raises(FormatError, match="no questions of subtask 'existence'"):

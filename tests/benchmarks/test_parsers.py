@@ -27,9 +27,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("answer", CASES)
-@pytest.mark.parametrize(
-    "column, bench, name", [(0, "pope", "official"), (1, "pope", "avisc"), (3, "mme", "official")]
-)
+@pytest.mark.parametrize("column, bench, name", [(0, "pope", "official"), (1, "pope", "avisc"), (3, "mme", "official")])
 def test_lenient_parsers(answer, column, bench, name):
     assert get_parser(bench, name)(answer) == CASES[answer][column]
 

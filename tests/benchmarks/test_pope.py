@@ -5,6 +5,7 @@ import random
 from pathlib import Path
 
 import pytest
+from conftest import DATA
 
 from avisc_lib.benchmarks.io import FormatError
 from avisc_lib.benchmarks.parsers import UnparseableAnswer
@@ -19,7 +20,6 @@ from avisc_lib.benchmarks.pope import (
     save_questions,
     score_pope,
 )
-from conftest import DATA
 
 COCO = DATA / "POPE" / "output" / "coco"
 
@@ -182,9 +182,7 @@ def test_malformed_question_files(tmp_path, text, message):
 
 def test_answers_in_order_or_by_id(tmp_path):
     questions = load_questions(_jsonl(tmp_path / "q.json", QUESTIONS))
-    in_order = score_pope(
-        questions, load_answers(_jsonl(tmp_path / "a.json", [{"answer": "Yes"}, {"answer": "No"}]))
-    )
+    in_order = score_pope(questions, load_answers(_jsonl(tmp_path / "a.json", [{"answer": "Yes"}, {"answer": "No"}])))
     by_id = load_answers(
         _jsonl(tmp_path / "b.json", [{"question_id": 2, "answer": "No"}, {"question_id": 1, "answer": "Yes"}])
     )
@@ -317,10 +315,7 @@ def test_builder_errors():
 
 
 def test_coco_annotations_via_pycocotools(tmp_path):
-    cats = [
-        {"id": i + 1, "name": n}
-        for i, n in enumerate(["person", "dog", "cat", "car", "bus", "truck", "kite"])
-    ]
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(["person", "dog", "cat", "car", "bus", "truck", "kite"])]
     images = [{"id": i, "file_name": f"COCO_{i}.jpg", "height": 10, "width": 10} for i in (1, 2, 3, 4)]
     anns = [(1, 2), (1, 1), (1, 2), (1, 3), (2, 4), (2, 5), (2, 1), (3, 1), (4, 6), (4, 7), (4, 1)]
     annotations = [

@@ -1,8 +1,10 @@
 """Named protocols ("argmax", "paper", "official") in the runner and ``avisc-eval run --protocol``."""
 
 import json
+from pathlib import Path
 
 import pytest
+from conftest import save_model_folder
 
 from avisc_lib import generate, load_model
 from avisc_lib.benchmarks import build_task, get_parser, pope_metrics, runner
@@ -16,15 +18,22 @@ from avisc_lib.benchmarks.protocols import (
     question_form,
     resolve_protocol,
 )
-from avisc_lib.decoding import METHODS
-from avisc_lib.methods import registered
 from avisc_lib.benchmarks.store import ConfigMismatch
-from conftest import save_model_folder
+from avisc_lib.methods import registered
 
 POPE = dict(model_name="tiny", method="avisc", limit=8, batch_size=4, seed=0, progress=False)
 # The paper's generation settings (its scripts and LAVIS; see avisc_lib.benchmarks.protocols).
-LLAVA_PAPER = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=None, min_new_tokens=0, max_new_tokens=64,
-                   beta=0.1, lam=1.0, layer_gamma=0.5)
+LLAVA_PAPER = dict(
+    do_sample=True,
+    temperature=1.0,
+    top_p=1.0,
+    top_k=None,
+    min_new_tokens=0,
+    max_new_tokens=64,
+    beta=0.1,
+    lam=1.0,
+    layer_gamma=0.5,
+)
 INSTRUCTBLIP_PAPER = LLAVA_PAPER | dict(top_k=50, min_new_tokens=1)
 
 
@@ -67,8 +76,26 @@ def test_cli_protocol_argmax_equals_no_flag(tmp_path, capsys):
 
 def test_cli_paper_protocol_records_its_settings(tmp_path, capsys, tiny):
     out = tmp_path / "paper"
-    argv = ["run", "pope", "--model", "tiny", "--method", "avisc", "--protocol", "paper", "--seed", "0",
-            "--limit", "8", "--batch-size", "8", "--max-new-tokens", "4", "--out", str(out)]
+    argv = [
+        "run",
+        "pope",
+        "--model",
+        "tiny",
+        "--method",
+        "avisc",
+        "--protocol",
+        "paper",
+        "--seed",
+        "0",
+        "--limit",
+        "8",
+        "--batch-size",
+        "8",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "protocol paper, parser avisc" in capsys.readouterr().out
     config = _config(out)
@@ -77,15 +104,21 @@ def test_cli_paper_protocol_records_its_settings(tmp_path, capsys, tiny):
     # --max-new-tokens overrides the protocol's 64; only what AvisC reads (no VCD noise step, no M3ID decay)
     assert config["decode"] == {**LLAVA_PAPER, "max_new_tokens": 4, "alpha": 2.5}
     task = build_task("pope", limit=8, seed=0)
-    expected = generate(*tiny, [task.load_image(q.image) for q in task.questions], [q.text for q in task.questions],
-                        method="avisc", prompt_style="llava_v1", batch_size=8, seed=0, alpha=2.5,
-                        **(LLAVA_PAPER | dict(max_new_tokens=4)))
+    expected = generate(
+        *tiny,
+        [task.load_image(q.image) for q in task.questions],
+        [q.text for q in task.questions],
+        method="avisc",
+        prompt_style="llava_v1",
+        batch_size=8,
+        seed=0,
+        alpha=2.5,
+        **(LLAVA_PAPER | dict(max_new_tokens=4)),
+    )
     assert _answers(out) == expected
 
 
-@pytest.mark.parametrize(
-    "method, alpha", [("avisc", 2.5), ("vcd", 1.0), ("m3id", None), ("sample", None)]
-)
+@pytest.mark.parametrize("method, alpha", [("avisc", 2.5), ("vcd", 1.0), ("m3id", None), ("sample", None)])
 def test_paper_settings_for_llava(method, alpha):
     chosen = resolve_protocol("paper", method=method, model_name="tiny")
     assert (chosen.prompt_style, chosen.parser) == ("llava_v1", "avisc")
@@ -102,8 +135,16 @@ def test_paper_settings_for_instructblip(tmp_path, instructblip_case):
 
 
 def test_explicit_values_override_the_protocol(tmp_path):
-    runner.run_benchmark("pope", out_dir=tmp_path, protocol="paper", parser="official", prompt_style="hf",
-                         alpha=0.5, max_new_tokens=2, **POPE)
+    runner.run_benchmark(
+        "pope",
+        out_dir=tmp_path,
+        protocol="paper",
+        parser="official",
+        prompt_style="hf",
+        alpha=0.5,
+        max_new_tokens=2,
+        **POPE,
+    )
     config = _config(tmp_path)
     assert config["scoring"]["parser"] == "official" and config["prompt_style"] == "hf"
     assert config["decode"]["alpha"] == 0.5 and config["decode"]["do_sample"] is True
@@ -133,20 +174,30 @@ def test_greedy_has_no_place_in_the_paper_protocol(tmp_path):
 def test_the_paper_parser_is_avisc_recorder_on_every_benchmark(benchmark):
     """AvisC's recorder: a negation word or an "n't" anywhere means no, anything else yes."""
     parse = get_parser(benchmark, resolve_protocol("paper", method="avisc", model_name="tiny").parser)
-    answers = {"Yes": "yes", "No, there is no cat.": "no", "There isn't one": "no", "I see a NO sign": "no",
-               "A cat.": "yes", "Nothing": "yes"}
+    answers = {
+        "Yes": "yes",
+        "No, there is no cat.": "no",
+        "There isn't one": "no",
+        "I see a NO sign": "no",
+        "A cat.": "yes",
+        "Nothing": "yes",
+    }
     assert {a: parse(a) for a in answers} == answers
 
 
 # ------------------------------------------------------------------ question forms and "official"
 # Lines in the official files' layouts: an MME release question file (``question<TAB>answer``,
 # tests/fixtures/mme) and LLaVA's / RITUAL's MME question file (JSON lines, two-line ``text``).
-RELEASE_LINES = ["Is there a dog in this image? Please answer yes or no.\tYes",
-                 "Is the cup on the left of the plate?  Please answer yes or no.\tNo"]
-LLAVA_LINES = ['{"question_id": "existence/1.jpg", "image": "existence/1.jpg", "text": "Is there a dog in this '
-               'image?\\nAnswer the question using a single word or phrase.", "category": "existence"}',
-               '{"question_id": "position/2.jpg", "image": "position/2.jpg", "text": "Is the cup on the left of '
-               'the plate?\\nAnswer the question using a single word or phrase.", "category": "position"}']
+RELEASE_LINES = [
+    "Is there a dog in this image? Please answer yes or no.\tYes",
+    "Is the cup on the left of the plate?  Please answer yes or no.\tNo",
+]
+LLAVA_LINES = [
+    '{"question_id": "existence/1.jpg", "image": "existence/1.jpg", "text": "Is there a dog in this '
+    'image?\\nAnswer the question using a single word or phrase.", "category": "existence"}',
+    '{"question_id": "position/2.jpg", "image": "position/2.jpg", "text": "Is the cup on the left of '
+    'the plate?\\nAnswer the question using a single word or phrase.", "category": "position"}',
+]
 
 
 def test_the_paper_mme_question_is_what_avisc_scripts_sent():
@@ -159,14 +210,18 @@ def test_the_paper_mme_question_is_what_avisc_scripts_sent():
 
 
 def test_release_fixture_questions_lose_their_suffix_under_paper():
-    lines = open("tests/fixtures/mme/existence.txt", encoding="utf-8").read().splitlines()
+    lines = Path("tests/fixtures/mme/existence.txt").read_text(encoding="utf-8").splitlines()
     chosen = resolve_protocol("paper", method="avisc", benchmark="mme", model_name="tiny")
     send = question_form(chosen.question)
     for line in lines:
         question = line.split("\t")[1]
         assert send(question) == question.removesuffix(" Please answer yes or no.")
-    assert question_form(resolve_protocol("paper", method="avisc", benchmark="pope", model_name="tiny").question)(
-        "Is there a cat in the image?") == "Is there a cat in the image?"
+    assert (
+        question_form(resolve_protocol("paper", method="avisc", benchmark="pope", model_name="tiny").question)(
+            "Is there a cat in the image?"
+        )
+        == "Is there a cat in the image?"
+    )
 
 
 def test_paper_mme_run_sends_the_first_line(tmp_path, tiny, monkeypatch):
@@ -174,8 +229,9 @@ def test_paper_mme_run_sends_the_first_line(tmp_path, tiny, monkeypatch):
     sent = []
     original = runner.generate
     monkeypatch.setattr(runner, "generate", lambda *a, **k: sent.extend(a[3]) or original(*a, **k))
-    runner.run_benchmark("mme", out_dir=tmp_path, protocol="paper", max_new_tokens=2,
-                         **(POPE | dict(limit=2, batch_size=4)))
+    runner.run_benchmark(
+        "mme", out_dir=tmp_path, protocol="paper", max_new_tokens=2, **(POPE | dict(limit=2, batch_size=4))
+    )
     task = build_task("mme", limit=2, seed=0)
     assert sent == [mme_first_line(q.text) for q in task.questions]
     config = _config(tmp_path)
@@ -187,8 +243,14 @@ def test_one_pass_methods_sample_under_the_paper_protocol(tmp_path, tiny, method
     """Under "paper" they draw tokens (as the config says), so seeds give different answers."""
     extra = {"pai_gamma": 1.0} if method == "pai" else {}  # PAI without its text-only branch: one pass
     for seed in (0, 1):
-        runner.run_benchmark("pope", out_dir=tmp_path / str(seed), protocol="paper", max_new_tokens=6,
-                             **(POPE | dict(method=method, seed=seed)), **extra)
+        runner.run_benchmark(
+            "pope",
+            out_dir=tmp_path / str(seed),
+            protocol="paper",
+            max_new_tokens=6,
+            **(POPE | dict(method=method, seed=seed)),
+            **extra,
+        )
     configs = [_config(tmp_path / str(seed)) for seed in (0, 1)]
     assert all(c["decoding"] == "sampling" and c["decode"]["do_sample"] is True for c in configs)
     assert _answers(tmp_path / "0") != _answers(tmp_path / "1")
@@ -201,8 +263,9 @@ def test_official_clearsight_pope_is_its_script(tmp_path, tiny, monkeypatch):
     sent = []
     original = runner.generate
     monkeypatch.setattr(runner, "generate", lambda *a, **k: sent.extend(a[3]) or original(*a, **k))
-    runner.run_benchmark("pope", out_dir=tmp_path, protocol="official", max_new_tokens=2,
-                         **(POPE | dict(method="clearsight", limit=2)))
+    runner.run_benchmark(
+        "pope", out_dir=tmp_path, protocol="official", max_new_tokens=2, **(POPE | dict(method="clearsight", limit=2))
+    )
     assert all(q.endswith("? Please just answer yes or no.") for q in sent)
     config = _config(tmp_path)
     assert config["decoding"] == "argmax" and config["prompt_style"] == "vicuna_v1"
@@ -217,13 +280,16 @@ def test_official_only_samples_eight_tokens():
     assert (mme.decode["beta"], mme.decode["only_gamma"], mme.question) == (0.4, 0.25, "mme_llava_two_lines")
 
 
-@pytest.mark.parametrize("method, benchmark, reason", [
-    ("pai", "pope", "chat-format question files"),
-    ("greedy", "pope", "no paper's method"),
-    ("clearsight", "mme", "POPE script for LLaVA-1.5 only"),
-    ("var", "amber", "scores POPE only"),
-    ("only", "amber", "no AMBER script"),
-])
+@pytest.mark.parametrize(
+    "method, benchmark, reason",
+    [
+        ("pai", "pope", "chat-format question files"),
+        ("greedy", "pope", "no paper's method"),
+        ("clearsight", "mme", "POPE script for LLaVA-1.5 only"),
+        ("var", "amber", "scores POPE only"),
+        ("only", "amber", "no AMBER script"),
+    ],
+)
 def test_official_without_a_source_is_refused(tmp_path, method, benchmark, reason):
     with pytest.raises(ValueError, match=f"no official protocol for method '{method}' on {benchmark}.*{reason}"):
         runner.run_benchmark(benchmark, out_dir=tmp_path / "out", protocol="official", **(POPE | dict(method=method)))

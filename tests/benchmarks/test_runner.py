@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import avisc_lib
-from avisc_lib.models import loading as models
 from avisc_lib.benchmarks import runner
 from avisc_lib.benchmarks.cli import main
 from avisc_lib.benchmarks.io import FormatError
 from avisc_lib.benchmarks.store import ConfigMismatch
 from avisc_lib.generation import generate
+from avisc_lib.models import loading as models
 
 POPE = dict(model_name="tiny", method="greedy", limit=10, batch_size=4)
 CAPTIONS = dict(POPE, method="sample", split="generative", max_new_tokens=12)
@@ -267,7 +267,10 @@ def test_a_loaded_model_hashes_as_its_name_so_notebooks_and_cli_share_folders(em
 @pytest.mark.parametrize(
     "edit, named",
     [
-        (lambda c: c.update(version="0.0.1"), f"another avisc_lib \\(version 0.0.1 there, {avisc_lib.__version__} here\\)"),
+        (
+            lambda c: c.update(version="0.0.1"),
+            f"another avisc_lib \\(version 0.0.1 there, {avisc_lib.__version__} here\\)",
+        ),
         (lambda c: c.update(weights="0" * 64), "other model weights \\(weights sha256 000000000000… there"),
         (lambda c: [c.pop("version"), c.pop("weights")], "from before run folders recorded the package version"),
     ],

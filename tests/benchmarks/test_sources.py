@@ -42,15 +42,22 @@ def test_missing_data_gives_one_line_naming_what_to_set(tmp_path, benchmark, dat
 
 @pytest.mark.parametrize(
     "benchmark, dataset, variable",
-    [("pope", "coco", "COCO_IMAGES"), ("pope", "gqa", "GQA_IMAGES"), ("mme", "official", "MME_DIR"),
-     ("amber", "official", "AMBER_IMAGES")],
+    [
+        ("pope", "coco", "COCO_IMAGES"),
+        ("pope", "gqa", "GQA_IMAGES"),
+        ("mme", "official", "MME_DIR"),
+        ("amber", "official", "AMBER_IMAGES"),
+    ],
 )
 def test_a_variable_naming_a_folder_makes_it_available(tmp_path, monkeypatch, benchmark, dataset, variable):
     monkeypatch.setenv(variable, str(tmp_path / "absent"))
     ok, reason = available(benchmark, dataset)
     assert not ok and f"{variable}={tmp_path / 'absent'} is not a folder" in reason
     (tmp_path / "absent").mkdir()
-    assert available(benchmark, dataset) == (True, f"{benchmark} {dataset}: images from {variable}={tmp_path / 'absent'}")
+    assert available(benchmark, dataset) == (
+        True,
+        f"{benchmark} {dataset}: images from {variable}={tmp_path / 'absent'}",
+    )
 
 
 def test_coco_download_extraction_or_zip(tmp_path):

@@ -146,7 +146,7 @@ def mme_set():
 
 def test_mme_pairs_one_yes_one_no_per_image(mme_set):
     assert list(mme_set) == list(mme.HALLUCINATION)
-    for subtask, items in mme_set.items():
+    for items in mme_set.values():
         pairs = mme.image_pairs(items)
         assert len(pairs) == 30 and len({a.image for a, _ in pairs}) == 30
         assert all((a.gt, b.gt) == ("yes", "no") and a.question != b.question for a, b in pairs)

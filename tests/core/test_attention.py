@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import row
 
 from avisc_lib.hooks.capture import image_attention, last_query_probs, record_last_query_attention
 from avisc_lib.hooks.stack import DISPATCHER
-from conftest import row
 
 
 def eager_image_attention(case, inputs) -> torch.Tensor:
@@ -54,9 +54,8 @@ def test_only_the_language_model_records_and_is_restored(instructblip_case):
 
 def test_restored_after_an_exception(llava_case):
     model = llava_case.model
-    with pytest.raises(RuntimeError, match="boom"):
-        with record_last_query_attention(model):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), record_last_query_attention(model):
+        raise RuntimeError("boom")
     assert model.config.text_config._attn_implementation == "sdpa"
     with torch.no_grad():  # and nothing is recorded outside the block
         assert image_attention(model, llava_case.batch(1)).shape[0] == 1

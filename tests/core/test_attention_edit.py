@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from conftest import eager_scores
 
-from avisc_lib.models import compat
 from avisc_lib.hooks.edit import AttentionEdit, edit_attention, edited_probs
 from avisc_lib.hooks.stack import DISPATCHER
+from avisc_lib.models import compat
 from avisc_lib.models.inputs import embed_prompt
-from conftest import eager_scores
 
 REFERENCE = "test_reference_edited_eager"
 _SPEC: list[AttentionEdit] = []
@@ -54,8 +54,13 @@ def _reference(module, query, key, value, attention_mask, scaling=None, **kwargs
             probs = torch.where(selected, probs * edit.factor, probs)
             probs = probs / probs.sum(-1, keepdim=True)
         elif edit.mode == "redistribute":
-            targets = _selection(AttentionEdit(edit.targets, "scale_probs", 2.0, heads=edit.heads,
-                                               queries=edit.queries), batch, heads, num_queries, num_keys)
+            targets = _selection(
+                AttentionEdit(edit.targets, "scale_probs", 2.0, heads=edit.heads, queries=edit.queries),
+                batch,
+                heads,
+                num_queries,
+                num_keys,
+            )
             targets = targets & visible & ~selected
             for index in torch.nonzero(selected.any(-1)).tolist():
                 row = probs[tuple(index)]
@@ -73,7 +78,9 @@ compat.register_attention(REFERENCE, _reference)
 
 
 def _run(model, prompt, steps: int, tokens: torch.Tensor | None = None):
-    """Prefill then ``steps`` cached steps; feeds ``tokens [B, steps]`` (else the argmax). Logits ``[B, steps+1, V]``."""
+    """Prefill then ``steps`` cached steps; feeds ``tokens [B, steps]`` (else the argmax).
+
+    Logits ``[B, steps+1, V]``."""
     logits, cache = compat.language_model_forward(model, prompt.embeds, prompt.attention_mask)
     mask, out, chosen = prompt.attention_mask, [logits], []
     embed = model.get_input_embeddings()
@@ -94,8 +101,10 @@ def _edits(prompt, mode: str, factor: float) -> list[AttentionEdit]:
     system = (positions < first_image) & prompt.attention_mask.bool()
     targets = image if mode == "redistribute" else None
     keys = system if mode == "redistribute" else image
-    return [AttentionEdit(keys, mode, factor, layers=(0, 2), heads=(1, 3), queries=after_image, targets=targets),
-            AttentionEdit(image, "scale_logits", 1.2, layers=(1,), queries=None)]
+    return [
+        AttentionEdit(keys, mode, factor, layers=(0, 2), heads=(1, 3), queries=after_image, targets=targets),
+        AttentionEdit(image, "scale_logits", 1.2, layers=(1,), queries=None),
+    ]
 
 
 MODES = [("scale_logits", 1.4), ("amplify_logits", 0.5), ("scale_probs", 3.0), ("redistribute", 0.3)]
@@ -161,32 +170,40 @@ def test_redistribute_moves_mass_and_keeps_rows_normalised():
     image = torch.tensor([[False, True, True, False]])
     edit = AttentionEdit(sink, "redistribute", 0.25, targets=image)
     probs = edited_probs(scores, visible, [edit], [torch.ones(1, 1, dtype=torch.bool)])[0, 0, 0]
-    p = torch.tensor([1.0, math.e, math.e ** 2, math.e ** 3]) / sum(math.e ** k for k in range(4))
+    p = torch.tensor([1.0, math.e, math.e**2, math.e**3]) / sum(math.e**k for k in range(4))
     taken = 0.75 * p[0]
-    expected = torch.stack([0.25 * p[0], p[1] + taken * p[1] / (p[1] + p[2]), p[2] + taken * p[2] / (p[1] + p[2]), p[3]])
+    expected = torch.stack(
+        [0.25 * p[0], p[1] + taken * p[1] / (p[1] + p[2]), p[2] + taken * p[2] / (p[1] + p[2]), p[3]]
+    )
     torch.testing.assert_close(probs, expected)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"mode": "boost"}, "unknown attention-edit mode 'boost'"),
-    ({"factor": -1.0}, "factor for mode 'scale_logits' must be a finite number >= 0"),
-    ({"factor": float("nan")}, "must be a finite number"),
-    ({"mode": "redistribute", "factor": 1.5, "targets": torch.ones(2, 5, dtype=torch.bool)}, r"in \[0, 1\]"),
-    ({"mode": "redistribute", "factor": 0.5}, "needs targets"),
-    ({"targets": torch.ones(2, 5, dtype=torch.bool)}, "takes no targets"),
-    ({"keys": torch.ones(2, 5)}, "keys must be a bool"),
-    ({"queries": torch.ones(2, 4, dtype=torch.bool)}, "queries must be a bool mask shaped like keys"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"mode": "boost"}, "unknown attention-edit mode 'boost'"),
+        ({"factor": -1.0}, "factor for mode 'scale_logits' must be a finite number >= 0"),
+        ({"factor": float("nan")}, "must be a finite number"),
+        ({"mode": "redistribute", "factor": 1.5, "targets": torch.ones(2, 5, dtype=torch.bool)}, r"in \[0, 1\]"),
+        ({"mode": "redistribute", "factor": 0.5}, "needs targets"),
+        ({"targets": torch.ones(2, 5, dtype=torch.bool)}, "takes no targets"),
+        ({"keys": torch.ones(2, 5)}, "keys must be a bool"),
+        ({"queries": torch.ones(2, 4, dtype=torch.bool)}, "queries must be a bool mask shaped like keys"),
+    ],
+)
 def test_bad_edits_raise(kwargs, message):
     arguments = {"keys": torch.ones(2, 5, dtype=torch.bool), "mode": "scale_logits", "factor": 2.0, **kwargs}
     with pytest.raises(ValueError, match=message):
         AttentionEdit(**arguments)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"layers": (0, 9)}, r"layers \[9\] out of range: the language model has 3"),
-    ({"heads": (-1,)}, r"heads \[-1\] out of range: the language model has 4"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"layers": (0, 9)}, r"layers \[9\] out of range: the language model has 3"),
+        ({"heads": (-1,)}, r"heads \[-1\] out of range: the language model has 4"),
+    ],
+)
 def test_layers_and_heads_are_checked_against_the_model(llava_case, kwargs, message):
     edit = AttentionEdit(torch.ones(1, 5, dtype=torch.bool), "scale_logits", 2.0, **kwargs)
     with pytest.raises(ValueError, match=message), edit_attention(llava_case.model, [edit]):

@@ -9,24 +9,31 @@ from avisc_lib.tokens.blind import select_blind_tokens, select_layers
 
 # One sample, 3 layers, 4 image tokens; dyadic values so every sum below is exact.
 # Layer masses 0.5, 0.3125, 0.1875 (total 1), so the shares equal the masses.
-EXAMPLE = torch.tensor([[
-    [0.125, 0.25, 0.0625, 0.0625],
-    [0.03125, 0.03125, 0.03125, 0.21875],
-    [0.0625, 0.0625, 0.0625, 0.0],
-]])
+EXAMPLE = torch.tensor(
+    [
+        [
+            [0.125, 0.25, 0.0625, 0.0625],
+            [0.03125, 0.03125, 0.03125, 0.21875],
+            [0.0625, 0.0625, 0.0625, 0.0],
+        ]
+    ]
+)
 
 
-@pytest.mark.parametrize("layer_gamma,lam,layers,blind", [
-    # gamma 0.5: layer 0 alone reaches it. a = [.125, .25, .0625, .0625], mean .125,
-    # std = sqrt((0 + .125^2 + 2 * .0625^2) / 3) = .0884 -> threshold .2134 -> only token 1.
-    (0.5, 1.0, [True, False, False], [False, True, False, False]),
-    # gamma 0.6: 0.5 < 0.6 <= 0.8125 -> layers 0 and 1. a = [.078125, .140625, .046875, .140625],
-    # mean .1015625, std .046875: lam 1 -> .1484375, nothing blind; lam 0.5 -> .125, tokens 1 and 3.
-    (0.6, 1.0, [True, True, False], [False, False, False, False]),
-    (0.6, 0.5, [True, True, False], [False, True, False, True]),
-    # gamma 1: all layers. a = [.21875, .34375, .15625, .28125] / 3, mean 1/12 -> lam 0: tokens 1, 3.
-    (1.0, 0.0, [True, True, True], [False, True, False, True]),
-])
+@pytest.mark.parametrize(
+    "layer_gamma,lam,layers,blind",
+    [
+        # gamma 0.5: layer 0 alone reaches it. a = [.125, .25, .0625, .0625], mean .125,
+        # std = sqrt((0 + .125^2 + 2 * .0625^2) / 3) = .0884 -> threshold .2134 -> only token 1.
+        (0.5, 1.0, [True, False, False], [False, True, False, False]),
+        # gamma 0.6: 0.5 < 0.6 <= 0.8125 -> layers 0 and 1. a = [.078125, .140625, .046875, .140625],
+        # mean .1015625, std .046875: lam 1 -> .1484375, nothing blind; lam 0.5 -> .125, tokens 1 and 3.
+        (0.6, 1.0, [True, True, False], [False, False, False, False]),
+        (0.6, 0.5, [True, True, False], [False, True, False, True]),
+        # gamma 1: all layers. a = [.21875, .34375, .15625, .28125] / 3, mean 1/12 -> lam 0: tokens 1, 3.
+        (1.0, 0.0, [True, True, True], [False, True, False, True]),
+    ],
+)
 def test_hand_computed_example(layer_gamma, lam, layers, blind):
     assert select_layers(EXAMPLE, layer_gamma).tolist() == [layers]
     assert select_blind_tokens(EXAMPLE, layer_gamma, lam).tolist() == [blind]
@@ -56,11 +63,14 @@ def test_large_lambda_leaves_no_blind_token():
     assert not select_blind_tokens(EXAMPLE, lam=100.0).any()
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"layer_gamma": 0.0}, "layer_gamma must be in"),
-    ({"layer_gamma": 1.5}, "layer_gamma must be in"),
-    ({"lam": float("nan")}, "lam must be finite"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"layer_gamma": 0.0}, "layer_gamma must be in"),
+        ({"layer_gamma": 1.5}, "layer_gamma must be in"),
+        ({"lam": float("nan")}, "lam must be finite"),
+    ],
+)
 def test_invalid_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         select_blind_tokens(EXAMPLE, **kwargs)

@@ -1,19 +1,19 @@
-"""``decode(..., return_dict=True)``, the branches as parts, your own branch, and options derived from DecodeSettings."""
+"""``decode(..., return_dict=True)``, the branches as parts, your own branch, and options derived from
+DecodeSettings."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
 import torch
+from conftest import row as row_inputs
 
 from avisc_lib import answer_logits, decode, image_attention, select_blind_tokens
 from avisc_lib.benchmarks import run_benchmark
 from avisc_lib.benchmarks.cli import build_parser
 from avisc_lib.decoding import METHODS
 from avisc_lib.settings import DecodeSettings, decode_options
-from conftest import row as row_inputs
 
 STEPS = 6
 ONE_PASS = ("greedy", "sample", "clearsight", "var")  # no second set of logits (PAI refines by default)
@@ -38,12 +38,21 @@ def test_trace_sequences_equal_the_tensor_and_tokens_are_the_argmax_of_scores(ll
 
 def test_avisc_scores_are_the_contrast_and_cut_of_the_traced_logits(llava_case):
     alpha, beta = 2.0, 0.2
-    out = decode(llava_case.model, llava_case.batch(3), method="avisc", alpha=alpha, beta=beta,
-                 max_new_tokens=STEPS, return_dict=True)
-    for scores, l, other in zip(out.scores, out.logits, out.branch_logits):
-        for b in range(l.shape[0]):
-            expected = [(1 + alpha) * x - alpha * y if x >= math.log(beta) + max(l[b].tolist()) else -math.inf
-                        for x, y in zip(l[b].tolist(), other[b].tolist())]
+    out = decode(
+        llava_case.model,
+        llava_case.batch(3),
+        method="avisc",
+        alpha=alpha,
+        beta=beta,
+        max_new_tokens=STEPS,
+        return_dict=True,
+    )
+    for scores, logits, other in zip(out.scores, out.logits, out.branch_logits):
+        for b in range(logits.shape[0]):
+            expected = [
+                (1 + alpha) * x - alpha * y if x >= math.log(beta) + max(logits[b].tolist()) else -math.inf
+                for x, y in zip(logits[b].tolist(), other[b].tolist())
+            ]
             assert scores[b].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-5)
 
 
@@ -53,8 +62,10 @@ def test_kept_masks_of_avisc_and_its_controls(llava_case):
     avisc = decode(model, inputs, method="avisc", lam=0.5, max_new_tokens=1, return_dict=True)
     assert torch.equal(avisc.kept, blind)
     assert avisc.layers.dtype == torch.bool and avisc.layers.any(-1).all()
-    controls = [decode(model, inputs, method="random_mask", lam=0.5, seed=s, max_new_tokens=1, return_dict=True)
-                for s in (0, 0, 1)]
+    controls = [
+        decode(model, inputs, method="random_mask", lam=0.5, seed=s, max_new_tokens=1, return_dict=True)
+        for s in (0, 0, 1)
+    ]
     assert torch.equal(controls[0].kept, controls[1].kept)  # seeded
     assert not torch.equal(controls[0].kept, controls[2].kept)
     assert not torch.equal(controls[0].kept, blind)
@@ -76,8 +87,14 @@ def test_second_branch_logits_are_the_model_on_the_kept_tokens_only(embedded_cas
 def test_random_mask_rows_do_not_depend_on_their_batch(llava_case):
     inputs = llava_case.batch(3)
     batched = decode(llava_case.model, inputs, method="random_mask", seed=5, max_new_tokens=1, return_dict=True)
-    alone = decode(llava_case.model, {k: v[1:2] for k, v in inputs.items()}, method="random_mask", seed=5,
-                   max_new_tokens=1, return_dict=True)
+    alone = decode(
+        llava_case.model,
+        {k: v[1:2] for k, v in inputs.items()},
+        method="random_mask",
+        seed=5,
+        max_new_tokens=1,
+        return_dict=True,
+    )
     assert torch.equal(batched.kept[1], alone.kept[0])
 
 
@@ -122,8 +139,18 @@ def test_every_decode_setting_is_a_flag_of_avisc_eval_run():
 @pytest.mark.parametrize("benchmark", ["pope", "mme", "amber"])
 @pytest.mark.parametrize("method", ["random_mask", "zero_image"])
 def test_controls_run_as_benchmark_methods(embedded_case, tmp_path, benchmark, method):
-    metrics = run_benchmark(benchmark, model_name="tiny", model=embedded_case.model, processor=embedded_case.processor,
-                            method=method, out_dir=tmp_path, limit=2, batch_size=4, max_new_tokens=8, progress=False)
+    metrics = run_benchmark(
+        benchmark,
+        model_name="tiny",
+        model=embedded_case.model,
+        processor=embedded_case.processor,
+        method=method,
+        out_dir=tmp_path,
+        limit=2,
+        batch_size=4,
+        max_new_tokens=8,
+        progress=False,
+    )
     assert metrics
     records = (tmp_path / "answers.jsonl").read_text().splitlines()
     assert records and all(f'"method": "{method}"' in line for line in records)
@@ -131,8 +158,15 @@ def test_controls_run_as_benchmark_methods(embedded_case, tmp_path, benchmark, m
 
 def test_a_branch_function_is_refused_by_the_runner(embedded_case, tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
-        run_benchmark("pope", model_name="tiny", model=embedded_case.model, processor=embedded_case.processor,
-                      method=lambda f, a: f, out_dir=tmp_path, limit=2)
+        run_benchmark(
+            "pope",
+            model_name="tiny",
+            model=embedded_case.model,
+            processor=embedded_case.processor,
+            method=lambda f, a: f,
+            out_dir=tmp_path,
+            limit=2,
+        )
 
 
 NEUTRAL = {
@@ -158,8 +192,7 @@ def test_attention_methods_batched_rows_equal_single_samples(case, method):
     inputs = case.batch(4)
     batched = decode(case.model, inputs, method=method, max_new_tokens=STEPS, return_dict=True)
     for b in range(4):
-        alone = decode(case.model, row_inputs(inputs, b), method=method,
-                       max_new_tokens=STEPS, return_dict=True)
+        alone = decode(case.model, row_inputs(inputs, b), method=method, max_new_tokens=STEPS, return_dict=True)
         torch.testing.assert_close(batched.logits[0][b], alone.logits[0][0], rtol=1e-4, atol=1e-4)
         eos = case.model.generation_config.eos_token_id
         mine, theirs = batched.sequences[b].tolist(), alone.sequences[0].tolist()
@@ -171,23 +204,42 @@ def test_attention_methods_batched_rows_equal_single_samples(case, method):
 def test_attention_methods_change_the_logits(llava_case, method):
     inputs = llava_case.batch(2)
     greedy = decode(llava_case.model, inputs, method="greedy", max_new_tokens=2, return_dict=True)
-    out = decode(llava_case.model, inputs, method=method, max_new_tokens=2, return_dict=True,
-                 **({"pai_alpha": 2.0, "pai_gamma": 1.0} if method == "pai" else {}))
+    out = decode(
+        llava_case.model,
+        inputs,
+        method=method,
+        max_new_tokens=2,
+        return_dict=True,
+        **({"pai_alpha": 2.0, "pai_gamma": 1.0} if method == "pai" else {}),
+    )
     assert not torch.allclose(out.scores[-1].log_softmax(-1), greedy.scores[-1].log_softmax(-1), atol=1e-3)
 
 
 @pytest.mark.parametrize("method", ["pai", "clearsight", "var", "only"])
 def test_attention_methods_run_as_benchmark_methods(embedded_case, tmp_path, method):
-    metrics = run_benchmark("pope", model_name="tiny", model=embedded_case.model, processor=embedded_case.processor,
-                            method=method, out_dir=tmp_path, limit=3, batch_size=4, progress=False)
+    metrics = run_benchmark(
+        "pope",
+        model_name="tiny",
+        model=embedded_case.model,
+        processor=embedded_case.processor,
+        method=method,
+        out_dir=tmp_path,
+        limit=3,
+        batch_size=4,
+        progress=False,
+    )
     assert set(metrics) >= {"accuracy", "f1"}
 
 
 def test_bad_attention_hyper_parameters_are_named(llava_case):
     inputs = llava_case.batch(1)
-    for method, bad, match in [("pai", {"pai_alpha": -1.0}, "pai_alpha"), ("clearsight", {"clearsight_enhance": 0.0},
-                               "clearsight_enhance"), ("var", {"var_p": 1.5}, "var_p"),
-                               ("only", {"only_layer": 99}, "only_layer"), ("pai", {"pai_layers": (3, 2)}, "pai_layers")]:
+    for method, bad, match in [
+        ("pai", {"pai_alpha": -1.0}, "pai_alpha"),
+        ("clearsight", {"clearsight_enhance": 0.0}, "clearsight_enhance"),
+        ("var", {"var_p": 1.5}, "var_p"),
+        ("only", {"only_layer": 99}, "only_layer"),
+        ("pai", {"pai_layers": (3, 2)}, "pai_layers"),
+    ]:
         with pytest.raises(ValueError, match=match):
             decode(llava_case.model, inputs, method=method, max_new_tokens=1, **bad)
 
@@ -197,7 +249,10 @@ def test_used_options_follow_the_method():
     assert {"alpha", "beta", "lam", "layer_gamma"} <= set(DecodeSettings("random_mask").used_options())
     assert "lam" not in DecodeSettings("vcd").used_options() and "noise_step" in DecodeSettings("vcd").used_options()
     assert {k for k in DecodeSettings("pai").used_options() if k.startswith(("pai", "var", "only", "clearsight"))} == {
-        "pai_alpha", "pai_gamma", "pai_layers"}
+        "pai_alpha",
+        "pai_gamma",
+        "pai_layers",
+    }
 
 
 def test_a_run_folder_records_only_the_options_its_method_reads(embedded_case, tmp_path):
@@ -205,8 +260,15 @@ def test_a_run_folder_records_only_the_options_its_method_reads(embedded_case, t
 
     from avisc_lib.benchmarks.store import ConfigMismatch
 
-    run = dict(model_name="tiny", model=embedded_case.model, processor=embedded_case.processor, limit=2,
-               batch_size=4, max_new_tokens=4, progress=False)
+    run = dict(
+        model_name="tiny",
+        model=embedded_case.model,
+        processor=embedded_case.processor,
+        limit=2,
+        batch_size=4,
+        max_new_tokens=4,
+        progress=False,
+    )
     run_benchmark("pope", method="greedy", out_dir=tmp_path / "g", **run)
     assert "pai_alpha" not in json.loads((tmp_path / "g" / "config.json").read_text())["decode"]
     run_benchmark("pope", method="greedy", out_dir=tmp_path / "g", pai_alpha=0.5, **run)  # unused: resumes
@@ -220,7 +282,26 @@ def test_avisc_eval_run_takes_the_new_methods(tmp_path, capsys, method):
     from avisc_lib.benchmarks.cli import main
 
     out = tmp_path / method
-    assert main(["run", "pope", "--model", "tiny", "--method", method, "--limit", "3", "--batch-size", "3",
-                 "--max-new-tokens", "4", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "pope",
+                "--model",
+                "tiny",
+                "--method",
+                method,
+                "--limit",
+                "3",
+                "--batch-size",
+                "3",
+                "--max-new-tokens",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert f"tiny, {method}, protocol argmax" in capsys.readouterr().out
     assert (out / "metrics.json").is_file()

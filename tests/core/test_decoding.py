@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from conftest import row
 
 from avisc_lib.decoding import decode, next_token_scores
 from avisc_lib.settings import DecodeSettings
-from conftest import row
 
 STEPS = 8
 # (method, decode keyword arguments) covering every method, argmax and sampling.
@@ -38,8 +38,12 @@ ARGMAX = [(v, i) for v, i in zip(VARIANTS, IDS) if v[0] != "sample" and not v[1]
 
 def _image_features(model, inputs, pixel_values):
     if model.config.model_type == "instructblip":
-        out = model.get_image_features(pixel_values, qformer_input_ids=inputs["qformer_input_ids"],
-                                       qformer_attention_mask=inputs["qformer_attention_mask"], return_dict=True)
+        out = model.get_image_features(
+            pixel_values,
+            qformer_input_ids=inputs["qformer_input_ids"],
+            qformer_attention_mask=inputs["qformer_attention_mask"],
+            return_dict=True,
+        )
         return out.pooler_output[0]
     return model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output[0]
 
@@ -88,8 +92,20 @@ def _noised(pixel_values, step, seed):
     return abar.sqrt() * pixel_values + (1 - abar).sqrt() * eps
 
 
-def reference_decode(model, inputs, method, alpha=1.0, beta=0.1, lam=1.0, layer_gamma=0.5, do_sample=False,
-                     seed=None, noise_step=500, gamma_decay=0.02, max_new_tokens=STEPS):
+def reference_decode(
+    model,
+    inputs,
+    method,
+    alpha=1.0,
+    beta=0.1,
+    lam=1.0,
+    layer_gamma=0.5,
+    do_sample=False,
+    seed=None,
+    noise_step=500,
+    gamma_decay=0.02,
+    max_new_tokens=STEPS,
+):
     """Token ids generated for one unpadded sample."""
     prompt = inputs["input_ids"]
     image_positions = prompt[0] == model.config.image_token_id
@@ -109,13 +125,13 @@ def reference_decode(model, inputs, method, alpha=1.0, beta=0.1, lam=1.0, layer_
             positions = torch.cat([image_positions, torch.zeros(len(out), dtype=torch.bool)])
             embeds = _embed(model, ids, positions, features)
             first = _run(model, embeds, attentions=reads_attention and t == 1)
-            l = first.logits[0, -1].float()
+            last = first.logits[0, -1].float()
             if reads_attention and t == 1:
                 zeroed = _nonblind(first.attentions, positions, layer_gamma, lam)
                 zeroed = _random_nonblind(zeroed, seed) if method == "random_mask" else zeroed
                 nonblind = torch.nonzero(positions).flatten()[zeroed]
             if method in ("greedy", "sample"):
-                z = l
+                z = last
             else:
                 if method in ("avisc", "random_mask", "zero_image"):
                     zeroed = nonblind if method != "zero_image" else torch.nonzero(positions).flatten()
@@ -127,11 +143,11 @@ def reference_decode(model, inputs, method, alpha=1.0, beta=0.1, lam=1.0, layer_
                     other = _run(model, model.get_input_embeddings()(ids[:, ~positions])).logits[0, -1].float()
                 if method == "m3id":
                     g = math.exp(-gamma_decay * t)
-                    lc, lu = torch.log_softmax(l, -1), torch.log_softmax(other, -1)
+                    lc, lu = torch.log_softmax(last, -1), torch.log_softmax(other, -1)
                     z = lc + (1 - g) / g * (lc - lu)
                 else:
-                    z = (1 + alpha) * l - alpha * other
-                z[l < math.log(beta) + l.max()] = -float("inf")
+                    z = (1 + alpha) * last - alpha * other
+                z[last < math.log(beta) + last.max()] = -float("inf")
             token = torch.multinomial(torch.softmax(z, -1), 1, generator=generator)[0] if sampling else z.argmax()
             out.append(int(token))
             if int(token) == eos:
@@ -224,21 +240,24 @@ def test_half_precision_runs(llava_case, dtype):
     assert out.shape == (2, 3) and out.dtype == torch.long
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"method": "beam"}, "unknown method 'beam'"),
-    ({"method": "avisc", "beta": 0.0}, "beta must be in"),
-    ({"method": "avisc", "beta": 1.5}, "beta must be in"),
-    ({"method": "avisc", "alpha": -1.0}, "alpha must be"),
-    ({"method": "avisc", "layer_gamma": 0.0}, "layer_gamma must be in"),
-    ({"method": "avisc", "top_p": 0.0}, "top_p must be in"),
-    ({"method": "sample", "temperature": 0.0}, "temperature must be"),
-    ({"method": "avisc", "max_new_tokens": 0}, "max_new_tokens must be"),
-    ({"method": "vcd", "noise_step": 1000}, "noise_step must be"),
-    ({"method": "greedy", "do_sample": True}, "use method='sample'"),
-    ({"method": "sample", "do_sample": False}, "use method='greedy'"),
-    ({"method": "avisc", "do_sample": 1}, "do_sample must be True, False or None"),
-    ({"method": "avisc", "cd_alpha": 1.0}, "unknown keyword argument.*cd_alpha"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"method": "beam"}, "unknown method 'beam'"),
+        ({"method": "avisc", "beta": 0.0}, "beta must be in"),
+        ({"method": "avisc", "beta": 1.5}, "beta must be in"),
+        ({"method": "avisc", "alpha": -1.0}, "alpha must be"),
+        ({"method": "avisc", "layer_gamma": 0.0}, "layer_gamma must be in"),
+        ({"method": "avisc", "top_p": 0.0}, "top_p must be in"),
+        ({"method": "sample", "temperature": 0.0}, "temperature must be"),
+        ({"method": "avisc", "max_new_tokens": 0}, "max_new_tokens must be"),
+        ({"method": "vcd", "noise_step": 1000}, "noise_step must be"),
+        ({"method": "greedy", "do_sample": True}, "use method='sample'"),
+        ({"method": "sample", "do_sample": False}, "use method='greedy'"),
+        ({"method": "avisc", "do_sample": 1}, "do_sample must be True, False or None"),
+        ({"method": "avisc", "cd_alpha": 1.0}, "unknown keyword argument.*cd_alpha"),
+    ],
+)
 def test_invalid_settings_are_named(llava_case, kwargs, message):
     with pytest.raises(ValueError, match=message):
         decode(llava_case.model, llava_case.batch(1), **kwargs)
@@ -265,9 +284,15 @@ def test_bad_inputs_are_clear_errors(llava_case):
         decode(model, right, method="greedy")
 
 
-@pytest.mark.parametrize("method, options", [
-    ("clearsight", {}), ("var", {}), ("pai", {"pai_gamma": 1.0}), ("avisc", {}),
-])
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("clearsight", {}),
+        ("var", {}),
+        ("pai", {"pai_gamma": 1.0}),
+        ("avisc", {}),
+    ],
+)
 def test_do_sample_draws_the_token_for_every_method(llava_case, method, options):
     """do_sample=True draws each token from the method's final scores (one-pass methods included),
     and ``decoding`` says so; before, one-pass methods took the argmax whatever do_sample said."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import QUESTIONS, row
 
 from avisc_lib.decoding import decode
 from avisc_lib.generation import answer_logits, candidate_token_ids, generate
 from avisc_lib.models.inputs import encode
 from avisc_lib.models.prompts import LLAVA_V1_SYSTEM, build_prompt
 from avisc_lib.world.scenes import make_scene
-from conftest import QUESTIONS, row
 
 IMAGES = [make_scene("test", i).image for i in range(5)]
 QS = [QUESTIONS[i % len(QUESTIONS)] for i in range(5)]
@@ -19,10 +19,10 @@ QS = [QUESTIONS[i % len(QUESTIONS)] for i in range(5)]
 def test_answers_are_decoded_strings_independent_of_batch_size(case):
     answers = generate(case.model, case.processor, IMAGES, QS, method="avisc", batch_size=2, max_new_tokens=6)
     assert len(answers) == 5 and all(isinstance(a, str) and a == a.strip() for a in answers)
-    assert answers == generate(case.model, case.processor, IMAGES, QS, method="avisc", batch_size=5,
-                               max_new_tokens=6)
-    tokens = decode(case.model, encode(case.model, case.processor, IMAGES[:1], QS[:1]), method="avisc",
-                    max_new_tokens=6)
+    assert answers == generate(case.model, case.processor, IMAGES, QS, method="avisc", batch_size=5, max_new_tokens=6)
+    tokens = decode(
+        case.model, encode(case.model, case.processor, IMAGES[:1], QS[:1]), method="avisc", max_new_tokens=6
+    )
     assert answers[0] == case.processor.batch_decode(tokens, skip_special_tokens=True)[0].strip()
 
 
@@ -43,7 +43,8 @@ def test_llava_prompt_styles(llava_case):
     hf = build_prompt(model, processor, "Is there a cat?")
     assert hf == "USER: <image>\nIs there a cat? ASSISTANT:"  # the processor's chat template
     assert build_prompt(model, processor, "Is there a cat?", "llava_v1") == (
-        f"{LLAVA_V1_SYSTEM} USER: <image>\nIs there a cat? ASSISTANT:")
+        f"{LLAVA_V1_SYSTEM} USER: <image>\nIs there a cat? ASSISTANT:"
+    )
     with pytest.raises(ValueError, match="unknown prompt_style 'raw' for llava"):
         build_prompt(model, processor, "Is there a cat?", "raw")
 
@@ -65,8 +66,9 @@ def test_instructblip_batches_pad_llm_left_and_qformer_right(instructblip_case):
     assert (mask == 0).any() and (mask.diff(dim=-1) >= 0).all()  # left padding
     assert (qmask[:, 0] == 1).all() and (qmask == 0).any()
     padded = int(torch.nonzero(qmask.sum(-1) < qmask.shape[1])[0])
-    alone = encode(instructblip_case.model, instructblip_case.processor, [make_scene("test", padded).image],
-                   [QUESTIONS[padded]])
+    alone = encode(
+        instructblip_case.model, instructblip_case.processor, [make_scene("test", padded).image], [QUESTIONS[padded]]
+    )
     for key in alone:
         assert torch.equal(row(inputs, padded)[key], alone[key]), key
 

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import row
 from transformers import LogitsProcessorList, StoppingCriteriaList, TopKLogitsWarper
-from transformers.generation.streamers import BaseStreamer
 from transformers.generation.stopping_criteria import MaxLengthCriteria
+from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerationMixin
 
 from avisc_lib import custom_generate, decode
 from avisc_lib.decoding import METHODS
-from conftest import row
 
 FOLDER = Path(__file__).resolve().parents[2] / "custom_generate"
 NEW_TOKENS = 4
@@ -34,7 +34,7 @@ def padded_after_eos(tokens: torch.Tensor, eos: set[int], pad: int) -> torch.Ten
     for b in range(out.shape[0]):
         ends = [t for t in range(out.shape[1]) if int(out[b, t]) in eos]
         if ends:
-            out[b, ends[0] + 1:] = pad
+            out[b, ends[0] + 1 :] = pad
     return out
 
 
@@ -56,37 +56,59 @@ def test_tokens_equal_decode(gen_case, method):
             torch.manual_seed(7)
             out = hf_generate(gen_case, inputs, custom_generate(method), do_sample=do_sample, pad_token_id=5)
             prompt = inputs["input_ids"]
-            assert torch.equal(out[:, :prompt.shape[1]], prompt)
-            assert torch.equal(out[:, prompt.shape[1]:], padded_after_eos(expected, eos, pad=5)), (method, do_sample)
+            assert torch.equal(out[:, : prompt.shape[1]], prompt)
+            assert torch.equal(out[:, prompt.shape[1] :], padded_after_eos(expected, eos, pad=5)), (method, do_sample)
 
 
 def test_hyper_parameters_and_generation_options_reach_decode(embedded_case):
     inputs = embedded_case.batch(2)
     options = dict(alpha=2.5, beta=0.2, seed=3)
-    expected = decode(embedded_case.model, inputs, method="vcd", max_new_tokens=6, min_new_tokens=2,
-                      do_sample=True, temperature=0.7, top_k=5, top_p=0.9, **options)
-    out = embedded_case.model.generate(**inputs, custom_generate=custom_generate("vcd", **options), max_new_tokens=6,
-                                       min_new_tokens=2, do_sample=True, temperature=0.7, top_k=5, top_p=0.9)
-    assert torch.equal(out[:, inputs["input_ids"].shape[1]:], expected)
+    expected = decode(
+        embedded_case.model,
+        inputs,
+        method="vcd",
+        max_new_tokens=6,
+        min_new_tokens=2,
+        do_sample=True,
+        temperature=0.7,
+        top_k=5,
+        top_p=0.9,
+        **options,
+    )
+    out = embedded_case.model.generate(
+        **inputs,
+        custom_generate=custom_generate("vcd", **options),
+        max_new_tokens=6,
+        min_new_tokens=2,
+        do_sample=True,
+        temperature=0.7,
+        top_k=5,
+        top_p=0.9,
+    )
+    assert torch.equal(out[:, inputs["input_ids"].shape[1] :], expected)
 
 
 def test_instructblip_own_generate_names_the_alternative(instructblip_case):
     with pytest.raises(ValueError, match="GenerationMixin.generate"):
-        instructblip_case.model.generate(**instructblip_case.batch(2), custom_generate=custom_generate("avisc"),
-                                         max_new_tokens=2)
+        instructblip_case.model.generate(
+            **instructblip_case.batch(2), custom_generate=custom_generate("avisc"), max_new_tokens=2
+        )
 
 
-@pytest.mark.parametrize("arguments, named", [
-    (dict(num_beams=2), "num_beams"),
-    (dict(num_return_sequences=2, do_sample=True), "num_return_sequences"),
-    (dict(penalty_alpha=0.6, top_k=4), "penalty_alpha"),
-    (dict(return_dict_in_generate=True), "return_dict_in_generate"),
-    (dict(repetition_penalty=1.3), "RepetitionPenaltyLogitsProcessor"),
-    (dict(logits_processor=LogitsProcessorList([TopKLogitsWarper(3)])), "TopKLogitsWarper"),
-    (dict(max_time=5.0), "MaxTimeCriteria"),
-    (dict(eos_token_id=7), "eos_token_id"),
-    (dict(max_length=10), "max_length"),
-])
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        (dict(num_beams=2), "num_beams"),
+        (dict(num_return_sequences=2, do_sample=True), "num_return_sequences"),
+        (dict(penalty_alpha=0.6, top_k=4), "penalty_alpha"),
+        (dict(return_dict_in_generate=True), "return_dict_in_generate"),
+        (dict(repetition_penalty=1.3), "RepetitionPenaltyLogitsProcessor"),
+        (dict(logits_processor=LogitsProcessorList([TopKLogitsWarper(3)])), "TopKLogitsWarper"),
+        (dict(max_time=5.0), "MaxTimeCriteria"),
+        (dict(eos_token_id=7), "eos_token_id"),
+        (dict(max_length=10), "max_length"),
+    ],
+)
 def test_unsupported_generate_arguments_raise(embedded_case, arguments, named):
     inputs = embedded_case.batch(1)
     arguments = {"max_new_tokens": 2, **arguments}
@@ -124,17 +146,24 @@ def test_custom_generate_validates_its_own_arguments(embedded_case):
     with pytest.raises(ValueError, match="alpha"):
         custom_generate("avisc", alpha=-1)
     with pytest.raises(ValueError, match="do_sample=True"):
-        embedded_case.model.generate(**embedded_case.batch(1), custom_generate=custom_generate("sample"),
-                                     max_new_tokens=2, do_sample=False)
+        embedded_case.model.generate(
+            **embedded_case.batch(1), custom_generate=custom_generate("sample"), max_new_tokens=2, do_sample=False
+        )
 
 
 def test_local_folder_form(embedded_case, tmp_path, monkeypatch):
     monkeypatch.setattr("transformers.dynamic_module_utils.HF_MODULES_CACHE", str(tmp_path))
     inputs = embedded_case.batch(2)
     expected = decode(embedded_case.model, inputs, method="avisc", alpha=2.5, max_new_tokens=NEW_TOKENS)
-    out = embedded_case.model.generate(**inputs, custom_generate=str(FOLDER), trust_remote_code=True,
-                                       method="avisc", alpha=2.5, max_new_tokens=NEW_TOKENS)
-    assert torch.equal(out[:, inputs["input_ids"].shape[1]:], expected)
+    out = embedded_case.model.generate(
+        **inputs,
+        custom_generate=str(FOLDER),
+        trust_remote_code=True,
+        method="avisc",
+        alpha=2.5,
+        max_new_tokens=NEW_TOKENS,
+    )
+    assert torch.equal(out[:, inputs["input_ids"].shape[1] :], expected)
     with pytest.raises(ValueError, match="trust_remote_code"):  # opt-in remote code, even from a local folder
         embedded_case.model.generate(**inputs, custom_generate=str(FOLDER), method="avisc", max_new_tokens=2)
 

@@ -62,12 +62,11 @@ def test_capture_alone_records_sdpa_attention_after_an_edit_ends(case):
 
 def test_only_side_read_sees_an_edit_nested_inside_it(case):
     model, prompt, plain, edit = case
-    with torch.no_grad():
-        with only(model, prompt, layer=0) as branch:
+    with torch.no_grad(), only(model, prompt, layer=0) as branch:
+        _forward(model, prompt)
+        unedited = branch.logits.clone()
+        with edit_attention(model, [edit]), record_last_query_attention(model) as rows:
             _forward(model, prompt)
-            unedited = branch.logits.clone()
-            with edit_attention(model, [edit]), record_last_query_attention(model) as rows:
-                _forward(model, prompt)
-            edited = branch.logits.clone()
+        edited = branch.logits.clone()
     assert torch.allclose(rows[0], _expected(plain[0], prompt.image_mask), atol=1e-6)
     assert not torch.allclose(edited, unedited, atol=1e-4)  # ONLY's branch read the edited layer-0 attention

@@ -15,12 +15,12 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed in .venv-lmms, where `make test` runs this file")
 
-from lmms_eval.api.instance import Instance  # noqa: E402
-from lmms_eval.models import get_model  # noqa: E402
+from lmms_eval.api.instance import Instance
+from lmms_eval.models import get_model
 
-from avisc_lib.benchmarks import synthetic  # noqa: E402
-from avisc_lib.benchmarks.cli import main as avisc_eval  # noqa: E402
-from avisc_lib.integrations.lmms import AviscModel, cut_at, task_options  # noqa: E402
+from avisc_lib.benchmarks import synthetic
+from avisc_lib.benchmarks.cli import main as avisc_eval
+from avisc_lib.integrations.lmms import AviscModel, cut_at, task_options
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lmms"
 QUESTIONS = 12
@@ -54,8 +54,12 @@ def test_model_args_are_validated_and_loglikelihood_names_the_alternative():
     with pytest.raises(ValueError, match="unknown method"):
         AviscModel(pretrained="tiny", method="beam")
     model = AviscModel(pretrained="tiny", method="vcd", batch_size=2)
-    request = Instance(request_type="loglikelihood", arguments=("Is there a dog?", " yes"), idx=0,
-                       metadata={"task": "t", "doc_id": 0, "repeats": 1})
+    request = Instance(
+        request_type="loglikelihood",
+        arguments=("Is there a dog?", " yes"),
+        idx=0,
+        metadata={"task": "t", "doc_id": 0, "repeats": 1},
+    )
     with pytest.raises(NotImplementedError, match="generate_until"):
         model.loglikelihood([request])
 
@@ -70,8 +74,12 @@ def local_pope_task(folder: Path, answers: list[dict]) -> Path:
             image = folder / record["image"]
             if not image.exists():
                 synthetic.load_image(record["image"]).save(image)
-            doc = {"question_id": record["id"], "question": record["question"], "answer": record["label"],
-                   "image_path": str(image)}
+            doc = {
+                "question_id": record["id"],
+                "question": record["question"],
+                "answer": record["label"],
+                "image_path": str(image),
+            }
             f.write(json.dumps(doc) + "\n")
     return folder
 
@@ -79,8 +87,26 @@ def local_pope_task(folder: Path, answers: list[dict]) -> Path:
 @pytest.mark.slow
 def test_lmms_eval_pope_metrics_equal_avisc_eval(tmp_path):
     run = tmp_path / "avisc_eval"
-    argv = ["run", "pope", "--model", "tiny", "--method", "avisc", "--alpha", "2.5", "--out", str(run),
-            "--dataset", "synthetic", "--split", "adversarial", "--limit", str(QUESTIONS), "--batch-size", "4"]
+    argv = [
+        "run",
+        "pope",
+        "--model",
+        "tiny",
+        "--method",
+        "avisc",
+        "--alpha",
+        "2.5",
+        "--out",
+        str(run),
+        "--dataset",
+        "synthetic",
+        "--split",
+        "adversarial",
+        "--limit",
+        str(QUESTIONS),
+        "--batch-size",
+        "4",
+    ]
     assert avisc_eval(argv) == 0
     answers = [json.loads(line) for line in (run / "answers.jsonl").read_text().splitlines()]
     ours = json.loads((run / "metrics.json").read_text())
@@ -89,9 +115,24 @@ def test_lmms_eval_pope_metrics_equal_avisc_eval(tmp_path):
     tasks = local_pope_task(tmp_path / "tasks", answers)
     out = tmp_path / "lmms"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    command = [sys.executable, "-m", "lmms_eval", "--model", "avisc", "--model_args",
-               "pretrained=tiny,method=avisc,alpha=2.5", "--tasks", "pope_local", "--include_path", str(tasks),
-               "--batch_size", "4", "--output_path", str(out), "--log_samples"]
+    command = [
+        sys.executable,
+        "-m",
+        "lmms_eval",
+        "--model",
+        "avisc",
+        "--model_args",
+        "pretrained=tiny,method=avisc,alpha=2.5",
+        "--tasks",
+        "pope_local",
+        "--include_path",
+        str(tasks),
+        "--batch_size",
+        "4",
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
     done = subprocess.run(command, cwd=tasks, env=env, capture_output=True, text=True, timeout=600)
     files = list(out.rglob("*_results.json"))  # lmms-eval logs a failed evaluation and still exits 0
     assert done.returncode == 0 and files, done.stderr[-3000:]

@@ -6,7 +6,7 @@ import torch
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed in .venv-lmms, where `make test` runs this file")
 
 from avisc_lib.integrations import lmms
-from avisc_lib.models import placement  # noqa: E402
+from avisc_lib.models import placement
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avisc_lib.models import compat
 from avisc_lib.generation import answer_logits
+from avisc_lib.models import compat
 from avisc_lib.models.inputs import embed_prompt
 from avisc_lib.tokens.masking import mask_image_tokens, replace_image_tokens
 
@@ -59,9 +59,8 @@ def test_hook_zeroes_projector_rows_and_is_removed(case):
 
 def test_hook_is_removed_after_an_exception(llava_case):
     model = llava_case.model
-    with pytest.raises(RuntimeError, match="boom"):
-        with mask_image_tokens(model, _which(1, 64)):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), mask_image_tokens(model, _which(1, 64)):
+        raise RuntimeError("boom")
     assert _projector_hooks(model) == 0
 
 

@@ -42,9 +42,15 @@ def test_without_the_ban_the_answer_is_eos_alone(eos_first):
 def test_greedy_matches_hf_generate(eos_first, min_new_tokens):
     model, inputs, eos = eos_first
     ours = decode(model, inputs, method="greedy", max_new_tokens=3, min_new_tokens=min_new_tokens)
-    hf = model.generate(**inputs, do_sample=False, max_new_tokens=3, min_new_tokens=min_new_tokens,
-                        eos_token_id=eos, pad_token_id=model.generation_config.pad_token_id)
-    hf = hf[:, inputs["input_ids"].shape[1]:]
+    hf = model.generate(
+        **inputs,
+        do_sample=False,
+        max_new_tokens=3,
+        min_new_tokens=min_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=model.generation_config.pad_token_id,
+    )
+    hf = hf[:, inputs["input_ids"].shape[1] :]
     assert ours.shape[1] >= min_new_tokens + 1
     assert (ours[:, :min_new_tokens] != eos).all()
     assert ours[:, :3].tolist() == hf[:, : ours.shape[1]].tolist()

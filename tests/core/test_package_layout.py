@@ -61,8 +61,9 @@ print(json.dumps(failed))
 def test_every_module_imports_alone():
     """Each module first, in a fresh package state: a cycle fails whichever module starts it."""
     modules = [m for m in MODULES if m != "avisc_lib.integrations.lmms"]  # lmms-eval lives in .venv-lmms
-    done = subprocess.run([sys.executable, "-c", IMPORT_EACH_ALONE, json.dumps(modules)], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH_ALONE, json.dumps(modules)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
 
@@ -80,26 +81,38 @@ def _function_imports(path: Path) -> list[tuple[int, str]]:
 
 
 def test_no_import_inside_a_function_but_optional_packages():
-    hidden = [f"{p.relative_to(PACKAGE)}:{line}: {name}" for p in PACKAGE.rglob("*.py")
-              for line, name in _function_imports(p) if name not in LAZY_IMPORTS]
+    hidden = [
+        f"{p.relative_to(PACKAGE)}:{line}: {name}"
+        for p in PACKAGE.rglob("*.py")
+        for line, name in _function_imports(p)
+        if name not in LAZY_IMPORTS
+    ]
     assert hidden == []
 
 
 def test_the_library_loads_without_the_course():
     code = "import sys, avisc_lib; print(sorted(m for m in sys.modules if m.startswith('avisc_lib.')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    loaded = eval(done.stdout.strip())  # a list of module names  # noqa: S307
+    loaded = eval(done.stdout.strip())  # a list of module names
     assert loaded and not [m for m in loaded if m.split(".")[1] in USERS]
 
 
 def _literals(path: Path) -> list[tuple[int, str]]:
     """String constants of ``path`` that are not docstrings."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
-    return [(n.lineno, n.value) for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings
+    ]
 
 
 def test_each_built_in_method_is_named_in_its_own_file_only():

@@ -1,11 +1,11 @@
 """Packaging: environment.yml agrees with pyproject.toml; the tiny processor matches training."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from avisc_lib.tiny.build import NUM_IMAGE_TOKENS, build_processor
 from avisc_lib.tiny.data import pixel_values, prompt_text
@@ -57,7 +57,9 @@ def processor():
 
 
 def test_chat_template_is_llava_15_style(processor):
-    conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a red circle?"}]}]
+    conversation = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is there a red circle?"}]}
+    ]
     prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
     assert prompt == "USER: <image>\nIs there a red circle? ASSISTANT:"
 

@@ -24,10 +24,10 @@ from avisc_lib import (
     load_model,
     select_blind_tokens,
 )
-from avisc_lib.scores import contrast_logits
 from avisc_lib.models.inputs import embed_prompt
 from avisc_lib.models.prompts import LLAVA_V1_SYSTEM
 from avisc_lib.models.replicas import build_replica, main
+from avisc_lib.scores import contrast_logits
 from avisc_lib.world.scenes import make_scene
 
 LLAVA, IBLIP = "llava-1.5", "instructblip-vicuna"
@@ -282,4 +282,4 @@ def test_instructblip_stops_at_its_tokenizers_end_token(folders):
     from avisc_lib.decoding import special_token_ids
 
     eos, _ = special_token_ids(model)
-    assert 2 == processor.tokenizer.eos_token_id and 2 in eos and 1 in eos
+    assert processor.tokenizer.eos_token_id == 2 and 2 in eos and 1 in eos

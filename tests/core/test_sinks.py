@@ -7,10 +7,10 @@ import copy
 
 import pytest
 import torch
+from conftest import row
 
 from avisc_lib.models import compat
 from avisc_lib.tokens.sinks import activation, find_sinks, sink_tokens
-from conftest import row
 
 MASSIVE = 1000.0
 BOS_DIM, OTHER_DIM = 5, 17
@@ -107,14 +107,17 @@ def test_embedded_model_has_no_massive_activation_at_the_paper_threshold(embedde
     assert sinks.dimensions() == [] and not sinks.tokens.any()
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"tau": 0.0}, "tau must be"),
-    ({"tau": float("nan")}, "tau must be"),
-    ({"tau": float("inf")}, "tau must be"),
-    ({"layers": [3]}, r"layers must be .* \[0, 2\]"),
-    ({"layers": []}, "layers must be"),
-    ({"dims": [64]}, r"dims must be .* \[0, 63\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"tau": 0.0}, "tau must be"),
+        ({"tau": float("nan")}, "tau must be"),
+        ({"tau": float("inf")}, "tau must be"),
+        ({"layers": [3]}, r"layers must be .* \[0, 2\]"),
+        ({"layers": []}, "layers must be"),
+        ({"dims": [64]}, r"dims must be .* \[0, 63\]"),
+    ],
+)
 def test_errors(llava_case, kwargs, message):
     with pytest.raises(ValueError, match=message):
         find_sinks(llava_case.model, llava_case.batch(1), **kwargs)

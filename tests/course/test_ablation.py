@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import avisc_lib
-from avisc_lib.course import ablation as analysis, plotting
+from avisc_lib.course import ablation as analysis
+from avisc_lib.course import plotting
 from avisc_lib.world.questions import existence_set
 
 matplotlib.use("Agg")
@@ -54,7 +55,9 @@ def test_run_study_matches_direct_calls(study_inputs):
     torch.testing.assert_close(study.logits["original"], avisc_lib.answer_logits(model, inputs, ids))
     blind = avisc_lib.select_blind_tokens(avisc_lib.image_attention(model, inputs))
     assert torch.equal(study.blind, blind)
-    torch.testing.assert_close(study.logits["keep blind only"], avisc_lib.answer_logits(model, inputs, ids, replace=~blind))
+    torch.testing.assert_close(
+        study.logits["keep blind only"], avisc_lib.answer_logits(model, inputs, ids, replace=~blind)
+    )
     assert not torch.allclose(study.logits["zero all"], study.logits["original"])
 
 

@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 
-from avisc_lib.course import budget, experiments
-from avisc_lib.decoding import METHODS
 from avisc_lib.benchmarks import amber, fetch, load_queries, load_questions
 from avisc_lib.benchmarks.tasks import DEFAULT_DATA_DIR, amber_section, build_task
+from avisc_lib.course import budget, experiments
+from avisc_lib.decoding import METHODS
 
 SPEC = budget.MODELS["llava"]
 FP16, NF4 = budget.QUANTIZATION["fp16"], budget.QUANTIZATION["4bit"]
@@ -96,17 +96,20 @@ def test_unknown_names_are_refused():
 # --------------------------------------------------------------------------- GPU names
 
 
-@pytest.mark.parametrize(("name", "memory", "key"), [
-    ("Tesla T4", 14.7, "T4"),
-    ("NVIDIA L4", 22.0, "L4"),
-    ("NVIDIA L40S", 44.4, None),
-    ("NVIDIA A100-SXM4-40GB", 39.4, "A100-40GB"),
-    ("NVIDIA A100-PCIE-40GB", 39.4, "A100-40GB"),
-    ("NVIDIA A100-SXM4-80GB", 79.2, "A100-80GB"),
-    ("NVIDIA A100 80GB PCIe", 79.2, "A100-80GB"),
-    ("NVIDIA A100-SXM", 79.2, "A100-80GB"),
-    ("NVIDIA H100 80GB HBM3", 79.1, None),
-])
+@pytest.mark.parametrize(
+    ("name", "memory", "key"),
+    [
+        ("Tesla T4", 14.7, "T4"),
+        ("NVIDIA L4", 22.0, "L4"),
+        ("NVIDIA L40S", 44.4, None),
+        ("NVIDIA A100-SXM4-40GB", 39.4, "A100-40GB"),
+        ("NVIDIA A100-PCIE-40GB", 39.4, "A100-40GB"),
+        ("NVIDIA A100-SXM4-80GB", 79.2, "A100-80GB"),
+        ("NVIDIA A100 80GB PCIe", 79.2, "A100-80GB"),
+        ("NVIDIA A100-SXM", 79.2, "A100-80GB"),
+        ("NVIDIA H100 80GB HBM3", 79.1, None),
+    ],
+)
 def test_detect_gpu_maps_device_names(name, memory, key):
     assert budget.detect_gpu(name, memory) == key
 
@@ -117,7 +120,13 @@ def test_detect_gpu_without_cuda(monkeypatch):
 
 
 def test_nearest_gpu_by_memory():
-    assert [budget.nearest_gpu(m) for m in (15.0, 16.0, 24.0, 40.0, 94.0)] == ["T4", "T4", "L4", "A100-40GB", "A100-80GB"]
+    assert [budget.nearest_gpu(m) for m in (15.0, 16.0, 24.0, 40.0, 94.0)] == [
+        "T4",
+        "T4",
+        "L4",
+        "A100-40GB",
+        "A100-80GB",
+    ]
 
 
 # --------------------------------------------------------------------------- grids
@@ -148,13 +157,18 @@ def test_grid_sizes_are_the_synthetic_tasks_sizes(limit):
     assert experiments.notebook_runs("04", limit, "synthetic")[0].questions == len(pope)
     assert experiments.notebook_runs("05", limit, "synthetic")[0].questions == len(mme)
     run = experiments.notebook_runs("06", limit, "synthetic")[0]
-    assert (run.questions, run.captions) == (len(amber_questions), sum(q.group == "generative" for q in amber_questions))
+    assert (run.questions, run.captions) == (
+        len(amber_questions),
+        sum(q.group == "generative" for q in amber_questions),
+    )
 
 
 def test_grid_sizes_are_the_real_benchmark_files_sizes():
     for dataset in ("coco", "aokvqa", "gqa"):
         for split in experiments.POPE_SPLITS:
-            assert len(load_questions(fetch(f"pope/{dataset}/{split}", DEFAULT_DATA_DIR))) == experiments.POPE_SIZE["coco"]
+            assert (
+                len(load_questions(fetch(f"pope/{dataset}/{split}", DEFAULT_DATA_DIR))) == experiments.POPE_SIZE["coco"]
+            )
     annotations = amber.load_annotations(fetch("amber/annotations", DEFAULT_DATA_DIR))
     queries = load_queries(fetch("amber/query/all", DEFAULT_DATA_DIR))
     sections = collections.Counter(amber_section(annotations[q.id - 1]) for q in queries)
@@ -174,15 +188,21 @@ def test_unknown_notebook_or_dataset():
 def test_plan_sums_runs_questions_and_minutes_per_group():
     runs = experiments.notebook_runs("04", 40, "coco")
     table = budget.plan(runs, "T4", "llava")
-    assert list(table.index) == ["datasets × splits × methods", "controls (random mask, zeroed image)",
-                                 "α × λ sweep (AvisC)", "total"]
+    assert list(table.index) == [
+        "datasets × splits × methods",
+        "controls (random mask, zeroed image)",
+        "α × λ sweep (AvisC)",
+        "total",
+    ]
     assert table.loc["total", "runs"] == len(runs) == table["runs"].iloc[:-1].sum()
     assert table.loc["total", "questions"] == sum(r.questions for r in runs)
     assert table.loc["total", "minutes"] == pytest.approx(budget.estimate(runs, "T4", "llava") / 60, abs=0.1)
 
 
-@pytest.mark.parametrize(("gpu", "model", "why"), [(None, "llava", "no GPU the cost model knows"),
-                                                   ("T4", "tiny", "no cost figures for 'tiny'")])
+@pytest.mark.parametrize(
+    ("gpu", "model", "why"),
+    [(None, "llava", "no GPU the cost model knows"), ("T4", "tiny", "no cost figures for 'tiny'")],
+)
 def test_plan_without_an_estimate_shows_counts_and_says_why(capsys, gpu, model, why):
     table = budget.plan(experiments.notebook_runs("05", 10, "synthetic"), gpu, model)
     assert list(table.columns) == ["runs", "questions"]

@@ -7,12 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import DATA, scene_images
 from PIL import Image
 
-from avisc_lib.course.profiles import resolve_profile
 from avisc_lib.course.existence import PHOTOS, existence_items, photo_path, study_source
+from avisc_lib.course.profiles import resolve_profile
 from avisc_lib.world.questions import existence_set
-from conftest import DATA, scene_images
 
 KINDS = ["random", "popular", "adversarial"]
 
@@ -23,7 +23,7 @@ def gpu_profile():
 
 
 def _object(question: str) -> str:
-    """"Is there an eye in the image?" -> "eye"."""
+    """ "Is there an eye in the image?" -> "eye"."""
     return question.removeprefix("Is there ").removesuffix(" in the image?").split(" ", 1)[1]
 
 

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from avisc_lib.course import budget, experiments, profiles
 from avisc_lib.benchmarks.report import metrics_row
+from avisc_lib.course import budget, experiments, profiles
 from avisc_lib.course.experiments import Experiment
 
 SPEC = Experiment("pope", "synthetic", "adversarial", "avisc", seed=0, limit=4)
@@ -22,9 +22,18 @@ def test_every_run_of_a_grid_has_its_own_folder(notebook, kind):
 
 @pytest.mark.parametrize(
     "change",
-    [dict(benchmark="mme", split="hallucination"), dict(dataset="coco"), dict(split="random"), dict(method="vcd"),
-     dict(seed=1), dict(question_seed=1), dict(protocol="paper"), dict(limit=5), dict(limit=None),
-     dict(decode={"alpha": 2.0})],
+    [
+        dict(benchmark="mme", split="hallucination"),
+        dict(dataset="coco"),
+        dict(split="random"),
+        dict(method="vcd"),
+        dict(seed=1),
+        dict(question_seed=1),
+        dict(protocol="paper"),
+        dict(limit=5),
+        dict(limit=None),
+        dict(decode={"alpha": 2.0}),
+    ],
     ids=lambda change: ",".join(change),
 )
 def test_the_folder_changes_with_every_field_that_changes_the_answers(change):
@@ -36,8 +45,16 @@ def test_label_and_group_do_not_change_the_folder():
 
 
 def test_folder_names_the_fields_in_a_fixed_order():
-    spec = Experiment("mme", "synthetic", "hallucination", "avisc", seed=2, question_seed=0, limit=150,
-                      decode={"do_sample": True, "alpha": 0.0})
+    spec = Experiment(
+        "mme",
+        "synthetic",
+        "hallucination",
+        "avisc",
+        seed=2,
+        question_seed=0,
+        limit=150,
+        decode={"do_sample": True, "alpha": 0.0},
+    )
     assert spec.folder == "mme_synthetic_hallucination_avisc_argmax_n150_seed2_questions0_alpha=0.0_do_sample=True"
     assert spec == replace(spec, decode={"alpha": 0.0, "do_sample": True})  # option order does not matter
     assert spec.options == {"alpha": 0.0, "do_sample": True} and spec.label == "avisc"
@@ -46,8 +63,9 @@ def test_folder_names_the_fields_in_a_fixed_order():
 def test_controls_run_beside_avisc_by_argmax_and_sampled():
     pope = experiments.grid("04", "synthetic", 150)
     controls = [s for s in pope if s.group == experiments.CONTROLS]
-    assert {(s.split, s.method) for s in controls} == {(split, m) for split in ("random", "popular", "adversarial")
-                                                       for m in ("random_mask", "zero_image")}
+    assert {(s.split, s.method) for s in controls} == {
+        (split, m) for split in ("random", "popular", "adversarial") for m in ("random_mask", "zero_image")
+    }
     for notebook in ("05", "06"):
         specs = experiments.grid(notebook, "synthetic", 150, seed=7)
         argmax = [s.method for s in specs if s.group == experiments.ARGMAX]
@@ -76,14 +94,33 @@ def test_unknown_notebook_kind_or_benchmark():
         metrics_row("vqa", {})
 
 
-POPE_METRICS = {"TP": 3, "FP": 1, "TN": 2, "FN": 0, "accuracy": 5 / 6, "precision": 0.75, "recall": 1.0,
-                "f1": 6 / 7, "yes_ratio": 4 / 6}
-MME_METRICS = {"subtasks": {"existence": {"acc": 0.5, "acc_plus": 0.25, "score": 75.0}},
-               "perception": None, "cognition": None, "hallucination": 75.0}
-AMBER_METRICS = {"generative": {"chair": 10.0, "cover": 50.0, "hal": 20.0, "cog": 5.0},
-                 "discriminative": {"existence": {"f1": 80.0}, "attribute": {"f1": 70.0}, "relation": {"f1": 60.0},
-                                    "overall": {"accuracy": 71.0, "f1": 72.0}},
-                 "amber_score": 81.0}
+POPE_METRICS = {
+    "TP": 3,
+    "FP": 1,
+    "TN": 2,
+    "FN": 0,
+    "accuracy": 5 / 6,
+    "precision": 0.75,
+    "recall": 1.0,
+    "f1": 6 / 7,
+    "yes_ratio": 4 / 6,
+}
+MME_METRICS = {
+    "subtasks": {"existence": {"acc": 0.5, "acc_plus": 0.25, "score": 75.0}},
+    "perception": None,
+    "cognition": None,
+    "hallucination": 75.0,
+}
+AMBER_METRICS = {
+    "generative": {"chair": 10.0, "cover": 50.0, "hal": 20.0, "cog": 5.0},
+    "discriminative": {
+        "existence": {"f1": 80.0},
+        "attribute": {"f1": 70.0},
+        "relation": {"f1": 60.0},
+        "overall": {"accuracy": 71.0, "f1": 72.0},
+    },
+    "amber_score": 81.0,
+}
 
 
 def test_table_has_one_row_per_run_with_spec_columns_and_flat_metrics():
@@ -95,11 +132,25 @@ def test_table_has_one_row_per_run_with_spec_columns_and_flat_metrics():
 
 
 def test_flatten_mme_and_amber():
-    assert metrics_row("mme", MME_METRICS) == {"existence": 75.0, "existence acc": 50.0,
-                                                        "existence acc+": 25.0, "hallucination": 75.0}
+    assert metrics_row("mme", MME_METRICS) == {
+        "existence": 75.0,
+        "existence acc": 50.0,
+        "existence acc+": 25.0,
+        "hallucination": 75.0,
+    }
     amber = metrics_row("amber", AMBER_METRICS)
-    assert amber == {"CHAIR": 10.0, "Cover": 50.0, "Hal": 20.0, "Cog": 5.0, "F1 existence": 80.0,
-                     "F1 attribute": 70.0, "F1 relation": 60.0, "accuracy": 71.0, "F1": 72.0, "AMBER": 81.0}
+    assert amber == {
+        "CHAIR": 10.0,
+        "Cover": 50.0,
+        "Hal": 20.0,
+        "Cog": 5.0,
+        "F1 existence": 80.0,
+        "F1 attribute": 70.0,
+        "F1 relation": 60.0,
+        "accuracy": 71.0,
+        "F1": 72.0,
+        "AMBER": 81.0,
+    }
 
 
 def test_run_writes_the_spec_folder_resumes_and_reports_progress(tmp_path, embedded_case, capsys):
@@ -120,15 +171,20 @@ def test_run_writes_the_spec_folder_resumes_and_reports_progress(tmp_path, embed
 @pytest.mark.parametrize("method", experiments.CONTROL_METHODS)
 def test_controls_run_as_full_decodes(tmp_path, embedded_case, method):
     spec = replace(SPEC, method=method)
-    metrics = experiments.run(spec, embedded_case.model, embedded_case.processor, runs_dir=tmp_path,
-                              model_name="tiny", batch_size=2)
+    metrics = experiments.run(
+        spec, embedded_case.model, embedded_case.processor, runs_dir=tmp_path, model_name="tiny", batch_size=2
+    )
     assert metrics["TP"] + metrics["FP"] + metrics["TN"] + metrics["FN"] == spec.limit
     assert {r["method"] for r in experiments.answers(spec, tmp_path)} == {method}
 
 
 def test_sampled_runs_take_the_seeds_given():
     """Notebooks 05/06 pass SEEDS: ten seeds make ten runs per sampled configuration, same questions."""
-    specs = [s for s in experiments.grid("05", "synthetic", 10, seed=0, seeds=range(10)) if s.group == experiments.SAMPLED_RUNS]
+    specs = [
+        s
+        for s in experiments.grid("05", "synthetic", 10, seed=0, seeds=range(10))
+        if s.group == experiments.SAMPLED_RUNS
+    ]
     assert len(specs) == 10 * len(experiments.SAMPLED)
     assert {s.seed for s in specs} == set(range(10)) and {s.question_seed for s in specs} == {0}
     default = experiments.grid("06", "synthetic", 10, seed=5)

@@ -53,8 +53,12 @@ def test_unknown_model_is_named():
 def _ours() -> pd.DataFrame:
     """Made-up results on two datasets: accuracy = 50 + 10 * (split number) + method number."""
     methods = ["greedy", "vcd", "m3id", "avisc"]
-    rows = [{"dataset": d, "split": s, "method": m, "accuracy": 50.0 + 10 * i + j, "f1": 40.0 + j}
-            for d in ("coco", "gqa") for i, s in enumerate(SPLITS) for j, m in enumerate(methods)]
+    rows = [
+        {"dataset": d, "split": s, "method": m, "accuracy": 50.0 + 10 * i + j, "f1": 40.0 + j}
+        for d in ("coco", "gqa")
+        for i, s in enumerate(SPLITS)
+        for j, m in enumerate(methods)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -80,8 +84,8 @@ def test_pope_beside_paper_errors():
 
 
 def test_beyond_avisc_numbers_carry_sources_and_our_method_names():
-    from avisc_lib.decoding import METHODS
     from avisc_lib.course.paper import paper_beyond
+    from avisc_lib.decoding import METHODS
 
     table = paper_beyond()
     assert table.source.str.len().gt(20).all()

@@ -25,8 +25,9 @@ def clean_environment(monkeypatch):
 def bitsandbytes(monkeypatch):
     """bitsandbytes importable, whether or not it is installed here."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(placement.importlib.util, "find_spec",
-                        lambda name: object() if name == "bitsandbytes" else real(name))
+    monkeypatch.setattr(
+        placement.importlib.util, "find_spec", lambda name: object() if name == "bitsandbytes" else real(name)
+    )
 
 
 def minutes(profile, notebook, gpu):
@@ -92,8 +93,9 @@ def test_explicit_name_beats_environment(monkeypatch):
 
 def test_t4_without_bitsandbytes_explains_what_to_do(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(placement.importlib.util, "find_spec",
-                        lambda name: None if name == "bitsandbytes" else real(name))
+    monkeypatch.setattr(
+        placement.importlib.util, "find_spec", lambda name: None if name == "bitsandbytes" else real(name)
+    )
     with pytest.raises(RuntimeError, match="pip install bitsandbytes"):
         resolve_profile("llava", gpu_gib=14.7)
 
@@ -197,7 +199,10 @@ def test_readme_states_the_profiles_fp16_thresholds():
     import re
     from pathlib import Path
 
-    row = next(line for line in (Path(__file__).parents[2] / "README.md").read_text().splitlines()
-               if line.startswith("| where it runs"))
+    row = next(
+        line
+        for line in (Path(__file__).parents[2] / "README.md").read_text().splitlines()
+        if line.startswith("| where it runs")
+    )
     stated = [float(x) for x in re.findall(r"GPU ≥ (\d+) GiB in fp16", row)]
     assert stated == [FP16_MIN_GIB["llava"], FP16_MIN_GIB["instructblip"]]

@@ -28,8 +28,10 @@ def _checkout(tmp_path, remote):
     return tmp_path
 
 
-@pytest.mark.parametrize("remote, says", [(None, "no GitHub 'origin' remote"),
-                                          ("https://github.com/someone/fork.git", "other repositories than origin")])
+@pytest.mark.parametrize(
+    "remote, says",
+    [(None, "no GitHub 'origin' remote"), ("https://github.com/someone/fork.git", "other repositories than origin")],
+)
 def test_refuses_when_the_badges_name_another_repository(tmp_path, remote, says):
     root = _checkout(tmp_path, remote)
     before = (root / "notebooks" / "04_pope.ipynb").read_text()
@@ -39,13 +41,15 @@ def test_refuses_when_the_badges_name_another_repository(tmp_path, remote, says)
     assert '"0.2.0"' in (root / "pyproject.toml").read_text()
 
 
-@pytest.mark.parametrize("remote", ["https://github.com/avisc-tutorial/avisc-tutorial.git",
-                                    "git@github.com:avisc-tutorial/avisc-tutorial.git"])
+@pytest.mark.parametrize(
+    "remote",
+    ["https://github.com/avisc-tutorial/avisc-tutorial.git", "git@github.com:avisc-tutorial/avisc-tutorial.git"],
+)
 def test_pins_version_install_cell_and_badges_to_the_tag(tmp_path, remote):
     root = _checkout(tmp_path, remote)
     release.main("9.9.9", root)
     text = (root / "notebooks" / "04_pope.ipynb").read_text()
-    assert "AVISC_RELEASE = \\\"v9.9.9\\\"" in text and "/blob/v9.9.9/notebooks/04_pope.ipynb" in text
+    assert 'AVISC_RELEASE = \\"v9.9.9\\"' in text and "/blob/v9.9.9/notebooks/04_pope.ipynb" in text
     assert "/blob/main/" not in text
     assert '__version__ = "9.9.9"' in (root / "avisc_lib" / "version.py").read_text()
 
@@ -53,6 +57,8 @@ def test_pins_version_install_cell_and_badges_to_the_tag(tmp_path, remote):
 def test_every_notebook_names_one_repository():
     import nbformat
 
-    named = {p.name: release.named_repositories(nbformat.read(p, as_version=4))
-             for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
+    named = {
+        p.name: release.named_repositories(nbformat.read(p, as_version=4))
+        for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    }
     assert len(set(map(frozenset, named.values()))) == 1 and all(len(n) == 1 for n in named.values()), named

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from avisc_lib.course import tables as views
 from avisc_lib.benchmarks import run_benchmark
 from avisc_lib.benchmarks.store import ConfigMismatch
+from avisc_lib.course import tables as views
 from avisc_lib.models.loading import load_model
 
 
@@ -41,7 +41,9 @@ def test_mean_std():
 
 
 def test_mark_caption_world_phrases():
-    text, hallucinated = views.mark_caption("A red circle, two blue squares and a green triangle.", ["red circle", "blue square"])
+    text, hallucinated = views.mark_caption(
+        "A red circle, two blue squares and a green triangle.", ["red circle", "blue square"]
+    )
     assert text == "A **red circle**, two **blue squares** and a ~~green triangle~~."
     assert hallucinated == ["green triangle"]
 
@@ -78,8 +80,9 @@ def test_question_seed_fixes_the_questions(tiny, tmp_path):
     kwargs = dict(model_name="tiny", method="greedy", split="hallucination", limit=4, batch_size=8, progress=False)
     _run_loaded(*tiny, "mme", out_dir=tmp_path / "a", seed=1, question_seed=0, **kwargs)
     _run_loaded(*tiny, "mme", out_dir=tmp_path / "b", seed=0, **kwargs)
-    read = lambda f: [json.loads(x)["question"] for x in (tmp_path / f / "answers.jsonl").read_text().splitlines()]
+
+    def read(folder):
+        return [json.loads(x)["question"] for x in (tmp_path / folder / "answers.jsonl").read_text().splitlines()]
+
     assert read("a") == read("b")
     assert json.loads((tmp_path / "a" / "config.json").read_text())["question_seed"] == 0
-
-

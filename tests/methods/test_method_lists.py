@@ -14,12 +14,23 @@ from avisc_lib.methods import registered
 from avisc_lib.settings import decode_options, method_help
 
 CARD = Path(__file__).resolve().parents[2] / "custom_generate" / "README.md"
-REGISTERED = ("greedy", "sample", "avisc", "vcd", "m3id", "random_mask", "zero_image", "pai", "clearsight", "var",
-              "only")
+REGISTERED = (
+    "greedy",
+    "sample",
+    "avisc",
+    "vcd",
+    "m3id",
+    "random_mask",
+    "zero_image",
+    "pai",
+    "clearsight",
+    "var",
+    "only",
+)
 
 
 def test_the_registry_holds_every_registered_method():
-    assert METHODS == tuple(m.name for m in registered()) and tuple(METHODS) == REGISTERED
+    assert tuple(m.name for m in registered()) == METHODS and tuple(METHODS) == REGISTERED
 
 
 def _missing(text: str) -> list[str]:
@@ -34,7 +45,7 @@ def test_cli_method_help_lists_every_method(capsys):
     with pytest.raises(SystemExit):
         main(["run", "pope", "--help"])
     help_text = capsys.readouterr().out
-    section = help_text[help_text.index("--method"):help_text.index("--out")]
+    section = help_text[help_text.index("--method") : help_text.index("--out")]
     assert _missing(section) == []
 
 
@@ -58,6 +69,6 @@ def test_card_without_markers_is_refused(tmp_path):
 def test_help_on_the_package_settings_shows_methods_and_options():
     """help(avisc_lib.DecodeSettings) used to raise AttributeError: the package did not export it."""
     text = pydoc.render_doc(avisc_lib.DecodeSettings, renderer=pydoc.plaintext)
-    assert _missing(text[text.index("Methods:"):]) == []
+    assert _missing(text[text.index("Methods:") :]) == []
     assert [f.name for f in decode_options() if f"{f.name} = " not in text] == []
     assert avisc_lib.METHODS == METHODS and "DecodeSettings" in avisc_lib.__all__

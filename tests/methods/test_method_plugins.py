@@ -64,8 +64,25 @@ def test_a_method_from_a_file_decodes_and_generates():
 def test_a_method_from_a_file_runs_in_avisc_eval(tmp_path):
     script = Path(sysconfig.get_path("scripts")) / "avisc-eval"
     out = tmp_path / "run"
-    argv = [str(script), "--methods-from", str(PLUGIN), "run", "pope", "--model", "tiny", "--method", "keep_top",
-            "--top-tokens", "2", "--limit", "4", "--batch-size", "2", "--out", str(out)]
+    argv = [
+        str(script),
+        "--methods-from",
+        str(PLUGIN),
+        "run",
+        "pope",
+        "--model",
+        "tiny",
+        "--method",
+        "keep_top",
+        "--top-tokens",
+        "2",
+        "--limit",
+        "4",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())
@@ -78,6 +95,10 @@ def test_a_method_from_a_file_runs_in_avisc_eval(tmp_path):
 def test_an_unloadable_method_file_is_named(tmp_path):
     script = Path(sysconfig.get_path("scripts")) / "avisc-eval"
     missing = tmp_path / "nowhere.py"
-    done = subprocess.run([str(script), "--methods-from", str(missing), "run", "pope", "--help"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(script), "--methods-from", str(missing), "run", "pope", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1 and f"no method file at {missing}" in done.stderr

@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import QUESTIONS, eager_scores, row
 
-from avisc_lib.models import compat
-from avisc_lib.models.inputs import embed_prompt, encode
 from avisc_lib.methods import get
 from avisc_lib.methods.base import layer_range
 from avisc_lib.methods.pai import pai_refine
+from avisc_lib.models import compat
+from avisc_lib.models.inputs import embed_prompt, encode
 from avisc_lib.world.scenes import make_scene
 
 REFERENCE = "test_reference_pai_clearsight"
@@ -43,7 +43,9 @@ compat.register_attention(REFERENCE, _reference)
 
 
 def _greedy(model, prompt, steps: int, tokens: torch.Tensor | None = None):
-    """Prefill + ``steps`` cached steps feeding ``tokens [B, steps]`` (else the argmax): ``(logits [B, steps+1, V], tokens)``."""
+    """Prefill + ``steps`` cached steps feeding ``tokens [B, steps]`` (else the argmax).
+
+    Returns ``(logits [B, steps+1, V], tokens)``."""
     logits, cache = compat.language_model_forward(model, prompt.embeds, prompt.attention_mask)
     mask, out, chosen = prompt.attention_mask, [logits], []
     for step in range(steps):
@@ -63,13 +65,23 @@ def _batch(case, n: int = 3):
 
 
 def _settings(**overrides):
-    values = {"pai_alpha": 0.5, "pai_gamma": 1.0, "pai_layers": None, "clearsight_enhance": 1.6,
-              "clearsight_suppress": 0.7, "clearsight_layers": None}
+    values = {
+        "pai_alpha": 0.5,
+        "pai_gamma": 1.0,
+        "pai_layers": None,
+        "clearsight_enhance": 1.6,
+        "clearsight_suppress": 0.7,
+        "clearsight_layers": None,
+    }
     return SimpleNamespace(**{**values, **overrides})
 
 
-CASES = [("pai", {"pai_gamma": 1.0}), ("pai", {"pai_gamma": 1.1, "pai_layers": (1, 3)}),
-         ("clearsight", {}), ("clearsight", {"clearsight_layers": (0, 2)})]
+CASES = [
+    ("pai", {"pai_gamma": 1.0}),
+    ("pai", {"pai_gamma": 1.1, "pai_layers": (1, 3)}),
+    ("clearsight", {}),
+    ("clearsight", {"clearsight_layers": (0, 2)}),
+]
 
 
 @pytest.mark.parametrize("method,overrides", CASES)
@@ -91,20 +103,31 @@ def test_batched_equals_per_sample_reference(request, name, method, overrides):
         for b in range(3):
             single = embed_prompt(model, row(inputs, b))
             image = torch.nonzero(single.image_mask[0]).flatten()
-            _SPEC.update(method=method, layers=set(layers), image=(int(image[0]), int(image[-1]) + 1),
-                         alpha=settings.pai_alpha, gamma=settings.pai_gamma, enhance=settings.clearsight_enhance,
-                         suppress=settings.clearsight_suppress)
+            _SPEC.update(
+                method=method,
+                layers=set(layers),
+                image=(int(image[0]), int(image[-1]) + 1),
+                alpha=settings.pai_alpha,
+                gamma=settings.pai_gamma,
+                enhance=settings.clearsight_enhance,
+                suppress=settings.clearsight_suppress,
+            )
             with compat.text_attention(model, REFERENCE):
-                expected, _ = _greedy(model, single, 3, tokens[b:b + 1])
+                expected, _ = _greedy(model, single, 3, tokens[b : b + 1])
             # float32 matmuls of a left-padded batch and of one row take different kernel blockings on
             # AVX-512 hosts: logits then differ by up to ~1.5e-5; the intervention moves them > 1e-3.
-            torch.testing.assert_close(got[b:b + 1], expected, atol=5e-5, rtol=1e-5)
+            torch.testing.assert_close(got[b : b + 1], expected, atol=5e-5, rtol=1e-5)
     assert (got - plain).abs().max() > 1e-3, "the intervention must change the logits"
 
 
-@pytest.mark.parametrize("method,neutral", [("pai", {"pai_alpha": 0.0, "pai_gamma": 1.0}),
-                                            ("pai", {"pai_alpha": 0.0, "pai_gamma": 1.1}),
-                                            ("clearsight", {"clearsight_enhance": 1.0, "clearsight_suppress": 1.0})])
+@pytest.mark.parametrize(
+    "method,neutral",
+    [
+        ("pai", {"pai_alpha": 0.0, "pai_gamma": 1.0}),
+        ("pai", {"pai_alpha": 0.0, "pai_gamma": 1.1}),
+        ("clearsight", {"clearsight_enhance": 1.0, "clearsight_suppress": 1.0}),
+    ],
+)
 def test_neutral_values_give_greedy_exactly(embedded_case, method, neutral):
     model = embedded_case.model
     prompt = embed_prompt(model, _batch(embedded_case))
@@ -121,17 +144,20 @@ def test_default_layers_are_the_official_ranges_on_32_layers():
     assert layer_range(None, (9, 15), 4, "clearsight_layers") == (1,)
 
 
-@pytest.mark.parametrize("method,overrides,message", [
-    ("pai", {"pai_alpha": -0.1}, "pai_alpha must be a finite number >= 0, got -0.1"),
-    ("pai", {"pai_alpha": float("inf")}, "pai_alpha must be a finite number >= 0"),
-    ("pai", {"pai_gamma": 0.5}, "pai_gamma must be a finite number >= 1, got 0.5"),
-    ("pai", {"pai_layers": (3, 2)}, r"pai_layers must be None or \(start, end\) with 0 <= start < end <= 3"),
-    ("pai", {"pai_layers": (0, 4)}, "pai_layers must be None or"),
-    ("pai", {"pai_layers": "2,3"}, "pai_layers must be None or"),
-    ("clearsight", {"clearsight_enhance": 0.0}, "clearsight_enhance must be a finite number > 0, got 0.0"),
-    ("clearsight", {"clearsight_suppress": -1}, "clearsight_suppress must be a finite number > 0"),
-    ("clearsight", {"clearsight_layers": (1, 1)}, "clearsight_layers must be None or"),
-])
+@pytest.mark.parametrize(
+    "method,overrides,message",
+    [
+        ("pai", {"pai_alpha": -0.1}, "pai_alpha must be a finite number >= 0, got -0.1"),
+        ("pai", {"pai_alpha": float("inf")}, "pai_alpha must be a finite number >= 0"),
+        ("pai", {"pai_gamma": 0.5}, "pai_gamma must be a finite number >= 1, got 0.5"),
+        ("pai", {"pai_layers": (3, 2)}, r"pai_layers must be None or \(start, end\) with 0 <= start < end <= 3"),
+        ("pai", {"pai_layers": (0, 4)}, "pai_layers must be None or"),
+        ("pai", {"pai_layers": "2,3"}, "pai_layers must be None or"),
+        ("clearsight", {"clearsight_enhance": 0.0}, "clearsight_enhance must be a finite number > 0, got 0.0"),
+        ("clearsight", {"clearsight_suppress": -1}, "clearsight_suppress must be a finite number > 0"),
+        ("clearsight", {"clearsight_layers": (1, 1)}, "clearsight_layers must be None or"),
+    ],
+)
 def test_bad_hyper_parameters_raise(llava_case, method, overrides, message):
     prompt = embed_prompt(llava_case.model, llava_case.batch(2))
     with pytest.raises(ValueError, match=message):
@@ -142,7 +168,15 @@ def test_pai_refine_formula_and_cut():
     p = torch.tensor([[0.5, 0.3, 0.16, 0.04]])  # image branch
     q = torch.tensor([[0.25, 0.25, 0.25, 0.25]])  # text-only branch
     got = pai_refine(p.log() + 3.0, q.log() - 1.0, gamma=2.0)  # logits up to a constant
-    expected = torch.tensor([[2 * math.log(0.5) - math.log(0.25), 2 * math.log(0.3) - math.log(0.25),
-                              2 * math.log(0.16) - math.log(0.25), -math.inf]])  # 0.04 < 0.1 * 0.5: cut
+    expected = torch.tensor(
+        [
+            [
+                2 * math.log(0.5) - math.log(0.25),
+                2 * math.log(0.3) - math.log(0.25),
+                2 * math.log(0.16) - math.log(0.25),
+                -math.inf,
+            ]
+        ]
+    )  # 0.04 < 0.1 * 0.5: cut
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(pai_refine(p.log(), q.log(), gamma=1.0), p.log())  # no cut at gamma = 1

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from avisc_lib.tokens.blind import select_blind_tokens
-from avisc_lib.methods.vcd import diffusion_noise
 from avisc_lib.decoding import decode
 from avisc_lib.methods.m3id import m3id_logits
+from avisc_lib.methods.vcd import diffusion_noise
 from avisc_lib.scores import contrast_logits, plausibility_cut
+from avisc_lib.tokens.blind import select_blind_tokens
 
 
 def _one_layer(scores: list[float]) -> torch.Tensor:
@@ -120,8 +120,15 @@ def test_m3id_by_hand(step):
 def test_m3id_decode_counts_its_first_token_as_step_1(llava_case):
     """The first scores use g = exp(-decay), not exp(0) = 1 (which would leave the original alone)."""
     decay, beta = 1.0, 0.1
-    out = decode(llava_case.model, llava_case.batch(1), method="m3id", gamma_decay=decay, beta=beta,
-                 max_new_tokens=1, return_dict=True)
+    out = decode(
+        llava_case.model,
+        llava_case.batch(1),
+        method="m3id",
+        gamma_decay=decay,
+        beta=beta,
+        max_new_tokens=1,
+        return_dict=True,
+    )
     lc = out.logits[0][0].double().numpy()
     lu = out.branch_logits[0][0].double().numpy()
     g = math.exp(-decay)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
 
-from avisc_lib.settings import DecodeSettings
-from avisc_lib.models.inputs import embed_prompt
 from avisc_lib.methods import get
 from avisc_lib.methods.only import only_scores
+from avisc_lib.models.inputs import embed_prompt
+from avisc_lib.settings import DecodeSettings
 from avisc_lib.tokens.sinks import find_sinks, massive_dimensions, massive_tokens
 
 # ------------------------------------------------------------------------------------ PAI, ClearSight
@@ -54,6 +54,7 @@ def edited_layers(model, batch, method: str, settings: DecodeSettings) -> set[in
     def record(index):
         def hook(module, args, kwargs, output):
             calls[index] = (args, kwargs, output[0])
+
         return hook
 
     handles = [layer.self_attn.register_forward_hook(record(i), with_kwargs=True) for i, layer in enumerate(layers)]

@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
+from conftest import eager_scores, row
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from avisc_lib.methods.only import only, only_scores
+from avisc_lib.methods.var import var
 from avisc_lib.models import compat
 from avisc_lib.models.inputs import embed_prompt
-from avisc_lib.methods.var import var
-from avisc_lib.methods.only import only, only_scores
-from conftest import eager_scores, row
 
 REFERENCE = "test_reference_var_eager"
 STATE: dict = {}
@@ -81,6 +81,7 @@ def _find_reference_sinks(layer):
             phi = reference_phi(hidden[0])
             dims = phi[STATE["bos"]] > TAU
             STATE["sinks"][layer] = [t for t in range(phi.shape[0]) if bool((phi[t][dims] > TAU).any())]
+
     return hook
 
 
@@ -100,11 +101,19 @@ def reference_var_logits(model, inputs, steps, p, rho, summ):
     prompt = embed_prompt(model, inputs)
     image = torch.nonzero(prompt.image_mask[0]).flatten()
     bos = int(torch.nonzero(prompt.input_ids[0] == model.config.get_text_config().bos_token_id)[0])
-    STATE.update(sinks={}, image=(int(image[0]), int(image[-1]) + 1), p=p, rho=rho, summ=summ,
-                 length=prompt.input_ids.shape[1], bos=bos)
+    STATE.update(
+        sinks={},
+        image=(int(image[0]), int(image[-1]) + 1),
+        p=p,
+        rho=rho,
+        summ=summ,
+        length=prompt.input_ids.shape[1],
+        bos=bos,
+    )
     layers = model.get_decoder().layers
-    handles = [layers[i].register_forward_pre_hook(_find_reference_sinks(i), with_kwargs=True)
-               for i in range(2, len(layers))]
+    handles = [
+        layers[i].register_forward_pre_hook(_find_reference_sinks(i), with_kwargs=True) for i in range(2, len(layers))
+    ]
     try:
         with compat.text_attention(model, REFERENCE):
             return greedy_logits(model, prompt, steps)
@@ -139,15 +148,19 @@ def test_var_neutral_is_exactly_the_model(llava_case):
     assert all(torch.equal(x, y) for x, y in zip(plain, neutral))
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"p": 1.5}, "var_p must be in"), ({"rho": -0.1}, "var_rho must be in"),
-    ({"summ": float("nan")}, "var_summ must be in"), ({"tau": 0.0}, "tau must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"p": 1.5}, "var_p must be in"),
+        ({"rho": -0.1}, "var_rho must be in"),
+        ({"summ": float("nan")}, "var_summ must be in"),
+        ({"tau": 0.0}, "tau must be"),
+    ],
+)
 def test_var_errors(llava_case, kwargs, message):
     prompt = embed_prompt(llava_case.model, llava_case.batch(1))
-    with pytest.raises(ValueError, match=message):
-        with var(llava_case.model, prompt, **kwargs):
-            pass
+    with pytest.raises(ValueError, match=message), var(llava_case.model, prompt, **kwargs):
+        pass
 
 
 def reference_only_logits(model, inputs, layer: int) -> torch.Tensor:
@@ -239,10 +252,15 @@ def test_only_neutral_scores_keep_greedy():
     assert torch.equal(scores[kept], logits[kept])
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"alpha_pos": -1.0}, "only_alpha_pos must be"), ({"alpha_neg": float("inf")}, "only_alpha_neg must be"),
-    ({"gamma": float("nan")}, "only_gamma must be"), ({"beta": 0.0}, "beta must be in"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"alpha_pos": -1.0}, "only_alpha_pos must be"),
+        ({"alpha_neg": float("inf")}, "only_alpha_neg must be"),
+        ({"gamma": float("nan")}, "only_gamma must be"),
+        ({"beta": 0.0}, "beta must be in"),
+    ],
+)
 def test_only_score_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         only_scores(torch.zeros(1, 3), torch.zeros(1, 3), **kwargs)
@@ -250,6 +268,5 @@ def test_only_score_errors(kwargs, message):
 
 def test_only_layer_error(llava_case):
     prompt = embed_prompt(llava_case.model, llava_case.batch(1))
-    with pytest.raises(ValueError, match=r"only_layer must be in \[0, 1\]"):
-        with only(llava_case.model, prompt, layer=2):
-            pass
+    with pytest.raises(ValueError, match=r"only_layer must be in \[0, 1\]"), only(llava_case.model, prompt, layer=2):
+        pass

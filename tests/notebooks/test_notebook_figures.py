@@ -3,9 +3,8 @@
 import os
 
 import pytest
-from PIL import Image
-
 from notebook_rules import draws_committed_figures, figure_differences, figures_drawn_into
+from PIL import Image
 
 
 def _pngs(folder, **files):
@@ -32,11 +31,15 @@ def test_the_same_bytes_pass(tmp_path):
     assert figure_differences(drawn, committed, "05_mme") == []  # same pixels, other metadata
 
 
-@pytest.mark.parametrize("drawn, committed, says", [
-    ({"05_mme_scores": 1}, {"05_mme_scores": 2}, "05_mme_scores.png: differs from figures/"),
-    ({"05_mme_scores": 1, "05_extra": 1}, {"05_mme_scores": 1}, "05_extra.png: drawn by 05_mme but not"),
-    ({}, {"05_mme_scores": 1}, "figures/05_mme_scores.png: no longer drawn by 05_mme"),
-], ids=["changed", "new", "stale"])
+@pytest.mark.parametrize(
+    "drawn, committed, says",
+    [
+        ({"05_mme_scores": 1}, {"05_mme_scores": 2}, "05_mme_scores.png: differs from figures/"),
+        ({"05_mme_scores": 1, "05_extra": 1}, {"05_mme_scores": 1}, "05_extra.png: drawn by 05_mme but not"),
+        ({}, {"05_mme_scores": 1}, "figures/05_mme_scores.png: no longer drawn by 05_mme"),
+    ],
+    ids=["changed", "new", "stale"],
+)
 def test_changed_new_and_stale_figures_are_named(tmp_path, drawn, committed, says):
     found = figure_differences(_pngs(tmp_path / "drawn", **drawn), _pngs(tmp_path / "figures", **committed), "05_mme")
     assert len(found) == 1 and found[0].startswith(says)
@@ -58,5 +61,8 @@ def test_figures_go_to_the_scratch_folder_and_runs_stay_put(tmp_path, monkeypatc
     monkeypatch.delenv("AVISC_FIGURES", raising=False)
     monkeypatch.delenv("AVISC_RUNS_DIR", raising=False)
     with figures_drawn_into(tmp_path / "scratch", tmp_path / "runs"):
-        assert (os.environ["AVISC_FIGURES"], os.environ["AVISC_RUNS_DIR"]) == (str(tmp_path / "scratch"), str(tmp_path / "runs"))
+        assert (os.environ["AVISC_FIGURES"], os.environ["AVISC_RUNS_DIR"]) == (
+            str(tmp_path / "scratch"),
+            str(tmp_path / "runs"),
+        )
     assert "AVISC_FIGURES" not in os.environ and "AVISC_RUNS_DIR" not in os.environ

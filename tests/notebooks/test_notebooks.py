@@ -35,7 +35,9 @@ def test_same_configuration_cell(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_tells_a_story(path):
-    markdown = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+    markdown = "\n".join(
+        "".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown"
+    )
     assert "**Question.**" in markdown and "## Summary" in markdown and "## Exercises" in markdown
 
 
@@ -68,7 +70,9 @@ def test_prose_states_no_measured_numbers(path):
     they would contradict the outputs under another profile. (0.02 is M3ID's decay constant.)"""
     import re
 
-    markdown = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+    markdown = "\n".join(
+        "".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown"
+    )
     assert set(re.findall(r"\b\d+\.\d{2}\b", markdown)) <= {"0.02"}
 
 
@@ -86,8 +90,14 @@ def test_settings_a_colab_user_needs_come_first():
     for name in ("AVISC_PROFILE", "SEED", "SAVE_TO_DRIVE", "DOWNLOAD_COCO", "%env"):
         assert name in source
     for path in NOTEBOOKS:
-        later = [c for c in _cells(path) if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", [])]
-        assert not [c for c in later if re.search(r"^(SAVE_TO_DRIVE|SAVE_RUNS_TO_DRIVE|DOWNLOAD_COCO) =", "".join(c["source"]), re.M)]
+        later = [
+            c for c in _cells(path) if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", [])
+        ]
+        assert not [
+            c
+            for c in later
+            if re.search(r"^(SAVE_TO_DRIVE|SAVE_RUNS_TO_DRIVE|DOWNLOAD_COCO) =", "".join(c["source"]), re.M)
+        ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -99,7 +109,9 @@ def test_drive_is_mounted_before_anything_is_downloaded(path):
     assert len(drive) == 1 and drive[0]["source"] == _tagged(NOTEBOOKS[0], "colab-drive")[0]["source"]
     source = "".join(drive[0]["source"])
     assert all(v in source for v in ("HF_HOME", "AVISC_DATA_DIR", "AVISC_RUNS_DIR", "SAVE_TO_DRIVE"))
-    first_import = next(i for i, c in enumerate(cells) if re.search(r"^(import|from) avisc_lib", "".join(c["source"]), re.M))
+    first_import = next(
+        i for i, c in enumerate(cells) if re.search(r"^(import|from) avisc_lib", "".join(c["source"]), re.M)
+    )
     assert cells.index(_tagged(path, "parameters")[0]) < cells.index(drive[0]) < first_import
 
 
@@ -132,6 +144,8 @@ def test_badges_open_the_pinned_release():
     import avisc_lib
 
     for path in NOTEBOOKS:
-        badges = re.findall(r"colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/([^/]+)/notebooks/([\w.]+)",
-                            "".join(_cells(path)[0]["source"]))
+        badges = re.findall(
+            r"colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/([^/]+)/notebooks/([\w.]+)",
+            "".join(_cells(path)[0]["source"]),
+        )
         assert badges == [(f"v{avisc_lib.__version__}", path.name)]

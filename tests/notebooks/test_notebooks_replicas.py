@@ -23,15 +23,15 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import DATA, scene_images
 from nbclient import NotebookClient
+from notebook_rules import warnings_in
 
-from avisc_lib.course import experiments
 from avisc_lib.benchmarks import fetch, load_questions
 from avisc_lib.benchmarks.images import pope_image_names
 from avisc_lib.benchmarks.sources import image_variable
+from avisc_lib.course import experiments
 from avisc_lib.models.replicas import build_replica
-from conftest import DATA, scene_images
-from notebook_rules import warnings_in
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -128,9 +128,14 @@ def world(tmp_path_factory):
         "MME_DIR": str(root / "MME_Benchmark_release_version"),
     }
     names = ("llava-1.5", "instructblip-vicuna")
-    return {"root": root, "data": data, "env": env, "mme": _mme_release(Path(env["MME_DIR"])),
-            "folders": {name: build_replica(name, root / name) for name in names},
-            "shallow": {name: build_replica(name, root / f"{name}-shallow", layers=SHALLOW) for name in names}}
+    return {
+        "root": root,
+        "data": data,
+        "env": env,
+        "mme": _mme_release(Path(env["MME_DIR"])),
+        "folders": {name: build_replica(name, root / name) for name in names},
+        "shallow": {name: build_replica(name, root / f"{name}-shallow", layers=SHALLOW) for name in names},
+    }
 
 
 IMAGE_VARIABLES = ("COCO_IMAGES", "GQA_IMAGES", "MME_DIR", "AMBER_IMAGES")
@@ -164,7 +169,9 @@ def _execute(path: Path, setup: str, world, monkeypatch, tmp_path, images: bool 
     values = {"gib": gib, "profile": profile, "quantization": quantization, "tokens": tokens}
     notebook.cells.insert(parameters + 1, nbformat.v4.new_code_cell(RESOLVE_AS_ON_A_GPU.format(**values), id="gpu"))
     notebook.cells.append(nbformat.v4.new_code_cell(CHECK_THE_CHECKPOINT_INTERFACE.format(**values), id="check"))
-    NotebookClient(notebook, timeout=2400, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        notebook, timeout=2400, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     assert "checkpoint interface checks passed" in notebook.cells[-1].outputs[0]["text"]
     assert not warnings_in(notebook)
     if path.stem == "01_attention_bias":  # the blank-image cell prints the token count it found

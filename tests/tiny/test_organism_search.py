@@ -6,7 +6,6 @@ import sys
 from dataclasses import replace
 
 import pytest
-import torch
 
 from avisc_lib.tiny import search
 
@@ -20,6 +19,7 @@ def test_measure_reports_every_layer_and_finds_a_planted_outlier(registers):
     plain = search.measure(tower.eval(), recipe, n=8)
     assert [row["layer"] for row in plain["layers"]] == [0, 1]
     assert 0.5 < plain["background_rate"] < 1
+
     # The measure itself must see an outlier when one exists: a hook scales patch 0 (a corner,
     # background) after layer 0. A test of the measuring code, never part of a recipe.
     def scale_patch_0(module, args, output):
@@ -43,8 +43,25 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
 
 def test_cli_logs_one_row_per_variant_and_skips_done_ones(tmp_path):
     log = tmp_path / "log.jsonl"
-    command = [sys.executable, "-m", "avisc_lib.tiny.search", "--only", "cls-w128-d3", "--steps", "2", "--every", "1",
-               "--measure-scenes", "4", "--log", str(log), "--work", str(tmp_path / "work"), "--threads", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "avisc_lib.tiny.search",
+        "--only",
+        "cls-w128-d3",
+        "--steps",
+        "2",
+        "--every",
+        "1",
+        "--measure-scenes",
+        "4",
+        "--log",
+        str(log),
+        "--work",
+        str(tmp_path / "work"),
+        "--threads",
+        "1",
+    ]
     subprocess.run(command, check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["recipe"]["name"] for r in rows] == ["cls-w128-d3"] and rows[0]["recipe"]["steps"] == 2
@@ -70,7 +87,7 @@ def test_register_tokens_are_not_measured_as_patches():
 
     def scale_registers(module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        hidden[:, 1:recipe.first_patch] *= 1e3
+        hidden[:, 1 : recipe.first_patch] *= 1e3
 
     tower.encoder.layer[0].register_forward_hook(scale_registers)
     assert search.measure(tower, recipe, n=8)["layers"][0]["max_over_median"] == plain["max_over_median"]

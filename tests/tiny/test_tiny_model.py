@@ -19,8 +19,9 @@ def test_answers_known_scenes(tiny):
     scenes = [make_scene("test", i) for i in (0, 1, 2, 3)]
     questions = [f"Is there a {s.categories[0]} in the image?" for s in scenes]
     questions += ["How many objects are there in the image?"] * len(scenes)
-    answers = avisc_lib.generate(model, processor, [s.image for s in scenes] * 2, questions,
-                                 method="greedy", max_new_tokens=4)
+    answers = avisc_lib.generate(
+        model, processor, [s.image for s in scenes] * 2, questions, method="greedy", max_new_tokens=4
+    )
     assert answers[:4] == ["yes"] * 4
     assert answers[4:] == [NUMBER_WORDS[len(s.objects)] for s in scenes]
 
@@ -29,8 +30,15 @@ def test_held_out_existence_quality(tiny):
     """~100 balanced existence questions on unseen scenes, deterministic greedy decoding."""
     model, processor = tiny
     items = existence_set("test", 50, start=5000)
-    answers = avisc_lib.generate(model, processor, [s.image for s, _ in items], [q["question"] for _, q in items],
-                                 method="greedy", max_new_tokens=4, batch_size=50)
+    answers = avisc_lib.generate(
+        model,
+        processor,
+        [s.image for s, _ in items],
+        [q["question"] for _, q in items],
+        method="greedy",
+        max_new_tokens=4,
+        batch_size=50,
+    )
     parse = get_parser("pope", "official")
     correct = [parse(a) == q["answer"] for a, (_, q) in zip(answers, items)]
     yes_ratio = np.mean([parse(a) == "yes" for a in answers])

@@ -34,7 +34,7 @@ def test_annotation_matches_the_label_map():
     assert visible <= ids and len(ids) == len(scene.objects)
     for obj in ann["objects"]:
         x, y, w, h = obj["bbox"]
-        assert 0 <= x and 0 <= y and x + w <= 64 and y + h <= 64
+        assert x >= 0 and y >= 0 and x + w <= 64 and y + h <= 64
         assert obj["category"] == f"{obj['colour']} {obj['shape']}"
 
 

@@ -10,8 +10,14 @@ import torch
 from avisc_lib.methods import Branch, Method, Option, Passes, register
 from avisc_lib.methods.base import CONTRAST, BranchContext, BranchInputs, contrast_scores, is_int, keep_only
 
-TOP_TOKENS = Option("top_tokens", 4, "keep_top: how many of the most attended image tokens its branch keeps", int,
-                    lambda v: is_int(v) and v >= 1, "an int >= 1")
+TOP_TOKENS = Option(
+    "top_tokens",
+    4,
+    "keep_top: how many of the most attended image tokens its branch keeps",
+    int,
+    lambda v: is_int(v) and v >= 1,
+    "an int >= 1",
+)
 
 
 def most_attended(context: BranchContext) -> BranchInputs:
@@ -21,7 +27,13 @@ def most_attended(context: BranchContext) -> BranchInputs:
     return keep_only(context, torch.zeros_like(score, dtype=torch.bool).scatter(1, top, True))
 
 
-KEEP_TOP = register(Method(
-    "keep_top", "test: contrast with a branch that keeps the most attended image tokens", (*CONTRAST, TOP_TOKENS),
-    Passes(1, 2, 2), branch=Branch(most_attended, needs_attention=True), scores=contrast_scores,
-))
+KEEP_TOP = register(
+    Method(
+        "keep_top",
+        "test: contrast with a branch that keeps the most attended image tokens",
+        (*CONTRAST, TOP_TOKENS),
+        Passes(1, 2, 2),
+        branch=Branch(most_attended, needs_attention=True),
+        scores=contrast_scores,
+    )
+)
