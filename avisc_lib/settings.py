@@ -83,6 +83,15 @@ def method_help() -> str:
     )
 
 
+def method_table() -> str:
+    """A markdown table of the registered methods: what each does, its own options, its passes."""
+    rows = ["| method | what it does | options it reads | prefills, rows per step |", "|---|---|---|---|"]
+    for m in methods.registered():
+        read = ", ".join(f"`{o.name}`" for o in m.options) or "none (the token choice's only)"
+        rows.append(f"| `{m.name}` | {m.summary} | {read} | {m.passes.prefills}, {m.passes.branches}B |")
+    return "\n".join(rows)
+
+
 def method_record(method: str | Callable) -> Method:
     """The registered method of that name, or a method from your branch function."""
     if isinstance(method, str):

@@ -72,3 +72,14 @@ def test_help_on_the_package_settings_shows_methods_and_options():
     assert _missing(text[text.index("Methods:") :]) == []
     assert [f.name for f in decode_options() if f"{f.name} = " not in text] == []
     assert avisc_lib.METHODS == METHODS and "DecodeSettings" in avisc_lib.__all__
+
+
+def test_readme_method_table_is_generated_from_the_registry():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_methods", CARD.parents[1] / "scripts" / "readme_methods.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = (CARD.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert script.with_table(readme) == readme, "README.md's method table is stale: run scripts/readme_methods.py"
+    assert [m for m in REGISTERED if f"| `{m}` |" not in readme] == []
