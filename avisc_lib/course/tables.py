@@ -1,13 +1,11 @@
 """Small views for the evaluation notebooks (04 POPE, 05 MME, 06 AMBER).
 
-* :func:`paper_pope`, :func:`paper_mme`, :func:`paper_amber`: the paper's tables as DataFrames,
-  to put beside ours (re-exported from :mod:`avisc_lib.course.paper`, which names their source).
 * :func:`mark_caption` / :func:`phrase_pattern`: a caption as markdown with the objects that
   are in the ground truth in **bold** and the hallucinated ones struck through.
 * :func:`mean_std`: "mean ± std" cells over seeds, as the paper reports MME and AMBER.
 * :func:`pope_beside_paper`: our POPE rows of one dataset beside the paper's rows of the same
   dataset (COCO, A-OKVQA, GQA), split by split, with each method's difference to the baseline.
-  It and the ``paper_*`` tables take ``model="llava"`` (LLaVA-1.5, default) or ``"instructblip"``.
+  It takes ``model="llava"`` (LLaVA-1.5, default) or ``"instructblip"``.
 """
 
 from __future__ import annotations
@@ -18,14 +16,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from ..world.scenes import COLOURS, SHAPES
-from .paper import (  # noqa: F401  (PAPER_MODELS, paper_amber, paper_mme: re-exported for the notebooks)
-    PAPER_METHODS,
-    PAPER_MODELS,
-    POPE_DATASETS,
-    paper_amber,
-    paper_mme,
-    paper_pope,
-)
+from .paper import PAPER_METHODS, POPE_DATASETS, paper_pope
 
 
 def pope_beside_paper(

@@ -7,30 +7,31 @@ import pytest
 
 from avisc_lib.benchmarks import run_benchmark
 from avisc_lib.benchmarks.store import ConfigMismatch
+from avisc_lib.course import paper
 from avisc_lib.course import tables as views
 from avisc_lib.models.loading import load_model
 
 
 def test_paper_pope_is_consistent():
-    table = views.paper_pope(None)
+    table = paper.paper_pope(None)
     assert len(table) == 36 and set(table.dataset) == {"COCO", "A-OKVQA", "GQA"}
     f1 = 2 * table.precision * table.recall / (table.precision + table.recall)
     assert (f1 - table.f1).abs().max() < 0.02  # every LLaVA row satisfies F1 = 2PR/(P+R) within rounding
-    coco = views.paper_pope()
+    coco = paper.paper_pope()
     row = coco[(coco.split == "adversarial") & (coco.method == "AvisC")].iloc[0]
     assert (row.accuracy, row.f1) == (77.53, 79.64)
     with pytest.raises(ValueError, match="unknown POPE dataset"):
-        views.paper_pope("VQAv2")
+        paper.paper_pope("VQAv2")
 
 
 def test_paper_mme_and_amber():
-    mme = views.paper_mme()
+    mme = paper.paper_mme()
     assert mme.loc["AvisC", "total"] == 528.09 and mme.loc["base", "existence_std"] == 8.16
     parts = mme[["existence", "count", "position", "color"]].sum(axis=1)
     assert (parts - mme.total).abs().max() < 0.05
-    amber = views.paper_amber()
+    amber = paper.paper_amber()
     score = (100 - amber.loc["chair"] + amber.loc["f1"]) / 2
-    for method in views.PAPER_METHODS:
+    for method in paper.PAPER_METHODS:
         assert abs(score[method] - amber.loc["amber_score", method]) < 0.03
 
 
