@@ -19,47 +19,29 @@ from typing import Any
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from . import methods
-from .methods.base import DEFAULT_ALPHA, Method, Option, finite, is_int
+from .methods.base import DEFAULT_ALPHA, OPEN_UNIT, POSITIVE, Check, Method, Option, int_at_least, is_int
 
+DO_SAMPLE_HELP = (
+    "sample the next token instead of taking the argmax, for every method (None: sample only for 'sample'; "
+    "greedy cannot sample, sample cannot take the argmax)"
+)
+OPTIONAL_BOOL = Check(lambda v: v is None or isinstance(v, bool), "True, False or None")
+OPTIONAL_COUNT = Check(lambda v: v is None or (is_int(v) and v >= 0), "None or an int >= 0")
+OPTIONAL_INT = Check(lambda v: v is None or is_int(v), "None or an int")
 TOKEN_CHOICE = (
-    Option(
-        "do_sample",
-        None,
-        (
-            "sample the next token instead of taking the argmax, for every method (None: sample only for 'sample'; "
-            "greedy cannot sample, sample cannot take the argmax)"
-        ),
-        bool,
-        lambda v: v is None or isinstance(v, bool),
-        "True, False or None",
-    ),
-    Option("temperature", 1.0, "sampling temperature > 0", float, lambda v: finite(v) and v > 0, "> 0"),
-    Option("top_p", 1.0, "nucleus sampling mass in (0, 1]", float, lambda v: finite(v) and 0 < v <= 1, "in (0, 1]"),
-    Option(
-        "top_k",
-        None,
-        "sample among the k most likely tokens (None or 0: off)",
-        int,
-        lambda v: v is None or (is_int(v) and v >= 0),
-        "None or an int >= 0",
-    ),
-    Option("max_new_tokens", 64, "most tokens generated", int, lambda v: is_int(v) and v >= 1, "an int >= 1"),
+    Option("do_sample", None, DO_SAMPLE_HELP, OPTIONAL_BOOL, bool),
+    Option("temperature", 1.0, "sampling temperature > 0", Check(POSITIVE.test, "> 0")),
+    Option("top_p", 1.0, "nucleus sampling mass in (0, 1]", OPEN_UNIT),
+    Option("top_k", None, "sample among the k most likely tokens (None or 0: off)", OPTIONAL_COUNT, int),
+    Option("max_new_tokens", 64, "most tokens generated", int_at_least(1), int),
     Option(
         "min_new_tokens",
         0,
         "EOS banned until this many tokens (InstructBLIP's official min_length=1)",
+        int_at_least(0),
         int,
-        lambda v: is_int(v) and v >= 0,
-        "an int >= 0",
     ),
-    Option(
-        "seed",
-        None,
-        "seeds sampling, VCD's noise and random_mask (None: torch's global RNG)",
-        int,
-        lambda v: v is None or is_int(v),
-        "None or an int",
-    ),
+    Option("seed", None, "seeds sampling, VCD's noise and random_mask (None: torch's global RNG)", OPTIONAL_INT, int),
 )
 
 
@@ -116,7 +98,7 @@ class DecodeSettings:
         if values["alpha"] is None:
             values["alpha"] = DEFAULT_ALPHA if declared["alpha"] in record.options else 0.0
         for name, value in values.items():
-            declared[name].check(value)
+            declared[name].validate(value)
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "record", record)
         object.__setattr__(self, "_values", values)

@@ -300,15 +300,9 @@ def long_sequence_model():
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=336, patch_size=14
     )
-    text = LlamaConfig(
-        vocab_size=1000,
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        max_position_embeddings=1024,
-    )
+    widths = dict(hidden_size=128, intermediate_size=256)  # the tiny model's
+    heads = dict(num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32)  # LLaVA-1.5-7B's
+    text = LlamaConfig(vocab_size=1000, max_position_embeddings=1024, **widths, **heads)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=999, vision_feature_layer=-2)
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config).eval()

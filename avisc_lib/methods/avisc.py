@@ -13,6 +13,8 @@ import torch
 from ..tokens.blind import select_blind_tokens, select_layers
 from .base import (
     CONTRAST,
+    FINITE,
+    OPEN_UNIT,
     Branch,
     BranchContext,
     BranchInputs,
@@ -20,20 +22,12 @@ from .base import (
     Option,
     Passes,
     contrast_scores,
-    finite,
     keep_only,
 )
 from .registry import register
 
-LAM = Option("lam", 1.0, "blind-token threshold: attention >= mean + lam * std", float, finite, "finite")
-LAYER_GAMMA = Option(
-    "layer_gamma",
-    0.5,
-    "share of image attention of the layers that choose blind tokens, in (0, 1]",
-    float,
-    lambda v: finite(v) and 0 < v <= 1,
-    "in (0, 1]",
-)
+LAM = Option("lam", 1.0, "blind-token threshold: attention >= mean + lam * std", FINITE)
+LAYER_GAMMA = Option("layer_gamma", 0.5, "share of image attention of the layers that choose blind tokens", OPEN_UNIT)
 BLIND = (LAM, LAYER_GAMMA)
 
 

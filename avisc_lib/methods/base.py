@@ -51,46 +51,53 @@ def layer_span(text: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class Check:
+    """The values an option accepts: ``test(value) -> bool``, and how an error message words them."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+
+FINITE = Check(finite, "finite")
+NON_NEGATIVE = Check(lambda v: finite(v) and v >= 0, "a finite number >= 0")
+POSITIVE = Check(lambda v: finite(v) and v > 0, "a finite number > 0")
+UNIT = Check(lambda v: finite(v) and 0 <= v <= 1, "in [0, 1]")
+OPEN_UNIT = Check(lambda v: finite(v) and 0 < v <= 1, "in (0, 1]")
+
+
+def int_at_least(low: int) -> Check:
+    return Check(lambda v: is_int(v) and v >= low, f"an int >= {low}")
+
+
+@dataclass(frozen=True)
 class Option:
-    """One decoding option: its ``default``, the ``help`` the CLI shows, how text is read into it
-    (``kind``: float, int, bool or :func:`layer_span`), and the values it accepts (``valid`` and
-    their wording ``expected``; None: checked where it is used)."""
+    """One decoding option: its ``default``, the ``help`` the CLI shows, the values it accepts
+    (``check``; None: checked where it is used) and how text is read into it (``kind``: float, int,
+    bool or :func:`layer_span`)."""
 
     name: str
     default: Any
     help: str
+    check: Check | None = None
     kind: Callable[[str], Any] = float
-    valid: Callable[[Any], bool] | None = None
-    expected: str = ""
 
-    def check(self, value) -> None:
-        """Raise ``ValueError`` naming the option unless ``value`` is valid."""
-        if self.valid is not None and not self.valid(value):
-            raise ValueError(f"{self.name} must be {self.expected}, got {value!r}")
+    def validate(self, value) -> None:
+        """Raise ``ValueError`` naming the option unless ``value`` is accepted."""
+        if self.check is not None and not self.check.test(value):
+            raise ValueError(f"{self.name} must be {self.check.expected}, got {value!r}")
 
 
 # Options read by several methods (the contrast family). The official code's default alpha is 1.0
 # (``cd_alpha=1.0``; its VCD branch hard-codes 1.0); the paper reports 2.5 for LLaVA-1.5 and 3.0 for
-# InstructBLIP: pass those explicitly to reproduce it.
+# InstructBLIP: pass those explicitly to reproduce it. None resolves to DEFAULT_ALPHA.
 DEFAULT_ALPHA = 1.0
-ALPHA = Option(
-    "alpha",
-    None,
-    (
-        "contrast strength of the two-branch methods except M3ID (default 1.0, the official code's; the paper "
-        "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"
-    ),
-    float,
-    lambda v: v is None or (finite(v) and v >= 0),
-    "a finite number >= 0",
+ALPHA_HELP = (
+    "contrast strength of the two-branch methods except M3ID (default 1.0, the official code's; the paper "
+    "used 2.5 for LLaVA-1.5, 3.0 for InstructBLIP)"
 )
+ALPHA = Option("alpha", None, ALPHA_HELP, NON_NEGATIVE)
 BETA = Option(
-    "beta",
-    0.1,
-    "plausibility cut in (0, 1]: tokens with p < beta * max p (original branch) removed",
-    float,
-    lambda v: finite(v) and 0 < v <= 1,
-    "in (0, 1]",
+    "beta", 0.1, "plausibility cut in (0, 1]: tokens with p < beta * max p (original branch) removed", OPEN_UNIT
 )
 CONTRAST = (ALPHA, BETA)
 

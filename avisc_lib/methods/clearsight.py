@@ -23,34 +23,16 @@ from transformers import PreTrainedModel
 
 from ..hooks.edit import AttentionEdit, edit_attention
 from ..models.inputs import Prompt
-from .base import Method, Option, finite, layer_range, layer_span
+from .base import POSITIVE, Method, Option, layer_range, layer_span
 from .registry import register
 
 # visaug/inference/infer_pope.sh lines 7-8 (also README.md lines 94-95): --enh-para 1.15 --sup-para
 # 0.95; infer_pope.py line 54: layers with 8 < i < 15.
 CLEARSIGHT_LAYERS = (9, 15)
-ENHANCE = Option(
-    "clearsight_enhance",
-    1.15,
-    "ClearSight: image-token attention logits times this, > 0 (1: off)",
-    float,
-    lambda v: finite(v) and v > 0,
-    "a finite number > 0",
-)
-SUPPRESS = Option(
-    "clearsight_suppress",
-    0.95,
-    "ClearSight: system-prompt attention logits times this, > 0 (1: off)",
-    float,
-    lambda v: finite(v) and v > 0,
-    "a finite number > 0",
-)
-LAYER_SPAN = Option(
-    "clearsight_layers",
-    None,
-    ("ClearSight: layers start:end, half-open (None: the paper's 9:15 of 32, scaled to the model's depth)"),
-    layer_span,
-)
+ENHANCE = Option("clearsight_enhance", 1.15, "ClearSight: image-token attention logits x this (1: off)", POSITIVE)
+SUPPRESS = Option("clearsight_suppress", 0.95, "ClearSight: system-prompt attention logits x this (1: off)", POSITIVE)
+LAYERS_HELP = "ClearSight: layers start:end, half-open (None: the paper's 9:15 of 32, scaled to the model's depth)"
+LAYER_SPAN = Option("clearsight_layers", None, LAYERS_HELP, kind=layer_span)
 QUESTION_SUFFIX = " Please just answer yes or no."  # infer_pope.py line 70
 
 
@@ -61,8 +43,8 @@ def clearsight_edits(
 
     ``enhance``, ``suppress`` finite and > 0 (1 = off); ``layers`` as ``layer_range``.
     """
-    ENHANCE.check(enhance)
-    SUPPRESS.check(suppress)
+    ENHANCE.validate(enhance)
+    SUPPRESS.validate(suppress)
     text = model.config.get_text_config()
     chosen = layer_range(layers, CLEARSIGHT_LAYERS, text.num_hidden_layers, "clearsight_layers")
     image = prompt.image_mask

@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..tokens.blind import random_like
-from .avisc import AVISC, BLIND, blind_and_layers
-from .base import CONTRAST, Branch, BranchContext, BranchInputs, Method, Passes, contrast_scores, keep_only
+from .avisc import AVISC, blind_and_layers
+from .base import CONTRAST, Branch, BranchContext, BranchInputs, keep_only
 from .registry import register
 
 
@@ -28,27 +30,21 @@ def zeroed_branch(context: BranchContext) -> BranchInputs:
     return keep_only(context, torch.zeros(prompt.features.shape[:2], dtype=torch.bool, device=prompt.features.device))
 
 
+# AvisC's record with another branch (and, for zero_image, without the blind-token options it no longer reads)
 RANDOM_MASK = register(
-    Method(
-        "random_mask",
-        "control: AvisC with a random set of image tokens kept instead of the blind ones",
-        (*CONTRAST, *BLIND),
-        Passes(1, 2, 2),
+    replace(
+        AVISC,
+        name="random_mask",
+        summary="control: AvisC with a random set of image tokens kept instead of the blind ones",
         branch=Branch(random_branch, needs_attention=True),
-        scores=contrast_scores,
-        avisc_family=True,
-        paper_alpha=AVISC.paper_alpha,
     )
 )
 ZERO_IMAGE = register(
-    Method(
-        "zero_image",
-        "control: AvisC with every image token zeroed",
-        CONTRAST,
-        Passes(1, 2, 2),
+    replace(
+        AVISC,
+        name="zero_image",
+        summary="control: AvisC with every image token zeroed",
+        options=CONTRAST,
         branch=Branch(zeroed_branch, needs_attention=False),
-        scores=contrast_scores,
-        avisc_family=True,
-        paper_alpha=AVISC.paper_alpha,
     )
 )

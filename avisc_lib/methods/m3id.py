@@ -11,11 +11,11 @@ import math
 import torch
 
 from ..scores import plausibility_cut
-from .base import BETA, Branch, BranchContext, BranchInputs, Method, Option, Passes, finite
+from .base import BETA, NON_NEGATIVE, Branch, BranchContext, BranchInputs, Check, Method, Option, Passes
 from .registry import register
 
 GAMMA_DECAY = Option(
-    "gamma_decay", 0.02, "M3ID's decay of the image-conditioning weight", float, lambda v: finite(v) and v >= 0, ">= 0"
+    "gamma_decay", 0.02, "M3ID's decay of the image-conditioning weight", Check(NON_NEGATIVE.test, ">= 0")
 )
 
 

@@ -30,7 +30,7 @@ from ..hooks.layers import layer_inputs
 from ..models.inputs import Prompt
 from ..scores import plausibility_cut
 from ..tokens import sinks
-from .base import BETA, Method, Option, finite, is_int
+from .base import BETA, NON_NEGATIVE, Method, Option, int_at_least
 from .registry import register
 
 # Official code: zifuwan/ONLY. LLaVA: transformers/src/transformers/models/llama/modeling_llama.py
@@ -49,22 +49,12 @@ ONLY_VARIANTS = {
 # The side branch's weights: ritual_alpha_pos, ritual_alpha_neg, js_gamma (the L1 distance threshold:
 # POPE 0.2, CHAIR and MME 0.25), pope_eval.sh lines 31, 32, 34; its cut ritual_beta is ``beta`` (POPE and
 # CHAIR 0.1, pope_eval.sh line 33; MME 0.4).
-NON_NEGATIVE = (lambda v: finite(v) and v >= 0, "a finite number >= 0")
 LAYER = Option(
-    "only_layer",
-    ONLY_LAYER,
-    "ONLY: the layer whose edited attention forms its side branch",
-    int,
-    lambda v: is_int(v) and v >= 0,
-    "an int >= 0",
+    "only_layer", ONLY_LAYER, "ONLY: the layer whose edited attention forms its side branch", int_at_least(0), int
 )
-ALPHA_POS = Option(
-    "only_alpha_pos", 3.0, "ONLY: weight added for the side branch when the two agree, >= 0", float, *NON_NEGATIVE
-)
-ALPHA_NEG = Option("only_alpha_neg", 1.0, "ONLY: contrast strength when they disagree, >= 0", float, *NON_NEGATIVE)
-GAMMA = Option(
-    "only_gamma", 0.2, "ONLY: L1 distance of the two distributions below which they agree", float, *NON_NEGATIVE
-)
+ALPHA_POS = Option("only_alpha_pos", 3.0, "ONLY: weight added for the side branch when the two agree", NON_NEGATIVE)
+ALPHA_NEG = Option("only_alpha_neg", 1.0, "ONLY: contrast strength when they disagree", NON_NEGATIVE)
+GAMMA = Option("only_gamma", 0.2, "ONLY: L1 distance of the two distributions below which they agree", NON_NEGATIVE)
 
 
 def without_outliers(probs: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -192,7 +182,7 @@ def only_scores(
     then the plausibility cut on l. alpha_pos = alpha_neg = 0 gives l (greedy's argmax).
     """
     for option, value in ((ALPHA_POS, alpha_pos), (ALPHA_NEG, alpha_neg), (GAMMA, gamma), (BETA, beta)):
-        option.check(value)
+        option.validate(value)
     logits, branch_logits = logits.float(), branch_logits.float()
     distance = (logits.softmax(-1) - branch_logits.softmax(-1)).abs().sum(-1, keepdim=True)
     scores = torch.where(

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel
 from ..hooks.edit import AttentionEdit, edit_attention
 from ..models.inputs import Prompt
 from ..scores import plausibility_cut
-from .base import BETA, Method, Option, Passes, finite, layer_range, layer_span
+from .base import BETA, NON_NEGATIVE, Check, Method, Option, Passes, finite, layer_range, layer_span
 from .m3id import TEXT_ONLY
 from .registry import register
 
@@ -38,28 +38,13 @@ from .registry import register
 # range(start, end) (attention.py line 122). CFG.py line 53: tokens below 0.1 x the image branch's
 # top probability are cut (beta).
 PAI_LAYERS = (2, 32)
+AT_LEAST_ONE = Check(lambda v: finite(v) and v >= 1, "a finite number >= 1")
 PAI_ALPHA = Option(
-    "pai_alpha",
-    0.2,
-    "PAI: image-token attention logits s -> s + pai_alpha * |s|, >= 0 (0: off)",
-    float,
-    lambda v: finite(v) and v >= 0,
-    "a finite number >= 0",
+    "pai_alpha", 0.2, "PAI: image-token attention logits s -> s + pai_alpha * |s| (0: off)", NON_NEGATIVE
 )
-PAI_GAMMA = Option(
-    "pai_gamma",
-    1.1,
-    "PAI: refinement against a text-only branch, >= 1 (1: off, one pass)",
-    float,
-    lambda v: finite(v) and v >= 1,
-    "a finite number >= 1",
-)
-PAI_LAYER_SPAN = Option(
-    "pai_layers",
-    None,
-    ("PAI: layers start:end, half-open (None: the paper's 2:32 of 32, scaled to the model's depth)"),
-    layer_span,
-)
+PAI_GAMMA = Option("pai_gamma", 1.1, "PAI: refinement against a text-only branch (1: off, one pass)", AT_LEAST_ONE)
+LAYERS_HELP = "PAI: layers start:end, half-open (None: the paper's 2:32 of 32, scaled to the model's depth)"
+PAI_LAYER_SPAN = Option("pai_layers", None, LAYERS_HELP, kind=layer_span)
 
 
 def pai_edits(
@@ -70,8 +55,8 @@ def pai_edits(
     ``alpha >= 0`` (0 = off), ``gamma >= 1`` (1 = no refinement; decides whether the prefill's
     last row is edited, see the module docstring), ``layers`` as ``layer_range``.
     """
-    PAI_ALPHA.check(alpha)
-    PAI_GAMMA.check(gamma)
+    PAI_ALPHA.validate(alpha)
+    PAI_GAMMA.validate(gamma)
     text = model.config.get_text_config()
     chosen = layer_range(layers, PAI_LAYERS, text.num_hidden_layers, "pai_layers")
     queries = torch.zeros_like(prompt.image_mask)

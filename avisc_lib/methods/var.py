@@ -22,41 +22,14 @@ from ..hooks.edit import AttentionEdit, Mode, edit_attention, redistribute, regi
 from ..hooks.layers import layer_inputs
 from ..models.inputs import Prompt
 from ..tokens import sinks
-from .base import Method, Option, finite
+from .base import POSITIVE, UNIT, Method, Option
 from .registry import register
 
-P = Option(
-    "var_p",
-    0.6,
-    "VAR: share of a sink token's attention it keeps, in [0, 1] (1: off)",
-    float,
-    lambda v: finite(v) and 0 <= v <= 1,
-    "in [0, 1]",
-)  # yml line 14, "p"
-RHO = Option(
-    "var_rho",
-    0.5,
-    "VAR: a head is image-centric when visual sinks hold <= var_rho of its image attention",
-    float,
-    lambda v: finite(v) and 0 <= v <= 1,
-    "in [0, 1]",
-)  # yml line 13
-SUMM = Option(
-    "var_summ",
-    0.2,
-    "VAR: ... and its attention on the image is >= var_summ",
-    float,
-    lambda v: finite(v) and 0 <= v <= 1,
-    "in [0, 1]",
-)  # yml line 15
-TAU = Option(
-    "var_tau",
-    sinks.TAU,
-    "VAR: massive-activation threshold that finds sink dimensions and tokens",
-    float,
-    lambda v: finite(v) and v > 0,
-    "a finite number > 0",
-)  # yml line 12
+P = Option("var_p", 0.6, "VAR: share of a sink token's attention it keeps (1: off)", UNIT)  # yml line 14, "p"
+RHO_HELP = "VAR: a head is image-centric when visual sinks hold <= var_rho of its image attention"
+RHO = Option("var_rho", 0.5, RHO_HELP, UNIT)  # yml line 13
+SUMM = Option("var_summ", 0.2, "VAR: ... and its attention on the image is >= var_summ", UNIT)  # yml line 15
+TAU = Option("var_tau", sinks.TAU, "VAR: massive-activation threshold that finds sink dimensions and tokens", POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -130,7 +103,7 @@ def var(
       ``src/logic/constants.py`` line 9), so no table of models is needed.
     """
     for option, value in ((P, p), (RHO, rho), (SUMM, summ)):
-        option.check(value)
+        option.validate(value)
     sinks.check_tau(tau)
     device = model.get_input_embeddings().weight.device
     layers = sinks.sink_layers(model)

@@ -11,18 +11,12 @@ import math
 import torch
 
 from ..models import compat
-from .base import CONTRAST, Branch, BranchContext, BranchInputs, Method, Option, Passes, contrast_scores, is_int
+from .base import CONTRAST, Branch, BranchContext, BranchInputs, Check, Method, Option, Passes, contrast_scores, is_int
 from .registry import register
 
 DIFFUSION_STEPS = 1000
-NOISE_STEP = Option(
-    "noise_step",
-    500,
-    "VCD's diffusion step, 0 to 999",
-    int,
-    lambda v: is_int(v) and 0 <= v < DIFFUSION_STEPS,
-    f"an int in [0, {DIFFUSION_STEPS - 1}]",
-)
+STEP = Check(lambda v: is_int(v) and 0 <= v < DIFFUSION_STEPS, f"an int in [0, {DIFFUSION_STEPS - 1}]")
+NOISE_STEP = Option("noise_step", 500, "VCD's diffusion step, 0 to 999", STEP, int)
 
 
 def vcd_alpha_bar(noise_step: int) -> float:

@@ -295,18 +295,24 @@ def instructblip_processor() -> InstructBlipProcessor:
 # ------------------------------------------------------------------ models
 
 
+def llama_config(layers: int, max_positions: int, rms_eps: float, **token_ids: int) -> LlamaConfig:
+    """A language model's config: the replica widths, and the checkpoint's depth, positions, norm eps and ids."""
+    sizes = {**TEXT_SIZES, "num_hidden_layers": layers}
+    return LlamaConfig(
+        **sizes,
+        vocab_size=LM_VOCAB_SIZE,
+        max_position_embeddings=max_positions,
+        rms_norm_eps=rms_eps,
+        tie_word_embeddings=False,
+        **token_ids,
+    )
+
+
 def llava_model(layers: int = LM_LAYERS) -> LlavaForConditionalGeneration:
     """A random LLaVA-1.5 (CLIP 336/14 tower, GELU projector, Llama LM of ``layers``), seeded, float32."""
     vision = CLIPVisionConfig(**VISION_SIZES, image_size=LLAVA_IMAGE_SIZE, patch_size=LLAVA_PATCH)
-    text = LlamaConfig(  # config.json text_config; bos/eos are LlamaConfig defaults there
-        **{**TEXT_SIZES, "num_hidden_layers": layers},
-        vocab_size=LM_VOCAB_SIZE,
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-5,
-        bos_token_id=LLAVA_BOS_ID,
-        eos_token_id=LLAVA_EOS_ID,
-        tie_word_embeddings=False,
-    )
+    # config.json text_config; bos/eos are LlamaConfig defaults there
+    text = llama_config(layers, 4096, 1e-5, bos_token_id=LLAVA_BOS_ID, eos_token_id=LLAVA_EOS_ID)
     config = LlavaConfig(  # config.json
         vision_config=vision,
         text_config=text,
@@ -318,12 +324,7 @@ def llava_model(layers: int = LM_LAYERS) -> LlavaForConditionalGeneration:
         pad_token_id=LLAVA_PAD_ID,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(SEED)
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(  # generation_config.json
-        bos_token_id=LLAVA_BOS_ID, eos_token_id=LLAVA_EOS_ID, pad_token_id=LLAVA_PAD_ID
-    )
-    return model
+    return seeded(LlavaForConditionalGeneration, config, LLAVA_BOS_ID, LLAVA_EOS_ID, LLAVA_PAD_ID)
 
 
 def instructblip_model(qformer_vocab_size: int, layers: int = LM_LAYERS) -> InstructBlipForConditionalGeneration:
@@ -332,16 +333,8 @@ def instructblip_model(qformer_vocab_size: int, layers: int = LM_LAYERS) -> Inst
     qformer = InstructBlipQFormerConfig(
         **QFORMER_SIZES, vocab_size=qformer_vocab_size, max_position_embeddings=QFORMER_MAX_LENGTH
     )
-    text = LlamaConfig(  # config.json text_config
-        **{**TEXT_SIZES, "num_hidden_layers": layers},
-        vocab_size=LM_VOCAB_SIZE,
-        max_position_embeddings=IBLIP_MAX_LENGTH,
-        rms_norm_eps=IBLIP_RMS_EPS,
-        bos_token_id=IBLIP_BOS_ID,
-        eos_token_id=IBLIP_EOS_ID,
-        pad_token_id=IBLIP_PAD_ID,
-        tie_word_embeddings=False,
-    )
+    ids = dict(bos_token_id=IBLIP_BOS_ID, eos_token_id=IBLIP_EOS_ID, pad_token_id=IBLIP_PAD_ID)
+    text = llama_config(layers, IBLIP_MAX_LENGTH, IBLIP_RMS_EPS, **ids)  # config.json text_config
     config = InstructBlipConfig(  # config.json
         vision_config=vision,
         qformer_config=qformer,
@@ -350,11 +343,15 @@ def instructblip_model(qformer_vocab_size: int, layers: int = LM_LAYERS) -> Inst
         image_token_index=IBLIP_IMAGE_ID,
         tie_word_embeddings=False,
     )
+    return seeded(InstructBlipForConditionalGeneration, config, IBLIP_BOS_ID, IBLIP_EOS_ID, IBLIP_PAD_ID)
+
+
+def seeded(model_class, config, bos: int, eos: int, pad: int):
+    """``model_class(config)`` with random weights from :data:`SEED` and the checkpoint's
+    generation_config.json ids."""
     torch.manual_seed(SEED)
-    model = InstructBlipForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(  # generation_config.json
-        bos_token_id=IBLIP_BOS_ID, eos_token_id=IBLIP_EOS_ID, pad_token_id=IBLIP_PAD_ID
-    )
+    model = model_class(config)
+    model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
     return model
 
 
