@@ -157,7 +157,7 @@ COST_NOTES = [
     (
         "- **PAI without refinement** edits the answer row in every layer (the paper's layers 2-32 of 32 scale to "
         "all 4 here). In an edited layer the step's attention is computed eagerly (scores, the edit, masked "
-        "softmax, values: about a dozen operations) in place of one SDPA call. `attention_edit` no longer runs SDPA "
+        "softmax, values: about a dozen operations) in place of one SDPA call. `hooks.edit` no longer runs SDPA "
         "for rows it then overwrites (every row of a decode step is edited), which removed one SDPA call per layer "
         "and step; what remains is the eager computation itself."
     ),

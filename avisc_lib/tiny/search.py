@@ -86,6 +86,7 @@ GRID = [  # cheapest first; names say what differs from the default (cls, w128, 
     _r("cls-w256-d6", width=256, depth=6),
     _r("cls-w128-d6-wd0.1", depth=6, weight_decay=0.1),
     _r("cls-w128-d6-p4", depth=6, patch=4),
+    _r("cls-w128-d6-lr3e-3", depth=6, lr=3e-3),  # Gu et al.: a larger learning rate grows sinks sooner
     _r("cls-w256-d6-long", width=256, depth=6, steps=12000),
     _r("cls-w256-d8-p4-long", width=256, depth=8, patch=4, steps=12000),
     _r("patch-w128-d3", objective="patch"),  # today's stage-0 objective, the baseline

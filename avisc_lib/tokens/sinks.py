@@ -10,7 +10,7 @@ Here they are read from each row's own BOS at each layer (d is a sink dimension 
 when phi(BOS)[d] > tau), so no table of models is needed; pass ``dims`` to use fixed ones instead
 (the code's ``DIM_SINK``, ``src/logic/constants.py`` line 9). The sinks are kept per layer, as the
 official code keeps them (``indices[layer]``), and found anew for every batch: the released code
-finds them for its first question only (see :func:`avisc_lib.methods.interventions.var`).
+finds them for its first question only (see :func:`avisc_lib.methods.var.var`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A method added from a file of its own (tests/plugins/keep_top.py) runs through ``decode``,
+"""A method added from a file of its own (tests/methods/plugins/keep_top.py) runs through ``decode``,
 ``custom_generate``, the cost model and ``avisc-eval run``, in fresh interpreters (the registry
 of this process stays the built-in one)."""
 

@@ -2,21 +2,16 @@
 
 ``keep_top`` contrasts the model with a branch that keeps only the ``top_tokens`` most attended
 image tokens (AvisC's contrast and cut, another token set). Loaded by
-``avisc_lib.methods.load("tests/plugins/keep_top.py")`` or ``avisc-eval --methods-from ...``.
+``avisc_lib.methods.load("tests/methods/plugins/keep_top.py")`` or ``avisc-eval --methods-from ...``.
 """
 
 import torch
 
 from avisc_lib.methods import Branch, Method, Option, Passes, register
-from avisc_lib.methods.base import CONTRAST, BranchContext, BranchInputs, contrast_scores, is_int, keep_only
+from avisc_lib.methods.base import CONTRAST, BranchContext, BranchInputs, contrast_scores, int_at_least, keep_only
 
 TOP_TOKENS = Option(
-    "top_tokens",
-    4,
-    "keep_top: how many of the most attended image tokens its branch keeps",
-    int,
-    lambda v: is_int(v) and v >= 1,
-    "an int >= 1",
+    "top_tokens", 4, "keep_top: how many of the most attended image tokens its branch keeps", int_at_least(1), int
 )
 
 
