@@ -6,7 +6,9 @@ controls (random_mask, zero_image) on POPE, MME, AMBER.
 1. ``run_benchmark`` (as :func:`avisc_lib.course.experiments.run`) for every method on synthetic POPE
    (random, popular, adversarial; 500 scenes x 6 questions each), the MME hallucination subset
    (100 scenes x 2 questions per subtask) and AMBER (200 captions + discriminative questions), batch size 16, seed 0,
-   library decoding defaults, each run in a fresh folder; its wall time.
+   library decoding defaults, each run in a fresh folder; its wall time; the headline numbers with
+   their 95 % intervals, and each method against greedy (AvisC also against its controls), paired
+   on the same questions (:func:`avisc_lib.course.experiments.compare`).
 2. Questions per second of ``generate`` at batch size 1 and 16: the first 96 POPE questions
    and the first 32 AMBER captions, after a warm-up batch.
 """
@@ -27,6 +29,7 @@ import torch
 import transformers
 
 from avisc_lib import generate, load_model
+from avisc_lib.benchmarks.report import interval_row
 from avisc_lib.benchmarks.runner import decode_option_names
 from avisc_lib.benchmarks.tasks import DEFAULT_PARSERS, build_task
 from avisc_lib.course import experiments
@@ -41,11 +44,16 @@ SPEED_SETS = {"POPE yes/no": ("pope", "random", 96), "AMBER captions": ("amber",
 COMMAND = "python scripts/eval_table.py"
 
 
+BASELINE = "greedy"
+SPEC_OF = {(x.method, x.benchmark, x.split): x for x in SPECS}
+
+
 @dataclass
 class Run:
     metrics: dict
     seconds: float
     groups: Counter  # questions per group (POPE split, MME subtask, AMBER section)
+    versus: dict[str, dict]  # baseline -> {column: Comparison}, paired on the same questions
 
 
 def timed_run(spec: experiments.Experiment, folder: Path) -> Run:
@@ -53,7 +61,28 @@ def timed_run(spec: experiments.Experiment, folder: Path) -> Run:
     start = time.perf_counter()
     metrics = experiments.run(spec, runs_dir=folder, model_name="tiny", batch_size=BATCH_SIZE)
     seconds = time.perf_counter() - start
-    return Run(metrics, seconds, Counter(r["group"] for r in experiments.answers(spec, folder)))
+    return Run(metrics, seconds, Counter(r["group"] for r in experiments.answers(spec, folder)), {})
+
+
+def paired(results: dict, folder: Path) -> None:
+    """Each method against greedy, and AvisC against its controls, on the same questions."""
+    for (method, benchmark, split), run in results.items():
+        others = [BASELINE] if method != BASELINE else []
+        others += list(experiments.CONTROL_METHODS) if method == "avisc" else []
+        for other in others:
+            run.versus[other] = experiments.compare(
+                SPEC_OF[method, benchmark, split], SPEC_OF[other, benchmark, split], folder
+            )
+
+
+def shown(run: Run, benchmark: str, column: str) -> str:
+    """``84.7 [80.1, 88.6]`` of a run's table column."""
+    return interval_row(benchmark, run.metrics)[column].format(2)
+
+
+def versus(run: Run, column: str, other: str = BASELINE) -> str:
+    """The paired difference to ``other`` (``*``: its 95 % interval excludes 0); empty for the baseline itself."""
+    return run.versus[other][column].cell(2) if other in run.versus else ""
 
 
 def questions_per_second(model, processor, method: str, questions: dict[str, tuple], batch: int) -> float:
@@ -82,11 +111,30 @@ def pope_section(results: dict) -> list[str]:
         for method in METHODS:
             run = results[method, "pope", split]
             m = run.metrics
-            rows.append([split, method, 100 * m["accuracy"], 100 * m["precision"], 100 * m["recall"],
-                         100 * m["f1"], 100 * m["yes_ratio"], run.seconds])  # fmt: skip
-    header = ["split", "method", "accuracy", "precision", "recall", "F1", "yes-ratio", "wall s"]
+            rows.append([split, method, shown(run, "pope", "accuracy"), 100 * m["precision"], 100 * m["recall"],
+                         shown(run, "pope", "f1"), 100 * m["yes_ratio"], versus(run, "accuracy"),
+                         versus(run, "f1"), run.seconds])  # fmt: skip
+    header = ["split", "method", "accuracy", "precision", "recall", "F1", "yes-ratio", f"Δ accuracy vs {BASELINE}",
+              f"Δ F1 vs {BASELINE}", "wall s"]  # fmt: skip
     count = results[METHODS[0], "pope", "random"].groups["random"]
-    return [f"## POPE (synthetic, {count} questions per split, percent)", "", *table(header, rows)]
+    return [
+        f"## POPE (synthetic, {count} questions per split, percent)",
+        "",
+        *table(header, rows),
+        *controls_lines(results, "pope", POPE_SPLITS, "accuracy"),
+    ]
+
+
+def controls_lines(results: dict, benchmark: str, splits, column: str) -> list[str]:
+    """AvisC minus each control, paired, with McNemar's p where the column is an accuracy."""
+    lines = [f"AvisC minus its controls, {column}, paired on the same questions:", ""]
+    for split in splits:
+        run = results["avisc", benchmark, split]
+        for control in experiments.CONTROL_METHODS:
+            found = run.versus[control][column]
+            p = "" if found.p_value is None else f", McNemar p = {found.p_value:.3g}"
+            lines.append(f"- {split}, AvisC − {control}: {found.verdict(2)}{p}")
+    return lines + [""]
 
 
 def mme_section(results: dict) -> list[str]:
@@ -95,14 +143,17 @@ def mme_section(results: dict) -> list[str]:
         run = results[method, "mme", "hallucination"]
         subtasks = run.metrics["subtasks"]
         scores = [subtasks[t]["score"] for t in ("existence", "count", "position", "color")]
-        rows.append([method, *scores, run.metrics["hallucination"], run.seconds])
-    header = ["method", "existence", "count", "position", "color", "total (max 800)", "wall s"]
+        total = shown(run, "mme", "hallucination")
+        rows.append([method, *scores, total, versus(run, "hallucination"), run.seconds])
+    header = ["method", "existence", "count", "position", "color", "total (max 800)", f"Δ total vs {BASELINE}",
+              "wall s"]  # fmt: skip
     count = results[METHODS[0], "mme", "hallucination"].groups["existence"]
     return [
         f"## MME hallucination subset (synthetic, {count // 2} scenes x 2 questions per subtask; "
         "score = 100 acc + 100 acc+)",
         "",
         *table(header, rows),
+        *controls_lines(results, "mme", ["hallucination"], "hallucination"),
     ]
 
 
@@ -111,17 +162,19 @@ def amber_section(results: dict) -> list[str]:
     for method in METHODS:
         run = results[method, "amber", "all"]
         g, d = run.metrics["generative"], run.metrics["discriminative"]
-        f1 = [d[block]["f1"] for block in ("existence", "attribute", "relation", "overall")]
-        generative = [g[key] for key in ("chair", "cover", "hal", "cog")]
-        rows.append([method, *generative, *f1, run.metrics["amber_score"], run.seconds])
+        f1 = [d[block]["f1"] for block in ("existence", "attribute", "relation")]
+        generative = [shown(run, "amber", "CHAIR"), *(g[key] for key in ("cover", "hal", "cog"))]
+        score = [shown(run, "amber", "F1"), shown(run, "amber", "AMBER"), versus(run, "AMBER")]
+        rows.append([method, *generative, *f1, *score, run.seconds])
     header = ["method", "CHAIR", "Cover", "Hal", "Cog", "F1 existence", "F1 attribute", "F1 relation",
-              "F1 overall", "AMBER score", "wall s"]  # fmt: skip
+              "F1 overall", "AMBER score", f"Δ AMBER vs {BASELINE}", "wall s"]  # fmt: skip
     groups = results[METHODS[0], "amber", "all"].groups
     counts = ", ".join(f"{n} {group}" for group, n in groups.items())
     return [
         f"## AMBER (synthetic: {counts}; percent, 'No' is the positive class)",
         "",
         *table(header, rows),
+        *controls_lines(results, "amber", ["all"], "AMBER"),
     ]
 
 
@@ -148,6 +201,10 @@ NOTES = [
     "",
     "- One run per cell (no averaging over seeds). With argmax decoding the only randomness is VCD's "
     "noise, seeded per batch.",
+    "- Brackets: 95 % intervals over questions (`avisc_lib.benchmarks.statistics`): Wilson for accuracy, "
+    "a percentile bootstrap (2000 resamples, seed 0) for F1, MME scores, CHAIR and the AMBER score. Δ columns "
+    "are paired differences on the same questions (paired bootstrap); `*` marks an interval that excludes 0, "
+    "a difference distinguishable from none. McNemar's exact test is given where answers are right or wrong.",
     "- POPE: 500 scenes with 3 objects drawn from the first 2000 test scenes by POPE's own rules; the three "
     "splits share the scenes and the 1500 yes-questions, only the negatives differ (random: any absent "
     "category; popular: the most frequent; adversarial: the most co-occurring with the positive).",
@@ -210,6 +267,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         results = {(x.method, x.benchmark, x.split): timed_run(x, Path(folder)) for x in SPECS}
+        paired(results, Path(folder))
     sections = pope_section(results) + mme_section(results) + amber_section(results) + speed_section() + NOTES
     total = f"Total time of this script: {time.perf_counter() - started:.0f} s."
     args.output.write_text("\n".join(header + sections + [total, ""]), encoding="utf-8")

@@ -54,13 +54,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import asdict, astuple, dataclass, fields, replace
 from functools import cached_property, partial
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from .io import FormatError, read_json, read_records, require
 from .parsers import NO, YES, get_parser
+from .statistics import Columns, Measure, Units, ratio
 
 GENERATIVE = "generative"
 GROUPS = {  # annotation type → discriminative group
@@ -498,3 +501,76 @@ def score_amber(
     if task == "a":
         result["amber_score"] = amber_score(result["generative"]["chair"], result["discriminative"]["overall"]["f1"])
     return result
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+CAPTION_COLUMNS = tuple(f.name for f in fields(CaptionCounts))
+QUESTION_COLUMNS = tuple(f.name for f in fields(Counts))
+GROUP_COLUMNS = tuple(f"group:{g}" for g in BLOCKS["overall"])
+
+
+def score_units(
+    annotations: Sequence[dict],
+    responses: Mapping[int, str],
+    task: str = "a",
+    *,
+    parser: str = "official",
+    vocab: Vocabulary | None = None,
+    backend: str | NounBackend = "auto",
+) -> Units:
+    """One row per caption (its :class:`CaptionCounts`) or discriminative question (its
+    :class:`Counts` and a one-hot group), the columns of the other kind 0; the two kinds are strata."""
+    parse = get_parser("amber", parser)
+    nlp = get_backend(backend) if "g" in task and isinstance(backend, str) else backend
+    columns = CAPTION_COLUMNS + QUESTION_COLUMNS + GROUP_COLUMNS
+    rows, strata = [], []
+    for annotation, text in _annotated(annotations, responses):
+        caption = annotation["type"] == GENERATIVE
+        if caption and task in "ga":
+            row = asdict(caption_counts(text, annotation["truth"], annotation["hallu"], vocab, nlp))
+        elif not caption and task in "da":
+            counts = Counts()
+            counts.add(annotation["truth"], parse(text))
+            row = asdict(counts) | {f"group:{GROUPS[annotation['type']]}": 1}
+        else:
+            continue
+        rows.append([row.get(c, 0) for c in columns])
+        strata.append(caption)
+    return Units(np.array(rows, dtype=float).reshape(-1, len(columns)), columns, np.array(strata))
+
+
+def _share(num: str, den: str, wilson: bool = False) -> Measure:
+    """``num / den`` (column totals) in percent; with ``wilson``, a Wilson interval."""
+    return Measure(lambda c: ratio(c.total(num), c.total(den)), 100, (num, den) if wilson else None)
+
+
+def _block_f1(groups: Sequence[str]) -> Measure:
+    """F1 of "no" over the questions of ``groups`` (as :func:`block_metrics`), in percent."""
+
+    def f1(c: Columns) -> np.ndarray:
+        member = sum(c[f"group:{g}"] for g in groups)
+        true_no, answered_no, truth_no = ((c[k] * member).sum(-1) for k in ("true_no", "answered_no", "truth_no"))
+        return ratio(2 * true_no, answered_no + truth_no)
+
+    return Measure(f1, 100)
+
+
+def measures(task: str = "a") -> dict[str, Measure]:
+    """Measures of :func:`score_amber`'s reported values for ``task``, keyed by their path in its output."""
+    found = {}
+    if task in "ga":
+        found |= {
+            "generative.chair": _share("hallucinated", "candidates"),
+            "generative.cover": _share("covered", "truth"),
+            "generative.hal": _share("hallucinating", "captions", wilson=True),
+            "generative.cog": _share("hit", "hallu"),
+        }
+    if task in "da":
+        found["discriminative.overall.accuracy"] = replace(_share("correct", "questions", wilson=True), right="correct")
+        reported = ("overall", "existence", "attribute", "relation")
+        found |= {f"discriminative.{b}.f1": _block_f1(BLOCKS[b]) for b in reported}
+    if task == "a":
+        chair, f1 = found["generative.chair"], found["discriminative.overall.f1"]
+        found["amber_score"] = Measure(lambda c: (100 - 100 * chair.statistic(c) + 100 * f1.statistic(c)) / 2)
+    return found

@@ -10,15 +10,16 @@
     avisc-eval score mme --results-dir DIR
     avisc-eval score amber --responses R --annotations A [--task d|g|a] [--official-rounding]
 
-``run`` prints a table of the metrics (and writes DIR/metrics.json; see
+``run`` prints a table of the metrics and their 95 % intervals (and writes DIR/metrics.json; see
 :mod:`.runner`); it also runs under ``accelerate launch``. ``--dataset`` defaults by model: the
 synthetic benchmark for ``tiny``, the real one (POPE coco, MME and AMBER official) for any other,
 so a real model never scores the toy benchmark unless asked to. Images come from ``--image-dir``,
 else the notebooks' variables (``COCO_IMAGES``, ``GQA_IMAGES``, ``MME_DIR``, ``AMBER_IMAGES``; see
 :mod:`.sources`). ``--dtype``/``--quantization`` default to the run profiles' rules
 (:func:`avisc_lib.models.placement.load_options`: float16 on a GPU, 4-bit for a 7B model on a GPU too small
-for it, e.g. a T4; float32 on CPU). Each ``score`` prints one JSON
-object on stdout. Errors go to stderr with exit status 1. ``--methods-from FILE.py`` (or a module
+for it, e.g. a T4; float32 on CPU). Each ``score`` prints one JSON object on stdout: the official
+metrics and their ``intervals`` (see :mod:`.statistics`). Errors go to stderr with exit status 1.
+``--methods-from FILE.py`` (or a module
 name; repeatable, before the command) imports a file that registers methods of your own
 (:func:`avisc_lib.methods.register`): they become choices of ``--method`` with their options as
 flags. Commands are added by the functions in :data:`COMMANDS`, each taking the top-level subparsers object.
@@ -39,9 +40,10 @@ from ..settings import decode_options, method_help
 from . import amber, mme, pope
 from .parsers import available_parsers
 from .protocols import PROTOCOL_HELP, PROTOCOLS
-from .report import metrics_frame
+from .report import interval_row, metrics_frame
 from .runner import decode_option_names, partial_state, run_benchmark
 from .sources import IMAGE_VARIABLES, image_folder
+from .statistics import with_intervals
 from .store import CONFIG
 from .tasks import DATASETS, DEFAULT_DATA_DIR, DEFAULT_PARSERS, SPLITS
 
@@ -54,12 +56,14 @@ def _print_json(result: dict) -> int:
 
 
 def _score_pope(args: argparse.Namespace) -> int:
-    questions = pope.load_questions(args.questions)
-    return _print_json(pope.score_pope(questions, pope.load_answers(args.answers), args.parser))
+    questions, answers = pope.load_questions(args.questions), pope.load_answers(args.answers)
+    metrics = pope.score_pope(questions, answers, args.parser)
+    return _print_json(with_intervals(metrics, pope.score_units(questions, answers, args.parser), pope.MEASURES))
 
 
 def _score_mme(args: argparse.Namespace) -> int:
-    return _print_json(mme.score_mme(mme.load_results_dir(args.results_dir)))
+    sheets = mme.load_results_dir(args.results_dir)
+    return _print_json(with_intervals(mme.score_mme(sheets), mme.score_units(sheets), mme.measures(list(sheets))))
 
 
 def _score_amber(args: argparse.Namespace) -> int:
@@ -77,7 +81,8 @@ def _score_amber(args: argparse.Namespace) -> int:
     result = amber.score_amber(
         annotations, responses, args.task, parser=args.parser, official_rounding=args.official_rounding, **generative
     )
-    return _print_json(result)
+    units = amber.score_units(annotations, responses, args.task, parser=args.parser, **generative)
+    return _print_json(with_intervals(result, units, amber.measures(args.task)))
 
 
 def add_score_command(commands: argparse._SubParsersAction) -> None:
@@ -187,6 +192,8 @@ def _run(args: argparse.Namespace) -> int:
         parser = json.loads((args.out / CONFIG).read_text())["scoring"]["parser"]
         print(f"{run}: {args.model}, {args.method}, protocol {args.protocol}, parser {parser}")
         print(metrics_frame(metrics, args.benchmark).round(4).to_string())
+        shown = interval_row(args.benchmark, metrics).items()
+        print("95 % intervals: " + "; ".join(f"{column} {interval.format(2)}" for column, interval in shown))
         print(f"avisc-eval: answers and metrics in {args.out}", file=sys.stderr)
     return 0
 

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 
 from .io import FormatError
 from .parsers import NO, YES, get_parser
+from .statistics import Measure, Units
 
 if TYPE_CHECKING:
     import datasets
@@ -267,3 +269,48 @@ def score_mme(sheets: Mapping[str, Sequence[MMEItem]], parser: str = "official")
         "cognition": _total(scores, COGNITION),
         "hallucination": _total(scores, HALLUCINATION),
     }
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+PAIR_COLUMNS = ("right", "both", "asked", "pairs")  # per subtask: "right:existence", ...
+
+
+def score_units(sheets: Mapping[str, Sequence[MMEItem]], parser: str = "official") -> Units:
+    """One row per image pair, its subtask's columns filled (``right`` of 2, ``both`` right,
+    ``asked`` = 2, ``pairs`` = 1) and the others 0; the subtasks are strata."""
+    parse = get_parser("mme", parser)
+    subtasks = [t for t in SUBTASKS if t in sheets]
+    rows, strata = [], []
+    for i, subtask in enumerate(subtasks):
+        for pair in image_pairs(sheets[subtask]):
+            right = sum(parse(item.pred) == item.gt for item in pair)
+            row = np.zeros(len(PAIR_COLUMNS) * len(subtasks))
+            row[len(PAIR_COLUMNS) * i : len(PAIR_COLUMNS) * (i + 1)] = (right, right == 2, 2, 1)
+            rows.append(row)
+            strata.append(i)
+    columns = tuple(f"{name}:{t}" for t in subtasks for name in PAIR_COLUMNS)
+    return Units(np.array(rows).reshape(-1, len(columns)), columns, np.array(strata))
+
+
+def _share(hits: str, trials: str) -> Measure:
+    """The fraction ``hits / trials`` (column totals), with its Wilson interval."""
+    return Measure(lambda c: c.total(hits) / c.total(trials), proportion=(hits, trials))
+
+
+def _sum(parts: Sequence[Measure], scale: float = 1.0) -> Measure:
+    return Measure(lambda c: scale * sum(m.statistic(c) for m in parts))
+
+
+def measures(subtasks: Sequence[str]) -> dict[str, Measure]:
+    """Measures of :func:`score_mme`'s output for ``subtasks``, keyed by their path in it
+    (``subtasks.existence.acc``; ``hallucination`` where all its subtasks ran)."""
+    found = {}
+    for t in subtasks:
+        acc, acc_plus = _share(f"right:{t}", f"asked:{t}"), _share(f"both:{t}", f"pairs:{t}")
+        found |= {f"subtasks.{t}.acc": acc, f"subtasks.{t}.acc_plus": acc_plus}
+        found[f"subtasks.{t}.score"] = _sum([acc, acc_plus], scale=100)  # acc * 100 + acc+ * 100
+    for name, group in (("perception", PERCEPTION), ("cognition", COGNITION), ("hallucination", HALLUCINATION)):
+        if all(t in subtasks for t in group):
+            found[name] = _sum([found[f"subtasks.{t}.score"] for t in group])
+    return found

@@ -25,8 +25,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .io import FormatError, check_images, read_records, require
 from .parsers import NO, YES, UnparseableAnswer, get_parser
+from .statistics import Columns, Measure, Units, ratio
 
 STRATEGIES = ("random", "popular", "adversarial")
 TEMPLATE = "Is there {object} in the image?"
@@ -181,6 +184,36 @@ def score_pope(questions: Sequence[PopeQuestion], answers: Answers, parser: str 
     texts = align_answers(questions, answers)
     preds = parse_answers(questions, texts, parser)
     return pope_metrics([q.label for q in questions], preds)
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+UNIT_COLUMNS = ("right", "said_yes", "is_yes", "asked")
+
+
+def score_units(questions: Sequence[PopeQuestion], answers: Answers, parser: str = "official") -> Units:
+    """One row per question (``right``, ``said_yes``, ``is_yes``, ``asked``), for :data:`MEASURES`."""
+    preds = parse_answers(questions, align_answers(questions, answers), parser)
+    rows = [(p == q.label, p == YES, q.label == YES, 1) for q, p in zip(questions, preds)]
+    return Units(np.array(rows, dtype=float).reshape(-1, len(UNIT_COLUMNS)), UNIT_COLUMNS)
+
+
+def _true_positives(c: Columns) -> np.ndarray:
+    return (c["said_yes"] * c["is_yes"]).sum(-1)
+
+
+def _f1(c: Columns) -> np.ndarray:
+    tp = _true_positives(c)
+    return ratio(2 * tp, c.total("said_yes") + c.total("is_yes"))  # 2TP / (2TP + FP + FN)
+
+
+MEASURES = {  # metrics of :func:`pope_metrics`, as fractions
+    "accuracy": Measure(lambda c: c["right"].mean(-1), proportion=("right", "asked"), right="right"),
+    "precision": Measure(lambda c: ratio(_true_positives(c), c.total("said_yes"))),
+    "recall": Measure(lambda c: ratio(_true_positives(c), c.total("is_yes"))),
+    "f1": Measure(_f1),
+    "yes_ratio": Measure(lambda c: c["said_yes"].mean(-1), proportion=("said_yes", "asked")),
+}
 
 
 # --------------------------------------------------------------------------- building POPE

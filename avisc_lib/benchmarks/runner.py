@@ -150,7 +150,7 @@ def run_benchmark(
     state.wait_for_everyone()
     if state.is_main_process:
         records = folder.merge(task.questions)
-        folder.write_metrics(task.score({r["id"]: r["answer"] for r in records}))
+        folder.write_metrics(task.score_with_intervals({r["id"]: r["answer"] for r in records}))
     state.wait_for_everyone()
     return folder.read_metrics()
 

@@ -37,10 +37,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import amber, download, mme, pope, synthetic
+from . import amber, download, mme, pope, statistics, synthetic
 from .io import DEFAULT_DATA_DIR, check_images, open_image
 from .parsers import get_parser
 from .sources import DATASETS, image_folder
+from .statistics import Comparison, Measure, Units
 
 SPLITS = {
     "pope": pope.STRATEGIES,
@@ -75,7 +76,17 @@ class Task:
     load_image: Callable[[str], Image.Image]
     score: Callable[[Mapping[int, str]], dict]
     scoring: dict[str, str]  # parser (and AMBER's noun backend), recorded with the run
+    units: Callable[[Mapping[int, str]], Units]  # what ``score``'s numbers are statistics of, for intervals
+    measures: Mapping[str, Measure]  # ``score``'s reported numbers (paths into its output) as statistics
     data: dict[str, str] = field(default_factory=dict)  # a pinned dataset's name and revision, recorded with the run
+
+    def score_with_intervals(self, answers: Mapping[int, str]) -> dict:
+        """``score(answers)`` plus ``"intervals"``: each measure's 95 % interval (see :mod:`.statistics`)."""
+        return statistics.with_intervals(self.score(answers), self.units(answers), self.measures)
+
+    def compare(self, method: Mapping[int, str], baseline: Mapping[int, str]) -> dict[str, Comparison]:
+        """Every measure, ``method``'s answers minus ``baseline``'s, paired on this task's questions."""
+        return statistics.comparisons(self.units(method), self.units(baseline), self.measures)
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,8 @@ def _pope_task(dataset: str, split: str, parser: str, source: Source) -> Task:
         load_image,
         partial(pope.score_pope, questions, parser=parser),
         {"parser": parser},
+        partial(pope.score_units, questions, parser=parser),
+        pope.MEASURES,
     )
 
 
@@ -162,8 +175,12 @@ def _mme_task(dataset: str, split: str, parser: str, source: Source) -> Task:
         sheets = {t: items[: 2 * math.ceil(source.limit / 2)] for t, items in sheets.items()}
     numbered = [(t, item) for t, items in sheets.items() for item in items]
     questions = [Question(n, i.image, i.question, i.gt, t) for n, (t, i) in enumerate(numbered, start=1)]
-    score = partial(_score_mme, numbered, parser)
-    return Task("mme", dataset, split, questions, load_image, score, {"parser": parser}, data)
+    score, units = (
+        partial(_score_mme, numbered, parser, mme.score_mme),
+        partial(_score_mme, numbered, parser, mme.score_units),
+    )
+    measures = mme.measures([t for t in mme.SUBTASKS if t in sheets])
+    return Task("mme", dataset, split, questions, load_image, score, {"parser": parser}, units, measures, data)
 
 
 def _mme_official(split: str, root: Path | None):
@@ -186,12 +203,13 @@ def _release_name(root: Path, subtask: str, image: str) -> str:
     return str(mme.release_image_path(root, subtask, image).relative_to(root))
 
 
-def _score_mme(numbered: Sequence[tuple[str, mme.MMEItem]], parser: str, answers: Mapping[int, str]) -> dict:
-    """MME scores with answer ``n`` filled into the n-th item (1-based)."""
+def _score_mme(numbered: Sequence[tuple[str, mme.MMEItem]], parser: str, scorer: Callable, answers: Mapping[int, str]):
+    """``scorer`` (:func:`.mme.score_mme` or :func:`.mme.score_units`) of the sheets with answer
+    ``n`` filled into the n-th item (1-based)."""
     sheets: dict[str, list[mme.MMEItem]] = {}
     for n, (subtask, item) in enumerate(numbered, 1):
         sheets.setdefault(subtask, []).append(replace(item, pred=answers[n]))
-    return mme.score_mme(sheets, parser)
+    return scorer(sheets, parser)
 
 
 # --------------------------------------------------------------------------- AMBER
@@ -239,8 +257,9 @@ def _amber_task(dataset: str, split: str, parser: str, source: Source) -> Task:
         scoring["nouns"] = nouns.name
         generative_scoring = {"vocab": vocabulary, "backend": nouns}
     score = partial(amber.score_amber, annotations, task=task, parser=parser, **generative_scoring)
+    units = partial(amber.score_units, annotations, task=task, parser=parser, **generative_scoring)
     questions = [_amber_question(q, annotations[q.id - 1]) for q in picked]
-    return Task("amber", dataset, split, questions, load_image, score, scoring)
+    return Task("amber", dataset, split, questions, load_image, score, scoring, units, amber.measures(task))
 
 
 def _amber_question(query: amber.AmberQuery, annotation: dict) -> Question:

@@ -31,11 +31,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..benchmarks import available
-from ..benchmarks.report import metrics_row
+from ..benchmarks.report import comparison_row, interval_row, metrics_row
 from ..benchmarks.runner import run_benchmark
-from ..benchmarks.store import ANSWERS
+from ..benchmarks.statistics import Comparison
+from ..benchmarks.store import ANSWERS, CONFIG, METRICS
+from ..benchmarks.tasks import build_task
 from . import budget
 from .budget import Progress, Run
+from .paper import largest_gain_split
 
 # The tiny profile decodes by argmax; GPU profiles run the paper's protocol (sampled, see
 # benchmarks.protocols), where the baseline is plain sampling.
@@ -64,6 +67,7 @@ CONTROLS = "controls (random mask, zeroed image)"
 SWEEP = "α × λ sweep (AvisC)"
 ARGMAX = "argmax methods"
 SAMPLED_RUNS = "sampled, one run per seed"
+DESIGNS = ("breadth", "power")  # AVISC_PLAN: many cells, or one cell with enough questions (notebook 04)
 
 # Questions per POPE split, per MME hallucination subtask and per AMBER section, by dataset kind.
 # Real: POPE (RUCAIBox/POPE): 500 images × 6 questions per file for COCO, A-OKVQA and GQA; MME (its
@@ -234,24 +238,54 @@ def _methods_and_seeds(
     ]
 
 
+def power_grid(kind: str, limit: int | None, seed: int = 0, model: str = "llava") -> list[Experiment]:
+    """Notebook 04's ``power`` design: the baseline and AvisC (group :data:`METHODS`) and
+    ``random_mask`` (:data:`CONTROLS`) on one split of the first dataset, the COCO split where the
+    paper claims ``model``'s largest AvisC gain (:func:`.paper.largest_gain_split`; adversarial on
+    synthetic data), with ``limit`` questions."""
+    protocol = PROTOCOL[kind]
+    split = largest_gain_split(model) if kind == "coco" else "adversarial"
+    groups = {BASE[protocol]: METHODS, "avisc": METHODS, "random_mask": CONTROLS}
+    dataset = POPE_DATASETS[kind][0]
+    return [
+        Experiment("pope", dataset, split, m, seed, protocol=protocol, limit=limit, group=g) for m, g in groups.items()
+    ]
+
+
 GRIDS = {"04": pope_grid, "05": mme_grid, "06": amber_grid}
 
 
 def grid(
-    notebook: str, kind: str, limit: int | None, seed: int = 0, seeds: Sequence[int] | None = None
+    notebook: str,
+    kind: str,
+    limit: int | None,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    *,
+    design: str = "breadth",
+    model: str = "llava",
 ) -> list[Experiment]:
     """The runs notebook ``"04"``, ``"05"`` or ``"06"`` makes with ``limit`` questions per split;
-    ``seeds``: the sampling seeds of notebooks 05 and 06 (default: :data:`N_SEEDS` from ``seed``)."""
+    ``seeds``: the sampling seeds of notebooks 05 and 06 (default: :data:`N_SEEDS` from ``seed``).
+    ``design="power"`` (notebook 04 only): :func:`power_grid` for ``model``."""
     if notebook not in GRIDS:
         raise ValueError(f"unknown notebook {notebook!r}; expected one of {tuple(GRIDS)}")
     if kind not in PROTOCOL:
         raise ValueError(f"unknown dataset kind {kind!r}; expected one of {tuple(PROTOCOL)}")
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; expected one of {DESIGNS}")
+    if design == "power":
+        if notebook != "04":
+            raise ValueError(f"the power design is notebook 04's (POPE); notebook {notebook} runs the breadth design")
+        return power_grid(kind, limit, seed, model)
     return GRIDS[notebook](kind, limit, seed, seeds)
 
 
-def notebook_runs(notebook: str, limit: int | None, kind: str) -> list[Run]:
+def notebook_runs(
+    notebook: str, limit: int | None, kind: str, design: str = "breadth", model: str = "llava"
+) -> list[Run]:
     """:meth:`Experiment.cost` of every run of :func:`grid`: what the time plan counts."""
-    return [spec.cost() for spec in grid(notebook, kind, limit)]
+    return [spec.cost() for spec in grid(notebook, kind, limit, design=design, model=model)]
 
 
 def runnable(specs: Iterable[Experiment], *, download: bool = False) -> list[Experiment]:
@@ -370,17 +404,103 @@ class Session:
         """:meth:`table` of one group of the specs (``Experiment.group``)."""
         return self.table(lambda spec: spec.group == group)
 
+    def specs_of(self, group: str) -> list[Experiment]:
+        """The specs of one group, in order."""
+        return [spec for spec in self.specs if spec.group == group]
+
     def answers(self, spec: Experiment) -> list[dict]:
         """The answer lines of ``spec``'s run folder."""
         return answers(spec, self.runs_dir)
 
+    def differences(self, pairs: Iterable[tuple[Experiment, Experiment]]) -> pd.DataFrame:
+        """:func:`differences` of ``(method, baseline)`` pairs of this session's runs (each run first)."""
+        pairs = list(pairs)
+        for spec in dict.fromkeys(s for pair in pairs for s in pair):
+            self.run(spec)
+        return differences(pairs, self.runs_dir, self.image_dir)
+
 
 def table(runs: Iterable[tuple[Experiment, dict]]):
     """A DataFrame with one row per ``(spec, metrics)``: the spec's fields (decode options as their
-    own columns), its folder, then :func:`avisc_lib.benchmarks.report.metrics_row` of its metrics."""
+    own columns), its folder, then :func:`avisc_lib.benchmarks.report.metrics_row` of its metrics,
+    each with its 95 % interval as ``<column> low`` and ``<column> high`` where the run has one."""
 
     rows = []
     for spec, metrics in runs:
         fields = {k: v for k, v in asdict(spec).items() if k != "decode"}
-        rows.append({**fields, **spec.options, "folder": spec.folder, **metrics_row(spec.benchmark, metrics)})
+        bounds = {}
+        for column, interval in interval_row(spec.benchmark, metrics).items():
+            bounds |= {f"{column} low": interval.low, f"{column} high": interval.high}
+        rows.append({**fields, **spec.options, "folder": spec.folder, **metrics_row(spec.benchmark, metrics), **bounds})
+    return pd.DataFrame(rows)
+
+
+QUESTIONS = ("benchmark", "dataset", "split", "limit", "question_seed")  # fields that fix the questions a run answers
+
+
+def against(
+    specs: Iterable[Experiment], baseline: str, labels: Iterable[str] | None = None
+) -> list[tuple[Experiment, Experiment]]:
+    """``(spec, its baseline)`` for each spec labelled one of ``labels`` (None: every label but
+    ``baseline``), the baseline being the spec labelled ``baseline`` with the same questions and
+    seed (sampled runs pair seed by seed); a spec without one is left out."""
+    specs = list(specs)
+    base = {}
+    for s in (s for s in specs if s.label == baseline):
+        if base.setdefault(_paired_key(s), s) is not s:
+            raise ValueError(f"two {baseline!r} runs answer the same questions ({s.folder}); pass one group of specs")
+    chosen = [s for s in specs if (s.label != baseline if labels is None else s.label in set(labels))]
+    return [(s, base[_paired_key(s)]) for s in chosen if _paired_key(s) in base]
+
+
+def avisc_against_controls(specs: Iterable[Experiment]) -> list[tuple[Experiment, Experiment]]:
+    """``(AvisC's spec, a control's spec)`` pairs on the same questions and seed (:data:`CONTROL_METHODS`)."""
+    return [(avisc, control) for control, avisc in against(specs, "avisc", CONTROL_METHODS)]
+
+
+def _paired_key(spec: Experiment) -> tuple:
+    return (*(getattr(spec, name) for name in QUESTIONS), spec.seed)
+
+
+def compare(
+    method: Experiment, baseline: Experiment, runs_dir: str | Path, image_dir: str | Path | None = None
+) -> dict[str, Comparison]:
+    """``method``'s finished run minus ``baseline``'s, paired question by question, per table column
+    (:func:`avisc_lib.benchmarks.report.comparison_row`; percent points, MME points)."""
+    differ = [name for name in QUESTIONS if getattr(method, name) != getattr(baseline, name)]
+    if differ:
+        raise ValueError(f"runs compared must answer the same questions; they differ in {', '.join(differ)}")
+    folder = Path(runs_dir) / method.folder
+    config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    task = build_task(
+        method.benchmark,
+        method.dataset,
+        method.split,
+        seed=method.question_seed,
+        limit=method.limit,
+        parser=config["scoring"]["parser"],
+        image_dir=image_dir,
+    )
+    given = [{r["id"]: r["answer"] for r in answers(spec, runs_dir)} for spec in (method, baseline)]
+    metrics = json.loads((folder / METRICS).read_text(encoding="utf-8"))
+    return comparison_row(method.benchmark, metrics, task.compare(*given))
+
+
+def differences(
+    pairs: Iterable[tuple[Experiment, Experiment]],
+    runs_dir: str | Path,
+    image_dir: Callable[[Experiment], str | Path | None] = lambda spec: None,
+) -> pd.DataFrame:
+    """One row per ``(method, baseline)`` pair of finished runs: who is compared and on how many
+    questions, then per column the
+    paired difference as a :class:`~avisc_lib.benchmarks.statistics.Comparison` (see
+    :func:`avisc_lib.course.tables.difference_cells` to print them), and McNemar's p-value of the
+    accuracy where the benchmark has one."""
+    rows = []
+    for method, baseline in pairs:
+        found = compare(method, baseline, runs_dir, image_dir(method))
+        who = {"dataset": method.dataset, "split": method.split, "method": method.label, "baseline": baseline.label}
+        who["questions"] = len(answers(method, runs_dir))
+        accuracy = found.get("accuracy")
+        rows.append({**who, **found, "McNemar p": accuracy.p_value if accuracy is not None else None})
     return pd.DataFrame(rows)

@@ -75,3 +75,23 @@ def paper_beyond(model: str = "llava") -> pd.DataFrame:
     """Reported numbers of the attention methods after AvisC for ``model``, one per row: paper_method,
     method (ours), benchmark, dataset, split, metric, value (percent; MME: score) and source."""
     return _rows("beyond", model)
+
+
+def claimed_gain(model: str, dataset: str, split: str, method: str = "avisc") -> float | None:
+    """The paper's POPE accuracy of ``method`` minus its base (points) for ``model`` ("llava",
+    "instructblip") on our ``dataset`` ("coco", "aokvqa", "gqa") and ``split``; None where the
+    paper has no such cell (another model, the synthetic data, a control)."""
+    paper_name = {ours: name for name, ours in PAPER_METHODS.items()}.get(method)
+    if model not in PAPER_MODELS or dataset not in POPE_DATASETS or paper_name in (None, "base"):
+        return None
+    table = paper_pope(POPE_DATASETS[dataset], model).set_index(["split", "method"]).accuracy
+    return float(table[split, paper_name] - table[split, "base"])
+
+
+def largest_gain_split(model: str) -> str:
+    """The COCO split on which the paper claims AvisC's largest POPE gain for ``model`` (adversarial
+    for a model the paper does not cover)."""
+    if model not in PAPER_MODELS:
+        return "adversarial"
+    gains = {split: claimed_gain(model, "coco", split) for split in ("random", "popular", "adversarial")}
+    return max(gains, key=gains.get)

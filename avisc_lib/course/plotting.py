@@ -1,5 +1,6 @@
 """Figures for the notebooks: attention bars, overlays on the image's token grid, heat maps,
-ablation plots, and a helper that saves every figure to the repository's ``figures/``."""
+ablation plots, bars with their 95 % intervals, and a helper that saves every figure to the
+repository's ``figures/``."""
 
 from __future__ import annotations
 
@@ -115,4 +116,22 @@ def top_tokens(scores: torch.Tensor, tokenizer, k: int = 6, ax=None, title: str 
     ax.barh(range(k)[::-1], top.values.numpy(), color="tab:purple")
     ax.set_yticks(range(k)[::-1], names)
     ax.set(xlim=(0, 1), xlabel="probability", title=title)
+    return ax
+
+
+def interval_bars(frame, x: str, hue: str, value: str, order, hue_order, ax=None):
+    """Grouped bars of ``frame[value]`` (one row per ``x`` and ``hue``) with their 95 % intervals
+    (``<value> low``/``<value> high``, as :func:`avisc_lib.course.experiments.table` gives) as error bars."""
+    ax = ax or plt.gca()
+    width = 0.8 / len(hue_order)
+    colours = sns.color_palette(n_colors=len(hue_order))
+    rows = frame.set_index([x, hue])
+    for j, (name, colour) in enumerate(zip(hue_order, colours)):
+        at = [(i, rows.loc[(key, name)]) for i, key in enumerate(order) if (key, name) in rows.index]
+        spots = np.array([i for i, _ in at]) - 0.4 + width * (j + 0.5)
+        mids = np.array([r[value] for _, r in at])
+        below, above = mids - [r[f"{value} low"] for _, r in at], [r[f"{value} high"] for _, r in at] - mids
+        ax.bar(spots, mids, width, color=colour, label=name)
+        ax.errorbar(spots, mids, yerr=[below, above], fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    ax.set_xticks(range(len(order)), order)
     return ax

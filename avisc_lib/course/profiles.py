@@ -17,11 +17,16 @@ Environment variables (all optional):
   its real benchmarks and its T4 sizes, and says that it will be slow); ``cuda`` requires a GPU.
 * ``AVISC_LIMIT``: ``N`` (an int >= 1) sets the questions per split to N and caps ``n_samples``
   at N; ``full`` runs the benchmarks' full sizes (``limit`` None).
+* ``AVISC_PLAN``: ``breadth`` (default: every dataset, split and method at ``limit`` questions) or
+  ``power``: notebook 04 runs the baseline, AvisC and ``random_mask`` on one POPE split with as many
+  questions as the session allows (``power_limit``), enough to resolve a gain of the paper's size
+  (:mod:`.power`). Notebooks 05 and 06 keep the breadth design.
 * ``AVISC_RUNS_DIR``: where :attr:`Profile.runs_dir` puts the notebooks' run folders.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -62,6 +67,8 @@ class Profile:
     limit: int | None  # questions per benchmark split (None = all)
     batch_size: int
     gpu: str | None = None  # budget.GPUS key of the GPU it runs on (None: CPU or a GPU the cost model lacks)
+    design: str = "breadth"  # AVISC_PLAN: experiments.DESIGNS
+    power_limit: int | None = None  # questions of notebook 04's power design (None = the whole split)
 
     def load(self):
         """``(model, processor)`` for this profile."""
@@ -75,9 +82,19 @@ class Profile:
             return Path(os.environ["AVISC_RUNS_DIR"]) / self.name
         return figures_dir().parent / "runs" / "notebooks" / self.name
 
-    def runs(self, notebook: str) -> list[budget.Run]:
-        """The runs notebook ``"04"``, ``"05"`` or ``"06"`` makes under this profile."""
-        return experiments.notebook_runs(notebook, self.limit, self.dataset)
+    def design_for(self, notebook: str) -> str:
+        """The design notebook ``notebook`` runs: :attr:`design` for notebook 04, else breadth."""
+        return self.design if notebook == "04" else "breadth"
+
+    def limit_for(self, notebook: str) -> int | None:
+        """Questions per split of notebook ``notebook`` under its design."""
+        return self.power_limit if self.design_for(notebook) == "power" else self.limit
+
+    def runs(self, notebook: str, model: str = "llava") -> list[budget.Run]:
+        """The runs notebook ``"04"``, ``"05"`` or ``"06"`` makes under this profile (``model``: the
+        paper's model kind, which picks the power design's split)."""
+        design = self.design_for(notebook)
+        return experiments.notebook_runs(notebook, self.limit_for(notebook), self.dataset, design, model)
 
     def plan(self, notebook: str):
         """:func:`budget.plan` of :meth:`runs` on :attr:`gpu` (counts only where it is None)."""
@@ -95,13 +112,15 @@ def resolve_profile(name: str | None = None, *, gpu_gib: float | None = None) ->
     that says what to do. The environment variables of the module docstring apply on top.
     """
     device = _env_choice("AVISC_DEVICE", DEVICES)
+    design = _env_choice("AVISC_PLAN", experiments.DESIGNS) or "breadth"
     limit = _env_limit()
     simulated = gpu_gib is not None
     gpu_gib = gpu_memory_gib() if gpu_gib is None else gpu_gib
-    profile = _hardware_profile(name, gpu_gib, device, simulated)
+    profile = replace(_hardware_profile(name, gpu_gib, device, simulated), design=design)
     if limit is not None:
         size = None if limit == "full" else limit
-        profile = replace(profile, limit=size, n_samples=min(profile.n_samples, size or profile.n_samples))
+        n_samples = min(profile.n_samples, size or profile.n_samples)
+        profile = replace(profile, limit=size, power_limit=size, n_samples=n_samples)
     override = os.environ.get("AVISC_MODEL")
     return replace(profile, model=override) if override else profile
 
@@ -120,8 +139,20 @@ def _hardware_profile(name: str | None, gpu_gib: float | None, device: str | Non
             f"note: AVISC_DEVICE=cpu runs the 7B {name} profile on CPU in float32: expect minutes per "
             "answer and ~30 GB of RAM; AVISC_LIMIT=N keeps it to N questions per split"
         )
-        limit = default_limit(name, CPU_STAND_IN, not budget.fits_fp16(CPU_STAND_IN, name, GPU_BATCH_SIZE))
-        return Profile(name, ALIASES[name], "cpu", torch.float32, None, "coco", GPU_SAMPLES, limit, GPU_BATCH_SIZE)
+        quantized = not budget.fits_fp16(CPU_STAND_IN, name, GPU_BATCH_SIZE)
+        limit, power = (default_limit(name, CPU_STAND_IN, quantized, d) for d in experiments.DESIGNS)
+        return Profile(
+            name,
+            ALIASES[name],
+            "cpu",
+            torch.float32,
+            None,
+            "coco",
+            GPU_SAMPLES,
+            limit,
+            GPU_BATCH_SIZE,
+            power_limit=power,
+        )
     if not gpu_gib:
         raise RuntimeError(
             f"profile {name!r} needs a CUDA GPU (a 7B model on CPU takes minutes per answer); "
@@ -131,53 +162,78 @@ def _hardware_profile(name: str | None, gpu_gib: float | None, device: str | Non
     # Sizes are planned for the detected GPU, or for the known GPU of nearest memory (a simulated
     # or unknown GPU); the plan shows estimates for a detected or simulated one only.
     gpu = budget.nearest_gpu(gpu_gib) if simulated else budget.detect_gpu()
-    limit = default_limit(name, gpu or budget.nearest_gpu(gpu_gib), quantization == "4bit")
+    planned = gpu or budget.nearest_gpu(gpu_gib)
+    limit, power = (default_limit(name, planned, quantization == "4bit", d) for d in experiments.DESIGNS)
     return Profile(
-        name, ALIASES[name], "cuda", torch.float16, quantization, "coco", GPU_SAMPLES, limit, GPU_BATCH_SIZE, gpu
+        name,
+        ALIASES[name],
+        "cuda",
+        torch.float16,
+        quantization,
+        "coco",
+        GPU_SAMPLES,
+        limit,
+        GPU_BATCH_SIZE,
+        gpu,
+        power_limit=power,
     )
 
 
 @lru_cache
-def default_limit(model: str, gpu: str, quantized: bool) -> int | None:
+def default_limit(model: str, gpu: str, quantized: bool, design: str = "breadth") -> int | None:
     """The largest of :data:`LIMITS` (None: the full benchmarks) for which the cost model estimates
-    each of notebooks 04, 05 and 06 on the real benchmarks within ``SESSION_MINUTES[gpu]``; the
-    smallest of :data:`LIMITS` if none fits."""
+    each of notebooks 04, 05 and 06 on the real benchmarks within ``SESSION_MINUTES[gpu]`` (``design``
+    "power": notebook 04's power design alone); the smallest of :data:`LIMITS` if none fits."""
+    notebooks = ["04"] if design == "power" else list(experiments.GRIDS)
 
     def fits(limit: int | None) -> bool:
         return all(
             budget.estimate(
-                experiments.notebook_runs(nb, limit, "coco"), gpu, model, quantized=quantized, batch_size=GPU_BATCH_SIZE
+                experiments.notebook_runs(nb, limit, "coco", design, model),
+                gpu,
+                model,
+                quantized=quantized,
+                batch_size=GPU_BATCH_SIZE,
             )
             <= 60 * SESSION_MINUTES[gpu]
-            for nb in experiments.GRIDS
+            for nb in notebooks
         )
 
     return next((limit for limit in (None, *reversed(LIMITS)) if fits(limit)), LIMITS[0])
 
 
-def session_plans(notebook: str, models: Sequence[str] = ("llava", "instructblip")):
+def session_plans(notebook: str, models: Sequence[str] = ("llava", "instructblip"), design: str = "breadth"):
     """Notebook ``notebook`` on each GPU the cost model knows (:data:`.budget.GPUS`), with every
-    benchmark's images: the questions per split a GPU profile picks there, its precision, the runs,
-    and the estimated minutes. One row per model and GPU."""
+    benchmark's images: the questions per split a GPU profile picks there under ``design``, its
+    precision, the runs and the estimated minutes; then the minutes of the full benchmarks
+    (``AVISC_LIMIT=full``) and how many sessions of :data:`SESSION_MINUTES` that takes (runs resume
+    across sessions when their folders are kept, e.g. on Drive). One row per model and GPU."""
+    design = design if notebook == "04" else "breadth"
     rows = []
     for model in models:
         for gpu in budget.GPUS:
             quantized = not budget.fits_fp16(gpu, model, GPU_BATCH_SIZE)
-            limit = default_limit(model, gpu, quantized)
-            runs = experiments.notebook_runs(notebook, limit, "coco")
+            limit = default_limit(model, gpu, quantized, design)
+            cost = {size: _minutes(notebook, size, design, model, gpu, quantized) for size in (limit, None)}
+            full = cost[None]
             rows.append(
                 {
                     "model": model,
                     "GPU": gpu,
                     "weights": "4-bit" if quantized else "fp16",
                     "questions per split": limit or "all",
-                    "runs": len(runs),
-                    "minutes": round(
-                        budget.estimate(runs, gpu, model, quantized=quantized, batch_size=GPU_BATCH_SIZE) / 60
-                    ),
+                    "runs": len(experiments.grid(notebook, "coco", limit, design=design, model=model)),
+                    "minutes": round(cost[limit]),
+                    "full run, minutes": round(full),
+                    "full run, sessions": math.ceil(full / SESSION_MINUTES[gpu]),
                 }
             )
     return pd.DataFrame(rows).set_index(["model", "GPU"])
+
+
+def _minutes(notebook: str, limit: int | None, design: str, model: str, gpu: str, quantized: bool) -> float:
+    runs = experiments.notebook_runs(notebook, limit, "coco", design, model)
+    return budget.estimate(runs, gpu, model, quantized=quantized, batch_size=GPU_BATCH_SIZE) / 60
 
 
 def _env_choice(variable: str, accepted: tuple[str, ...]) -> str | None:

@@ -3,6 +3,10 @@
 * :func:`mark_caption` / :func:`phrase_pattern`: a caption as markdown with the objects that
   are in the ground truth in **bold** and the hallucinated ones struck through.
 * :func:`mean_std`: "mean ± std" cells over seeds, as the paper reports MME and AMBER.
+* :func:`interval_cells`: "84.7 [80.1, 88.6]" cells from a run table's ``<column> low``/``high``;
+  :func:`difference_cells`: "+2.3 [+0.4, +4.2] *" cells of paired differences (``*``: the 95 %
+  interval excludes 0, the difference is distinguishable from none); :func:`verdicts`: the same
+  as sentences, for the notebooks' "measured here" cells.
 * :func:`pope_beside_paper`: our POPE rows of one dataset beside the paper's rows of the same
   dataset (COCO, A-OKVQA, GQA), split by split, with each method's difference to the baseline.
   It takes ``model="llava"`` (LLaVA-1.5, default) or ``"instructblip"``.
@@ -15,6 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
+from ..benchmarks.statistics import Interval
 from ..world.scenes import COLOURS, SHAPES
 from .paper import PAPER_METHODS, POPE_DATASETS, paper_pope
 
@@ -55,6 +60,42 @@ def pope_beside_paper(
     side = side.set_index(keys)
     gain = side.sub(side.xs(base, level="method"), level="split")
     return side.join(gain.add_prefix("Δ "))
+
+
+def interval_cells(frame: pd.DataFrame, columns: Sequence[str], digits: int = 1) -> pd.DataFrame:
+    """``frame[columns]`` as "value [low, high]" text, from the ``<column> low``/``<column> high``
+    bounds of :func:`avisc_lib.course.experiments.table` (a column without them stays a number)."""
+    cells = pd.DataFrame(index=frame.index)
+    for c in columns:
+        if f"{c} low" in frame:
+            bounds = zip(frame[c], frame[f"{c} low"], frame[f"{c} high"])
+            cells[c] = [Interval(v, lo, hi).format(digits) for v, lo, hi in bounds]
+        else:
+            cells[c] = frame[c].round(digits)
+    return cells
+
+
+def difference_cells(frame: pd.DataFrame, columns: Sequence[str], digits: int = 1) -> pd.DataFrame:
+    """:func:`avisc_lib.course.experiments.differences` as text: who is compared, then each of
+    ``columns`` as "+2.3 [+0.4, +4.2] *" and McNemar's p-value with 3 significant digits."""
+    cells = frame[["dataset", "split", "method", "baseline", "questions"]].copy()
+    for c in columns:
+        cells[f"Δ {c}"] = [comparison.cell(digits) for comparison in frame[c]]
+    if "McNemar p" in frame and frame["McNemar p"].notna().any():
+        cells["McNemar p"] = [f"{p:.3g}" for p in frame["McNemar p"]]
+    return cells
+
+
+def verdicts(frame: pd.DataFrame, column: str, digits: int = 1) -> list[str]:
+    """One line per row of :func:`avisc_lib.course.experiments.differences`: "adversarial, avisc −
+    greedy, accuracy: +0.7 [-2.0, +3.4], not distinguishable (McNemar p = 0.61)"."""
+    lines = []
+    for _, row in frame.iterrows():
+        comparison = row[column]
+        p = "" if comparison.p_value is None else f" (McNemar p = {comparison.p_value:.2g})"
+        where = row.split if frame.dataset.nunique() == 1 else f"{row.dataset} {row.split}"
+        lines.append(f"{where}, {row.method} − {row.baseline}, {column}: {comparison.verdict(digits)}{p}")
+    return lines
 
 
 def mean_std(frame: pd.DataFrame, by: str | Sequence[str], columns: Sequence[str], digits: int = 2) -> pd.DataFrame:

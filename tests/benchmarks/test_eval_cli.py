@@ -37,8 +37,10 @@ def test_score_pope(tmp_path, capsys, parser, accuracy):
     code, result, _ = _run(
         capsys, "score", "pope", "--questions", str(questions), "--answers", str(answers), "--parser", parser
     )
-    assert code == 0 and list(result) == POPE_KEYS
+    assert code == 0 and list(result) == [*POPE_KEYS, "intervals"]
     assert result["accuracy"] == accuracy  # the official parser reads "NO" as yes
+    assert result["intervals"]["accuracy"]["value"] == accuracy
+    assert result["intervals"]["accuracy"]["low"] < accuracy <= result["intervals"]["accuracy"]["high"]
 
 
 def test_score_pope_strict_refuses_unclear_answers(tmp_path, capsys):
@@ -61,7 +63,8 @@ def test_score_pope_strict_refuses_unclear_answers(tmp_path, capsys):
 def test_score_mme(capsys):
     sheets = Path(__file__).resolve().parents[1] / "fixtures" / "mme"  # worked by hand in test_mme.py
     code, result, _ = _run(capsys, "score", "mme", "--results-dir", str(sheets))
-    assert code == 0 and list(result) == ["subtasks", "perception", "cognition", "hallucination"]
+    assert code == 0 and list(result) == ["subtasks", "perception", "cognition", "hallucination", "intervals"]
+    assert result["intervals"]["subtasks.count.score"]["value"] == 125.0
     assert result["subtasks"]["count"] == {"acc": 0.75, "acc_plus": 0.5, "score": 125.0}
     assert round(result["perception"], 2) == 1275 and round(result["cognition"], 2) == 475
 
@@ -93,7 +96,7 @@ def test_score_amber(tmp_path, capsys, task, keys):
         "--backend",
         "builtin",
     )
-    assert code == 0 and list(result) == keys
+    assert code == 0 and list(result) == [*keys, "intervals"]
     if "discriminative" in result:
         assert list(result["discriminative"]) == [
             "overall",

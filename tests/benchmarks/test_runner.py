@@ -69,6 +69,8 @@ def test_outputs(pope_run):
     assert all(r["method"] == "greedy" and r["answer"] in ("yes", "no") for r in records)
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["TP"] + metrics["FP"] + metrics["TN"] + metrics["FN"] == 10
+    assert set(metrics["intervals"]) == {"accuracy", "precision", "recall", "f1", "yes_ratio"}
+    assert metrics["intervals"]["accuracy"]["value"] == metrics["accuracy"]
     config = json.loads((out / "config.json").read_text())
     assert config["decode"]["max_new_tokens"] == 64 and "beta" not in config["decode"]  # greedy reads no beta
     assert config["scoring"] == {"parser": "official"}

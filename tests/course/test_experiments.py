@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from avisc_lib.benchmarks.report import metrics_row
-from avisc_lib.course import budget, experiments, profiles
+from avisc_lib.course import budget, experiments, profiles, tables
 from avisc_lib.course.experiments import Experiment
 
 SPEC = Experiment("pope", "synthetic", "adversarial", "avisc", seed=0, limit=4)
@@ -227,3 +227,35 @@ def test_session_plans_price_every_gpu_and_model():
     runs = experiments.notebook_runs("06", t4["questions per split"], "coco")
     assert t4["weights"] == "4-bit" and t4["runs"] == len(runs)
     assert t4["minutes"] == round(budget.estimate(runs, "T4", "llava", quantized=True) / 60)
+
+
+def test_a_run_table_carries_intervals_and_paired_differences_match_the_metrics(tmp_path, embedded_case):
+    specs = [replace(SPEC, method=m, limit=24) for m in ("avisc", "greedy")]
+    kwargs = dict(runs_dir=tmp_path, model_name="tiny", batch_size=8)
+    runs = [(spec, experiments.run(spec, embedded_case.model, embedded_case.processor, **kwargs)) for spec in specs]
+    frame = experiments.table(runs)
+    assert (frame["accuracy low"] <= frame["accuracy"]).all() and (frame["accuracy"] <= frame["accuracy high"]).all()
+    assert "TP low" not in frame  # counts have no interval
+    cells = tables.interval_cells(frame, ["accuracy", "TP"])
+    value, low, high = frame.loc[0, ["accuracy", "accuracy low", "accuracy high"]]
+    assert cells.loc[0, "accuracy"] == f"{value:.1f} [{low:.1f}, {high:.1f}]"
+    assert cells.loc[0, "TP"] == frame.loc[0, "TP"]
+    found = experiments.differences([tuple(specs)], tmp_path)
+    accuracy = found.loc[0, "accuracy"]
+    assert accuracy.difference.value == pytest.approx(frame.loc[0, "accuracy"] - frame.loc[1, "accuracy"])
+    assert found.loc[0, "McNemar p"] == accuracy.p_value and 0 <= accuracy.p_value <= 1
+    shown = tables.difference_cells(found, ["accuracy", "f1"])
+    assert list(shown.columns) == [
+        "dataset",
+        "split",
+        "method",
+        "baseline",
+        "questions",
+        "Δ accuracy",
+        "Δ f1",
+        "McNemar p",
+    ]
+    assert shown.loc[0, "questions"] == 24
+    assert shown.loc[0, "Δ accuracy"] == accuracy.cell()
+    with pytest.raises(ValueError, match="differ in split"):
+        experiments.compare(specs[0], replace(specs[1], split="random"), tmp_path)

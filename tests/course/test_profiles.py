@@ -17,7 +17,7 @@ NOTEBOOKS = ("04", "05", "06")
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for variable in ("AVISC_PROFILE", "AVISC_MODEL", "AVISC_DEVICE", "AVISC_LIMIT", "AVISC_RUNS_DIR"):
+    for variable in ("AVISC_PROFILE", "AVISC_MODEL", "AVISC_DEVICE", "AVISC_LIMIT", "AVISC_RUNS_DIR", "AVISC_PLAN"):
         monkeypatch.delenv(variable, raising=False)
 
 
@@ -206,3 +206,41 @@ def test_readme_states_the_profiles_fp16_thresholds():
     )
     stated = [float(x) for x in re.findall(r"GPU ≥ (\d+) GiB in fp16", row)]
     assert stated == [FP16_MIN_GIB["llava"], FP16_MIN_GIB["instructblip"]]
+
+
+def power_minutes(profile, limit, model):
+    runs = experiments.notebook_runs("04", limit, profile.dataset, "power", model)
+    return budget.estimate(runs, profile.gpu, profile.name, quantized=profile.quantization == "4bit") / 60
+
+
+@pytest.mark.parametrize("name", ["llava", "instructblip"])
+@pytest.mark.parametrize("gib", [15.0, 24.0, 40.0, 80.0])
+def test_the_power_design_takes_the_most_questions_a_session_allows(bitsandbytes, monkeypatch, name, gib):
+    monkeypatch.setenv("AVISC_PLAN", "power")
+    p = resolve_profile(name, gpu_gib=gib)
+    assert p.design == "power" and p.design_for("04") == "power" and p.design_for("05") == "breadth"
+    assert p.limit_for("04") == p.power_limit and p.limit_for("06") == p.limit
+    assert power_minutes(p, p.power_limit, name) <= SESSION_MINUTES[p.gpu]
+    if p.power_limit is not None:  # the next round size does not fit
+        assert power_minutes(p, LIMITS[LIMITS.index(p.power_limit) + 1], name) > SESSION_MINUTES[p.gpu]
+    assert p.power_limit is None or p.power_limit > p.limit  # one cell, many more questions than breadth's
+    specs = experiments.grid("04", p.dataset, p.limit_for("04"), design="power", model=name)
+    assert [s.method for s in specs] == ["sample", "avisc", "random_mask"]
+    assert {s.split for s in specs} == {"random" if name == "llava" else "adversarial"}  # the paper's largest gain
+
+
+def test_the_plan_design_is_checked(monkeypatch):
+    monkeypatch.setenv("AVISC_PLAN", "depth")
+    with pytest.raises(ValueError, match="AVISC_PLAN"):
+        resolve_profile("tiny", gpu_gib=0)
+    with pytest.raises(ValueError, match="notebook 04's"):
+        experiments.grid("05", "coco", 10, design="power")
+
+
+def test_session_plans_say_how_many_sessions_a_full_run_takes():
+    table = profiles.session_plans("04", design="power")
+    for (_, gpu), row in table.iterrows():  # minutes are rounded: allow half a minute either way
+        sessions, full = row["full run, sessions"], row["full run, minutes"]
+        assert (sessions - 1) * SESSION_MINUTES[gpu] < full + 0.5 and full - 0.5 <= sessions * SESSION_MINUTES[gpu]
+    assert (table["full run, minutes"] >= table["minutes"]).all()
+    assert (profiles.session_plans("05")["full run, sessions"] >= 1).all()
