@@ -85,14 +85,19 @@ def _index_chunks(n: int, resamples: int, seed: int, strata: np.ndarray | None =
         yield np.concatenate([g[rng.integers(0, len(g), size=(rows, len(g)))] for g in groups], axis=1)
 
 
-def _draws(statistics: Sequence[tuple[Statistic, np.ndarray]], n: int, resamples: int, seed: int, strata) -> np.ndarray:
-    """``[resamples]`` values of ``sum(sign_i * statistic_i(units_i[rows]))`` over shared resamples;
-    each entry is ``(statistic, units)``, a second one entering with a minus sign (a paired difference)."""
-    out = []
-    for rows in _index_chunks(n, resamples, seed, strata):
-        values = [statistic(units[rows]) for statistic, units in statistics]
-        out.append(values[0] - values[1] if len(values) == 2 else values[0])
-    return np.concatenate(out)
+def _draws(
+    statistics: Mapping[str, Statistic], tables: Sequence[np.ndarray], resamples: int, seed: int, strata
+) -> dict[str, np.ndarray]:
+    """``[resamples]`` values of each statistic over one shared set of resamples of ``tables`` (each
+    ``[n, ...]``, rows gathered once per chunk for all statistics); with two tables, resampled with the
+    same rows, the values are the paired differences ``statistic(first) - statistic(second)``."""
+    out: dict[str, list] = {name: [] for name in statistics}
+    for rows in _index_chunks(len(tables[0]), resamples, seed, strata):
+        samples = [table[rows] for table in tables]
+        for name, statistic in statistics.items():
+            values = [statistic(sample) for sample in samples]
+            out[name].append(values[0] - values[1] if len(values) == 2 else values[0])
+    return {name: np.concatenate(values) for name, values in out.items()}
 
 
 def _percentile(value: float, draws: np.ndarray, level: float) -> Interval:
@@ -122,7 +127,7 @@ def bootstrap(
     axis); the point value is ``statistic(units[None])``. ``strata``: see :func:`_indices`.
     """
     units = np.asarray(units)
-    draws = _draws([(statistic, units)], len(units), resamples, seed, strata)
+    draws = _draws({"": statistic}, [units], resamples, seed, strata)[""]
     return _percentile(statistic(units[None])[0], draws, level)
 
 
@@ -183,7 +188,7 @@ def compare(
     correct = statistic is None
     if correct:
         a, b, statistic = a.astype(bool), b.astype(bool), accuracy
-    draws = _draws([(statistic, a), (statistic, b)], len(a), resamples, seed, strata)
+    draws = _draws({"": statistic}, [a, b], resamples, seed, strata)[""]
     value = statistic(a[None])[0] - statistic(b[None])[0]
     only_a, only_b = (int((a & ~b).sum()), int((b & ~a).sum())) if correct else (0, 0)
     return Comparison(_percentile(value, draws, level), mcnemar(only_a, only_b) if correct else None, only_a, only_b)
@@ -285,32 +290,58 @@ class Measure:
         return lambda sample: self.statistic(Columns(sample, units.columns))
 
     def interval(self, units: Units, resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL) -> Interval:
-        if self.proportion is not None:
-            hits, trials = (int(units.table[:, units.columns.index(c)].sum()) for c in self.proportion)
-            return wilson(hits, trials, level).scaled(self.scale)
-        return bootstrap(self.of(units), units.table, resamples, seed, level, units.strata).scaled(self.scale)
+        return intervals(units, {"": self}, resamples=resamples, seed=seed, level=level)[""]
 
     def compare(self, method: Units, baseline: Units, resamples: int = RESAMPLES, seed: int = SEED) -> Comparison:
         """``method`` minus ``baseline`` (the same units in the same order), paired."""
-        if method.table.shape != baseline.table.shape or method.columns != baseline.columns:
-            raise ValueError("runs compared must score the same units (same questions, same order)")
-        found = compare(method.table, baseline.table, self.of(method), resamples, seed, strata=method.strata)
-        if self.right is None:
-            return found.scaled(self.scale)
-        column = method.columns.index(self.right)
+        return comparisons(method, baseline, {"": self}, resamples=resamples, seed=seed)[""]
+
+    def point(self, units: Units) -> float:
+        return float(self.of(units)(units.table[None])[0])
+
+
+def intervals(
+    units: Units, measures: Mapping[str, Measure], resamples: int = RESAMPLES, seed: int = SEED, level: float = LEVEL
+) -> dict[str, Interval]:
+    """Every measure's interval on one run's units (keys as in ``measures``): Wilson's for a
+    proportion, else the percentile bootstrap, all measures on one shared set of resamples."""
+    resampled = {name: m.of(units) for name, m in measures.items() if m.proportion is None}
+    draws = _draws(resampled, [units.table], resamples, seed, units.strata) if resampled else {}
+    found = {}
+    for name, m in measures.items():
+        if m.proportion is not None:
+            hits, trials = (int(units.table[:, units.columns.index(c)].sum()) for c in m.proportion)
+            found[name] = wilson(hits, trials, level).scaled(m.scale)
+        else:
+            found[name] = _percentile(m.point(units), draws[name], level).scaled(m.scale)
+    return found
+
+
+def comparisons(
+    method: Units,
+    baseline: Units,
+    measures: Mapping[str, Measure],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = LEVEL,
+) -> dict[str, Comparison]:
+    """Every measure, ``method`` minus ``baseline`` on the same units: the paired bootstrap interval
+    of the difference, and McNemar's exact test where the measure names a right/wrong column."""
+    if method.table.shape != baseline.table.shape or method.columns != baseline.columns:
+        raise ValueError("runs compared must score the same units (same questions, same order)")
+    statistics = {name: m.of(method) for name, m in measures.items()}
+    draws = _draws(statistics, [method.table, baseline.table], resamples, seed, method.strata)
+    found = {}
+    for name, m in measures.items():
+        difference = _percentile(m.point(method) - m.point(baseline), draws[name], level).scaled(m.scale)
+        if m.right is None:
+            found[name] = Comparison(difference, None, 0, 0)
+            continue
+        column = method.columns.index(m.right)
         a, b = method.table[:, column].astype(bool), baseline.table[:, column].astype(bool)
         only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
-        return Comparison(found.difference.scaled(self.scale), mcnemar(only_a, only_b), only_a, only_b)
-
-
-def intervals(units: Units, measures: Mapping[str, Measure], **options) -> dict[str, Interval]:
-    """Every measure's interval on one run's units (keys as in ``measures``)."""
-    return {name: m.interval(units, **options) for name, m in measures.items()}
-
-
-def comparisons(method: Units, baseline: Units, measures: Mapping[str, Measure], **options) -> dict[str, Comparison]:
-    """Every measure, ``method`` minus ``baseline`` on the same units."""
-    return {name: m.compare(method, baseline, **options) for name, m in measures.items()}
+        found[name] = Comparison(difference, mcnemar(only_a, only_b), only_a, only_b)
+    return found
 
 
 def with_intervals(metrics: Mapping, units: Units, measures: Mapping[str, Measure]) -> dict:

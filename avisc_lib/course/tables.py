@@ -88,13 +88,15 @@ def difference_cells(frame: pd.DataFrame, columns: Sequence[str], digits: int = 
 
 def verdicts(frame: pd.DataFrame, column: str, digits: int = 1) -> list[str]:
     """One line per row of :func:`avisc_lib.course.experiments.differences`: "adversarial, avisc −
-    greedy, accuracy: +0.7 [-2.0, +3.4], not distinguishable (McNemar p = 0.61)"."""
+    greedy, accuracy: +0.7 [-2.0, +3.4], not distinguishable (McNemar p = 0.61)" (the split and
+    dataset only where the rows have several)."""
     lines = []
     for _, row in frame.iterrows():
         comparison = row[column]
         p = "" if comparison.p_value is None else f" (McNemar p = {comparison.p_value:.2g})"
-        where = row.split if frame.dataset.nunique() == 1 else f"{row.dataset} {row.split}"
-        lines.append(f"{where}, {row.method} − {row.baseline}, {column}: {comparison.verdict(digits)}{p}")
+        where = f"{row.dataset} {row.split}, " if frame.dataset.nunique() > 1 else f"{row.split}, "
+        where = "" if frame.split.nunique() == 1 and frame.dataset.nunique() == 1 else where
+        lines.append(f"{where}{row.method} − {row.baseline}, {column}: {comparison.verdict(digits)}{p}")
     return lines
 
 

@@ -53,3 +53,19 @@ def test_pairing_refuses_two_baselines_for_the_same_questions():
         experiments.avisc_against_controls(specs)
     tested = [s for s in specs if s.group in (experiments.METHODS, experiments.CONTROLS)]
     assert len(experiments.avisc_against_controls(tested)) == 6
+
+
+def test_teaching_and_readme_quote_the_power_plan_the_cost_model_gives():
+    from pathlib import Path
+
+    from avisc_lib.course import profiles
+
+    root = Path(__file__).resolve().parents[2]
+    power_plan = profiles.session_plans("04", design="power").loc["llava", "T4"]
+    breadth = profiles.session_plans("04").loc["llava", "T4"]
+    teaching, readme = (" ".join((root / name).read_text().split()) for name in ("TEACHING.md", "README.md"))
+    questions, minutes = power_plan["questions per split"], power_plan["minutes"]
+    assert f"({questions:,} on a T4 in 4-bit, by the cost model about {minutes} minutes)" in teaching
+    assert f"at {breadth['questions per split']} questions each on a T4" in teaching
+    sessions = (breadth["full run, sessions"], power_plan["full run, sessions"])
+    assert "about {} T4 sessions for LLaVA-1.5, of its power design {}".format(*sessions) in readme
