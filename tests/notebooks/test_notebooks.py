@@ -133,7 +133,7 @@ def test_evaluation_notebooks_print_their_plan_and_skip_what_is_missing(path):
     """Runtimes come from the cost model, printed by a cell (not typed into the prose), and runs
     whose images are missing are skipped, not raised on."""
     code = "".join("".join(c["source"]) for c in _cells(path) if c["cell_type"] == "code")
-    assert f'course.session_plans("{path.stem[:2]}")' in code and "experiments.plan(SPECS, profile)" in code
+    assert f'course.session_plans("{path.stem[:2]}"' in code and "experiments.plan(SPECS, profile)" in code
     assert "experiments.runnable(" in code and "raise " not in code
     first = "".join(_cells(path)[0]["source"])
     assert not re.search(r"\b(hours?|\d+\s*(min|minutes))\b", first.split("**Runtime.**")[1].split("GPU")[1])
