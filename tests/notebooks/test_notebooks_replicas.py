@@ -76,8 +76,10 @@ course.resolve_profile = _as_on_a_gpu
 
 CHECK_THE_CHECKPOINT_INTERFACE = """\
 # Inserted by tests/notebooks/test_notebooks_replicas.py: what breaks silently on the real checkpoints.
+import torch
 from PIL import Image
 
+import avisc_lib
 from avisc_lib.scores import contrast_logits
 
 assert profile.dtype == torch.float16 and profile.quantization == {quantization!r}
