@@ -1,5 +1,5 @@
-"""Write a release number everywhere it is pinned: the package version, every notebook's install cell
-and every notebook's "Open in Colab" badge.
+"""Write a release number everywhere it is pinned: the package version, every notebook's install cell,
+every notebook's "Open in Colab" badge and the README's Colab links.
 
     python scripts/release.py 0.2.0     # then commit, and tag the commit v0.2.0
 
@@ -91,6 +91,8 @@ def main(version: str, root: Path = ROOT) -> None:
         path.write_text(set_version(path.read_text(), version))
     for path in notebooks:
         pin_notebook(path, version)
+    readme = root / "README.md"  # its Start-here links open the release's notebooks on Colab
+    readme.write_text(BADGE.sub(lambda m: f"{m.group(1)}{m.group(2)}/blob/v{version}/", readme.read_text()))
     print(f"pinned {version}: commit, then `git tag v{version}` and push the tag to origin")
 
 

@@ -10,6 +10,7 @@ this adds two rules of the series.
   that is not committed, or when a committed ``figures/<NN>_*.png`` of notebook ``NN`` is no longer
   drawn (:func:`figure_differences`). Regenerate with ``make notebooks`` and commit the figures.
 
+``--save-executed DIR`` also writes every executed notebook to DIR (what ``make docs`` publishes).
 Every notebook item is marked ``notebooks`` (``make test-fast`` leaves them out).
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
 import pytest
 from nbmake.nb_result import NotebookError, NotebookResult
 from nbmake.nb_run import NotebookRun
@@ -117,11 +119,24 @@ class CheckedNotebookItem(NotebookItem):
             else:
                 result, found = run.execute(), []
         found += warnings_in(result.nb)
+        if option.save_executed:  # the executed copy, e.g. for `make docs`
+            folder = Path(option.save_executed)
+            folder.mkdir(parents=True, exist_ok=True)
+            nbformat.write(result.nb, folder / path.name)
         if result.error is None and found:
             summary = f"{len(found)} warning line(s) or figure difference(s)"
             result = NotebookResult(result.nb, NotebookError(summary, "\n".join([summary, *found]), -1))
         if result.error is not None:
             raise NotebookFailedException(result)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--save-executed",
+        metavar="DIR",
+        default=None,
+        help="write each executed notebook to DIR (make test: build/notebooks, which make docs reads)",
+    )
 
 
 def pytest_collection_modifyitems(items):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, ProcessorMixin
 
 from ..decoding import decode
@@ -35,6 +36,14 @@ CONDITIONS = {
 }
 
 
+def top_k_share(attention: torch.Tensor, k: int) -> torch.Tensor:
+    """Share of the image attention, averaged over layers, held by the ``k`` most attended tokens:
+    ``attention [B, layers, N]`` -> ``float[B]`` (all of it when ``k >= N``)."""
+    per_token = attention.float().mean(1)
+    share = per_token / per_token.sum(-1, keepdim=True)
+    return share.topk(min(k, share.shape[-1]), dim=-1).values.sum(-1)
+
+
 def attention_summary(
     attention: torch.Tensor, blind: torch.Tensor, on_object: torch.Tensor | None = None, top_k: int = 5
 ) -> dict[str, torch.Tensor]:
@@ -48,8 +57,8 @@ def attention_summary(
     share = per_token / per_token.sum(-1, keepdim=True)
     stats = {
         "image_share": per_token.sum(-1),  # of the last position's attention, on image tokens
-        "top1_share": share.max(-1).values,
-        f"top{top_k}_share": share.topk(min(top_k, share.shape[-1]), dim=-1).values.sum(-1),
+        "top1_share": top_k_share(attention, 1),
+        f"top{top_k}_share": top_k_share(attention, top_k),
         "n_blind": blind.sum(-1).float(),
     }
     if on_object is not None:
@@ -158,7 +167,7 @@ def avisc_grid(
     (argmax token id).
     """
     rows = []
-    for lam, gamma in itertools.product(lams, layer_gammas):
+    for lam, gamma in tqdm(list(itertools.product(lams, layer_gammas)), desc="biased forwards", unit="pass"):
         step = decode(model, inputs, method="avisc", lam=lam, layer_gamma=gamma, max_new_tokens=1, return_dict=True)
         original, biased = step.logits[0][0], step.branch_logits[0][0]
         for alpha, beta in itertools.product(alphas, betas):

@@ -147,11 +147,14 @@ class Run:
     do_sample: bool = False
     captions: int = 0  # of which open-ended captions (AMBER's generative section)
     group: str = ""  # row of the plan this run is summed into
+    steps: int | None = None  # tokens per answer when known (1: a prefill only); None: the defaults above
 
     def __post_init__(self):
         methods.get(self.method)  # raises for an unknown method
         if not 0 <= self.captions <= self.questions:
             raise ValueError(f"need 0 <= captions <= questions, got {self.captions} and {self.questions}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"need steps >= 1 (1: a prefill only), got {self.steps}")
 
 
 # --------------------------------------------------------------------------- the roofline
@@ -187,12 +190,15 @@ def batch_seconds(gpu: GPU, model: Model, weights: Weights, method: str, batch: 
 
 
 def run_seconds(run: Run, gpu: GPU, model: Model, weights: Weights, batch_size: int) -> float:
-    """Estimated seconds of ``run``: its caption batches and its short-answer batches."""
+    """Estimated seconds of ``run``: its caption batches and its short-answer batches (or, with
+    ``run.steps``, all its batches at that many tokens)."""
     short = run.questions - run.captions
     caption_batches, short_batches = math.ceil(run.captions / batch_size), math.ceil(short / batch_size)
+    caption_steps = run.steps or CAPTION_STEPS
+    short_steps = run.steps or SHORT_ANSWER_STEPS[run.do_sample]
     return caption_batches * batch_seconds(
-        gpu, model, weights, run.method, batch_size, CAPTION_STEPS
-    ) + short_batches * batch_seconds(gpu, model, weights, run.method, batch_size, SHORT_ANSWER_STEPS[run.do_sample])
+        gpu, model, weights, run.method, batch_size, caption_steps
+    ) + short_batches * batch_seconds(gpu, model, weights, run.method, batch_size, short_steps)
 
 
 # --------------------------------------------------------------------------- memory

@@ -5,20 +5,27 @@
     check.plausibility_cut(my_cut)         # that names the first case where yours differs
     check.select_blind_tokens(my_blind)
 
-Each check calls your function and the library's (:func:`avisc_lib.scores.contrast_logits`,
-:func:`avisc_lib.scores.plausibility_cut`, :func:`avisc_lib.select_blind_tokens`) with the same
-seeded inputs, including the edge cases that trip first attempts (α = 0, β = 1, ties, -inf logits,
-uniform attention), and compares the outputs exactly for masks and to float tolerance for scores.
+One check per exercise of the series: notebook 01 :func:`top_k_share`, 02
+:func:`replace_image_tokens`, 03 :func:`contrast_logits`, :func:`plausibility_cut` and
+:func:`select_blind_tokens`, 04 :func:`mcnemar`, 05 :func:`mme_score`, 06 :func:`wilson`, 07
+:func:`activation`. Each calls your function and the library's with the same seeded inputs,
+including the edge cases that trip first attempts (α = 0, β = 1, ties, -inf logits, uniform
+attention, no discordant pairs, zero rows), and compares the outputs exactly for masks and to float
+tolerance for scores and numbers.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
 
 from .. import scores
+from ..benchmarks import mme, statistics
+from ..tokens import masking, sinks
 from ..tokens.blind import select_blind_tokens as library_blind_tokens
+from . import ablation
 
 Case = tuple[str, tuple, dict]  # (description, positional arguments, keyword arguments)
 
@@ -28,18 +35,36 @@ def _compare(name: str, yours: Callable, reference: Callable, cases: Iterator[Ca
     for what, args, kwargs in cases:
         expected = reference(*args, **kwargs)
         got = yours(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args), **kwargs)
-        if not isinstance(got, torch.Tensor) or got.shape != expected.shape or got.dtype != expected.dtype:
-            found = f"{got.dtype} of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
-            wanted = f"{expected.dtype} of shape {tuple(expected.shape)}"
-            raise AssertionError(f"{name}, case {what!r}: expected a tensor {wanted}, got {found}")
-        try:
-            torch.testing.assert_close(got, expected, equal_nan=True)
-        except AssertionError as error:
-            raise AssertionError(f"{name}, case {what!r}: your output differs from the library's.\n{error}") from None
+        if isinstance(expected, torch.Tensor):
+            _same_tensor(name, what, got, expected)
+        else:
+            _same_numbers(name, what, got, expected)
         count += 1
     message = f"{name}: all {count} cases agree"
     print(message)
     return message
+
+
+def _same_tensor(name: str, what: str, got, expected: torch.Tensor) -> None:
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape or got.dtype != expected.dtype:
+        found = f"{got.dtype} of shape {tuple(got.shape)}" if isinstance(got, torch.Tensor) else type(got).__name__
+        wanted = f"{expected.dtype} of shape {tuple(expected.shape)}"
+        raise AssertionError(f"{name}, case {what!r}: expected a tensor {wanted}, got {found}")
+    try:
+        torch.testing.assert_close(got, expected, equal_nan=True)
+    except AssertionError as error:
+        raise AssertionError(f"{name}, case {what!r}: your output differs from the library's.\n{error}") from None
+
+
+def _same_numbers(name: str, what: str, got, expected: float | tuple[float, ...]) -> None:
+    """A number, or a tuple of numbers, to within 1e-6 relative (float32 arithmetic passes)."""
+    wanted = expected if isinstance(expected, tuple) else (expected,)
+    found = got if isinstance(got, tuple) else (got,)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in found)
+    if len(found) != len(wanted) or not numbers:
+        raise AssertionError(f"{name}, case {what!r}: expected {expected!r}, got {got!r}")
+    if not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) for a, b in zip(found, wanted)):
+        raise AssertionError(f"{name}, case {what!r}: expected {expected!r}, got {got!r}")
 
 
 def _logits(generator: torch.Generator, batch: int = 3, vocab: int = 50) -> torch.Tensor:
@@ -104,3 +129,105 @@ def select_blind_tokens(fn: Callable[..., torch.Tensor]) -> str:
         yield "a batch of one, one layer", (attention(1, 1, 16),), {"layer_gamma": 1.0, "lam": 1.0}
 
     return _compare("select_blind_tokens", fn, library_blind_tokens, cases())
+
+
+def _attention(g: torch.Generator, batch: int = 2, layers: int = 6, tokens: int = 24) -> torch.Tensor:
+    return (2 * torch.randn(batch, layers, tokens, generator=g)).softmax(-1) * torch.rand(batch, layers, 1, generator=g)
+
+
+def top_k_share(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
+    """Check ``fn(attention [B, layers, N], k) -> [B]``: the share of the image attention (averaged
+    over layers) that the ``k`` most attended tokens hold (notebook 01)."""
+    g = torch.Generator().manual_seed(3)
+
+    def cases() -> Iterator[Case]:
+        for k in (1, 5, 24):
+            yield f"random attention, k={k}", (_attention(g), k), {}
+        peaked = _attention(g)
+        peaked[:, :, 7] += 2.0
+        yield "one token draws most attention", (peaked, 1), {}
+        yield "uniform attention", (torch.full((2, 3, 10), 0.05), 2), {}
+        yield "k larger than the number of tokens", (_attention(g, 1, 2, 4), 9), {}
+
+    return _compare("top_k_share", fn, ablation.top_k_share, cases())
+
+
+def replace_image_tokens(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> str:
+    """Check ``fn(features [B, N, D], which bool [B, N]) -> [B, N, D]``: the rows where ``which`` is
+    True set to zero, the others unchanged (notebook 02)."""
+    g = torch.Generator().manual_seed(4)
+
+    def cases() -> Iterator[Case]:
+        features = torch.randn(2, 12, 8, generator=g)
+        yield "a random set of tokens", (features, torch.rand(2, 12, generator=g) < 0.3), {}
+        yield "no token", (features, torch.zeros(2, 12, dtype=torch.bool)), {}
+        yield "every token", (features, torch.ones(2, 12, dtype=torch.bool)), {}
+        yield "bfloat16 features", (features.bfloat16(), torch.rand(2, 12, generator=g) < 0.5), {}
+
+    return _compare("replace_image_tokens", fn, masking.replace_image_tokens, cases())
+
+
+def mcnemar(fn: Callable[[int, int], float]) -> str:
+    """Check ``fn(only_a, only_b) -> p``: the two-sided exact McNemar p-value from the questions
+    only method A gets right and those only B gets right (notebook 04)."""
+
+    def cases() -> Iterator[Case]:
+        for only_a, only_b in ((10, 3), (3, 10), (5, 0), (40, 50), (1, 1), (12, 12)):
+            yield f"{only_a} vs {only_b} discordant questions", (only_a, only_b), {}
+        yield "no discordant question", (0, 0), {}
+
+    return _compare("mcnemar", fn, statistics.mcnemar, cases())
+
+
+def _mme_reference(right: torch.Tensor) -> float:
+    """MME's score of one subtask through the library's scorer, from ``right [images, 2]``."""
+    items = [
+        mme.MMEItem(f"image{i}.png", f"question {j}", "yes", "yes" if ok else "no")
+        for i, pair in enumerate(right.tolist())
+        for j, ok in enumerate(pair)
+    ]
+    return mme.subtask_scores(items)["score"]
+
+
+def mme_score(fn: Callable[[torch.Tensor], float]) -> str:
+    """Check ``fn(right bool [images, 2]) -> score``: MME's ``100·acc + 100·acc+`` of one subtask,
+    where ``right[i, j]`` says whether question ``j`` of image ``i`` was answered right (notebook 05)."""
+    g = torch.Generator().manual_seed(5)
+
+    def cases() -> Iterator[Case]:
+        yield "random answers", (torch.rand(30, 2, generator=g) < 0.7,), {}
+        yield "every answer right", (torch.ones(10, 2, dtype=torch.bool),), {}
+        yield "one question of each image right", (torch.tensor([[True, False], [False, True]] * 5),), {}
+        yield "one image", (torch.tensor([[True, True]]),), {}
+
+    return _compare("mme_score", fn, _mme_reference, cases())
+
+
+def _wilson_reference(successes: int, n: int) -> tuple[float, float]:
+    interval = statistics.wilson(successes, n)
+    return interval.low, interval.high
+
+
+def wilson(fn: Callable[[int, int], tuple[float, float]]) -> str:
+    """Check ``fn(successes, n) -> (low, high)``: the 95 % Wilson interval of a proportion (notebook 06)."""
+
+    def cases() -> Iterator[Case]:
+        for successes, n in ((30, 100), (1, 20), (150, 200), (7, 7), (0, 12)):
+            yield f"{successes} of {n}", (successes, n), {}
+
+    return _compare("wilson", fn, _wilson_reference, cases())
+
+
+def activation(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
+    """Check ``fn(hidden [..., D]) -> float32 [..., D]``: VAR's ``phi(x) = |x / rms(x)|`` (notebook 07)."""
+    g = torch.Generator().manual_seed(6)
+
+    def cases() -> Iterator[Case]:
+        yield "random hidden states", (torch.randn(2, 5, 16, generator=g),), {}
+        massive = torch.randn(1, 4, 16, generator=g)
+        massive[0, 0, 3] = 300.0
+        yield "one massive activation", (massive,), {}
+        yield "a zero row (rms 0)", (torch.zeros(3, 8),), {}
+        yield "float16 input", (torch.randn(2, 16, generator=g).half(),), {}
+
+    return _compare("activation", fn, sinks.activation, cases())

@@ -252,6 +252,29 @@ def power_grid(kind: str, limit: int | None, seed: int = 0, model: str = "llava"
     ]
 
 
+# Notebook 07: every method of the series on a few questions of each benchmark, argmax throughout.
+BEYOND_METHODS = ("greedy", "vcd", "m3id", "avisc", "pai", "clearsight", "var", "only", *CONTROL_METHODS)
+BEYOND_LIMITS = {"pope": 40, "mme": 10, "amber": 6}  # per split / subtask / section
+BEYOND_SPLITS = {"pope": ("random", "adversarial"), "mme": ("hallucination",), "amber": ("all",)}
+
+
+def beyond_grid(
+    kind: str, limit: int | None, seed: int = 0, limits: Mapping[str, int] = BEYOND_LIMITS
+) -> list[Experiment]:
+    """Notebook 07's runs: each of :data:`BEYOND_METHODS` on :data:`BEYOND_SPLITS` with ``limits``
+    questions per benchmark, at most ``limit`` (a profile's), on synthetic data or (``kind``
+    "coco") POPE COCO and the official MME and AMBER files."""
+    real = kind != "synthetic"
+    datasets = {"pope": "coco" if real else "synthetic", "mme": "official" if real else "synthetic"}
+    datasets["amber"] = datasets["mme"]
+    return [
+        Experiment(b, datasets[b], split, m, seed, protocol="argmax", limit=min(n, limit or n))
+        for b, n in limits.items()
+        for split in BEYOND_SPLITS[b]
+        for m in BEYOND_METHODS
+    ]
+
+
 GRIDS = {"04": pope_grid, "05": mme_grid, "06": amber_grid}
 
 
@@ -355,7 +378,6 @@ def run(
             protocol=spec.protocol,
             image_dir=image_dir,
             out_dir=folder,
-            progress=False,
             **spec.options,
         )
 

@@ -63,3 +63,48 @@ def test_a_wrong_shape_or_dtype_is_named():
         check.select_blind_tokens(lambda attention, **_: attention.mean(0) > 0)
     with pytest.raises(AssertionError, match="got torch.float32 of shape"):
         check.select_blind_tokens(lambda attention, **_: attention.mean(1))
+
+
+def test_the_later_notebooks_checks_accept_the_library():
+    from avisc_lib.benchmarks import statistics
+    from avisc_lib.course import ablation
+    from avisc_lib.tokens import masking, sinks
+
+    check.top_k_share(ablation.top_k_share)
+    check.replace_image_tokens(masking.replace_image_tokens)
+    check.mcnemar(statistics.mcnemar)
+    check.activation(sinks.activation)
+
+
+def test_the_later_notebooks_checks_accept_independent_solutions():
+    """The solutions the notebooks hide, written from the definitions."""
+    from statistics import NormalDist
+
+    def wilson(successes, n):
+        z = NormalDist().inv_cdf(0.975)
+        p = successes / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return centre - half, centre + half
+
+    check.mme_score(lambda right: 100 * right.float().mean().item() + 100 * right.all(-1).float().mean().item())
+    check.wilson(wilson)
+    check.mcnemar(lambda a, b: min(1.0, 2 * sum(math.comb(a + b, k) for k in range(min(a, b) + 1)) / 2 ** (a + b)))
+
+
+@pytest.mark.parametrize(
+    "name, attempt, says",
+    [
+        ("mcnemar", lambda a, b: None, "10 vs 3 discordant questions"),  # not a number
+        ("mcnemar", lambda a, b: 2 * math.comb(a + b, min(a, b)) / 2 ** (a + b), "10 vs 3"),  # one term, not the tail
+        ("mme_score", lambda right: 100 * right.float().mean().item(), "random answers"),  # acc+ forgotten
+        ("wilson", lambda s, n: (s / n - 0.1, s / n + 0.1), "30 of 100"),
+        # unnormalised: the share of all attention, not of the image's
+        ("top_k_share", lambda att, k: att.mean(1).topk(min(k, att.shape[-1]), -1).values.sum(-1), "k=1"),
+        ("replace_image_tokens", lambda f, w: f * w[..., None], "a random set"),  # kept what should go
+        ("activation", lambda h: h.float().abs(), "random hidden states"),  # not normalised
+    ],
+)
+def test_wrong_attempts_at_the_later_exercises_name_the_case(name, attempt, says):
+    with pytest.raises(AssertionError, match=says):
+        getattr(check, name)(attempt)

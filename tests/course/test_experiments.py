@@ -259,3 +259,12 @@ def test_a_run_table_carries_intervals_and_paired_differences_match_the_metrics(
     assert shown.loc[0, "Δ accuracy"] == accuracy.cell()
     with pytest.raises(ValueError, match="differ in split"):
         experiments.compare(specs[0], replace(specs[1], split="random"), tmp_path)
+
+
+def test_more_seeds_keep_the_first_seeds_runs():
+    """Notebook 05's exercise: SEEDS = list(range(10)) adds sampled runs and resumes the first three."""
+    three = experiments.grid("05", "synthetic", 150, 0, [0, 1, 2])
+    ten = experiments.grid("05", "synthetic", 150, 0, list(range(10)))
+    assert {s.folder for s in three} <= {s.folder for s in ten}
+    sampled = [s for s in ten if s.group == experiments.SAMPLED_RUNS]
+    assert {s.seed for s in sampled} == set(range(10)) and {s.question_seed for s in sampled} == {0}

@@ -15,13 +15,14 @@ spec.loader.exec_module(release)
 
 
 def _checkout(tmp_path, remote):
-    """A git checkout holding the version files and two notebooks, with ``remote`` as origin."""
+    """A git checkout holding the version files, two notebooks and the README, with ``remote`` as origin."""
     (tmp_path / "avisc_lib").mkdir()
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "pyproject.toml").write_text('[project]\nversion = "0.2.0"\n')
     (tmp_path / "avisc_lib" / "version.py").write_text('__version__ = "0.2.0"\n')
     for name in ("00_setup.ipynb", "04_pope.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, tmp_path / "notebooks" / name)
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     if remote:
         subprocess.run(["git", "remote", "add", "origin", remote], cwd=tmp_path, check=True)
@@ -52,6 +53,8 @@ def test_pins_version_install_cell_and_badges_to_the_tag(tmp_path, remote):
     assert 'AVISC_RELEASE = \\"v9.9.9\\"' in text and "/blob/v9.9.9/notebooks/04_pope.ipynb" in text
     assert "/blob/main/" not in text
     assert '__version__ = "9.9.9"' in (root / "avisc_lib" / "version.py").read_text()
+    readme = (root / "README.md").read_text()
+    assert "/blob/v9.9.9/notebooks/04_pope.ipynb" in readme and "/blob/v0.2.0/" not in readme
 
 
 def test_every_notebook_names_one_repository():
