@@ -5,7 +5,7 @@
     check.plausibility_cut(my_cut)         # that names the first case where yours differs
     check.select_blind_tokens(my_blind)
 
-One check per exercise of the series: notebook 01 :func:`top_k_share`, 02
+One check per exercise of the series: notebook 00 :func:`image_positions`, 01 :func:`top_k_share`, 02
 :func:`replace_image_tokens`, 03 :func:`contrast_logits`, :func:`plausibility_cut` and
 :func:`select_blind_tokens`, 04 :func:`mcnemar`, 05 :func:`mme_score`, 06 :func:`wilson`, 07
 :func:`activation`. Each calls your function and the library's with the same seeded inputs,
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import torch
 
 from .. import scores
 from ..benchmarks import mme, statistics
+from ..models.inputs import image_token_mask
 from ..tokens import masking, sinks
 from ..tokens.blind import select_blind_tokens as library_blind_tokens
 from . import ablation
@@ -129,6 +131,28 @@ def select_blind_tokens(fn: Callable[..., torch.Tensor]) -> str:
         yield "a batch of one, one layer", (attention(1, 1, 16),), {"layer_gamma": 1.0, "lam": 1.0}
 
     return _compare("select_blind_tokens", fn, library_blind_tokens, cases())
+
+
+def _image_mask_reference(input_ids: torch.Tensor, image_token_id: int) -> torch.Tensor:
+    return image_token_mask(SimpleNamespace(config=SimpleNamespace(image_token_id=image_token_id)), input_ids)
+
+
+def image_positions(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
+    """Check ``fn(input_ids [B, L], image_token_id) -> bool [B, L]``: where a prompt holds its image
+    tokens, as :func:`avisc_lib.models.inputs.image_token_mask` finds them (notebook 00)."""
+    g = torch.Generator().manual_seed(7)
+
+    def prompt(batch: int, before: int, image: int, after: int, token: int, pad: int = 0) -> torch.Tensor:
+        text = torch.randint(1, 1000, (batch, before + after), generator=g)
+        ids = torch.cat([text[:, :before], torch.full((batch, image), token), text[:, before:]], -1)
+        return torch.cat([torch.full((batch, pad), 0), ids], -1)
+
+    def cases() -> Iterator[Case]:
+        yield "one prompt, LLaVA's 576 image tokens", (prompt(1, 35, 576, 12, 32000), 32000), {}
+        yield "a batch, 64 image tokens", (prompt(3, 5, 64, 9, 1000), 1000), {}
+        yield "left padding before the prompt", (prompt(2, 4, 8, 3, 5, pad=6), 5), {}
+
+    return _compare("image_positions", fn, _image_mask_reference, cases())
 
 
 def _attention(g: torch.Generator, batch: int = 2, layers: int = 6, tokens: int = 24) -> torch.Tensor:

@@ -54,6 +54,14 @@ AVISC = "[AvisC](https://arxiv.org/abs/2405.17820) (Woo et al., 2024)"
 VCD = "[VCD](https://arxiv.org/abs/2311.16922) (Leng et al., CVPR 2024)"
 
 EQUATIONS = {
+    "projector": Equation(
+        "Image tokens",
+        r"H_v = \operatorname{MLP}(Z_v), \quad Z_v = g(X_v), \qquad "
+        r"\text{input} = [\,x_{\text{before}};\; H_v;\; x_{\text{after}}\,]",
+        "[LLaVA](https://arxiv.org/abs/2304.08485) (Liu et al., NeurIPS 2023), Eq. (1), with the linear "
+        "$W$ replaced by a two-layer MLP in [LLaVA-1.5](https://arxiv.org/abs/2310.03744): $g$ the CLIP "
+        "vision tower, $X_v$ the image, $H_v$ its image tokens in the prompt's place of the image",
+    ),
     "layers": Equation(
         "The layers that choose the blind tokens",
         r"s_l = \frac{\sum_i A_{l,i}}{\sum_m \sum_i A_{m,i}}, \qquad "
@@ -194,8 +202,10 @@ LESSONS = {
             "resolve a run profile (model, device, precision, sizes) in one call",
             "load a LLaVA-style model through `avisc_lib.load_model` and ask it a first question",
             "read the environment report before trusting any number",
+            "find where the image tokens sit in a prompt",
         ),
         ("Python and a notebook; nothing about AvisC yet",),
+        equations=("projector",),
         terms=("image token", "prefill"),
     ),
     "01": Lesson(

@@ -70,6 +70,7 @@ def test_the_later_notebooks_checks_accept_the_library():
     from avisc_lib.course import ablation
     from avisc_lib.tokens import masking, sinks
 
+    check.image_positions(lambda ids, token: ids == token)
     check.top_k_share(ablation.top_k_share)
     check.replace_image_tokens(masking.replace_image_tokens)
     check.mcnemar(statistics.mcnemar)

@@ -112,3 +112,16 @@ def test_executed_minutes_read_the_cell_timestamps(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("pass")]), path)
     with pytest.raises(ValueError, match="no execution timestamps"):
         script.executed_minutes(path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_has_equations_and_a_checked_exercise_with_a_hidden_solution(path):
+    from avisc_lib.course import check
+
+    assert syllabus.LESSONS[path.name[:2]].equations
+    cells = nbformat.read(path, as_version=4).cells
+    solutions = [c for c in cells if "solution" in c.metadata.get("tags", [])]
+    assert solutions and all(c.metadata["jupyter"]["source_hidden"] for c in solutions)
+    for cell in solutions:  # each solution runs a check of course.check that exists
+        called = [name for name in dir(check) if f"check.{name}(" in cell.source]
+        assert called, cell.source[:80]
