@@ -2,6 +2,7 @@
 
     python scripts/decode_speed.py            # CPU, writes results/RESULTS.md
     python scripts/decode_speed.py --costs-only   # only section 3, the others kept
+    python scripts/decode_speed.py --model proxy  # only the proxy section (scripts/speed_proxy.py), the others kept
 
 1. AvisC / greedy wall time for 1-token answers and 64-token captions, B = 1 and B = 16, on the
    embedded tiny model (EOS disabled, so every row generates exactly T tokens).
@@ -34,6 +35,7 @@ from transformers import AutoProcessor, CLIPVisionConfig, LlamaConfig, LlavaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "core")]
 
+import speed_proxy  # noqa: E402 (scripts/, beside this file)
 from conftest import row  # noqa: E402 (after sys.path gains tests/)
 from test_decoding import reference_decode  # noqa: E402 (after sys.path gains tests/)
 
@@ -142,6 +144,7 @@ COSTED = {
     "var": ("var", {}, "<= 1.15x"),
     "only": ("only", {}, "<= 1.15x"),
 }
+COSTED_OPTIONS = {label: (method, options) for label, (method, options, _) in COSTED.items()}
 ONE_PASS_GOAL = 1.15
 CAPTION_STEPS = 64
 COST_NOTES = [
@@ -360,7 +363,13 @@ def machine() -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=tiny_model_path(), help="a saved tiny LLaVA folder")
+    parser.add_argument(
+        "--model",
+        default=str(tiny_model_path()),
+        help="a saved tiny LLaVA folder, or 'proxy': LLaVA-1.5's widths with 2 + 2 layers (scripts/speed_proxy.py)",
+    )
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes of the proxy section")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the proxy section")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-probe", choices=["image_attention", "output_attentions"])
@@ -373,7 +382,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.memory_probe:
         return memory_probe(args.memory_probe)
-    model, processor, weights = tiny_model(args.model.resolve())
+    if args.model == "proxy":
+        out = ROOT / "results" / "RESULTS.md"
+        section = speed_proxy.proxy_section(COSTED_OPTIONS, tuple(args.batches), args.rounds)
+        out.write_text(with_section(out.read_text(), section))
+        return print("\n".join(section))
+    model, processor, weights = tiny_model(Path(args.model).resolve())
     with eos_disabled(model):  # every method generates exactly max_new_tokens
         write_report(args, model, processor, weights)
 

@@ -34,6 +34,7 @@ WARNING = re.compile(r"^.*(\b[A-Z]\w*Warning\b|\bWARNING\b|\bwarn(ing)?:).*$", r
 UNAVOIDABLE: list[tuple[re.Pattern, str]] = []
 # Variables under which the notebooks draw other figures than the committed ones.
 PROFILE_VARIABLES = ("AVISC_MODEL", "AVISC_LIMIT", "AVISC_DEVICE")
+INLINE = "module://matplotlib_inline.backend_inline"  # Jupyter's own matplotlib backend
 
 
 def warnings_in(notebook) -> list[str]:
@@ -103,6 +104,21 @@ def figures_drawn_into(folder: Path, runs: Path) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextmanager
+def inline_figures() -> Iterator[None]:
+    """Kernels started inside draw figures into their outputs, as in Jupyter, even where the
+    environment sets another matplotlib backend (CI's ``MPLBACKEND=Agg`` would leave none)."""
+    saved = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = saved
+
+
 class CheckedNotebookItem(NotebookItem):
     """nbmake's item, failing also on warnings in the outputs and on figures that differ from figures/."""
 
@@ -111,7 +127,7 @@ class CheckedNotebookItem(NotebookItem):
         root = Path(self.config.rootdir)
         path = root / self.filename
         run = NotebookRun(path, option.nbmake_timeout, verbose=bool(option.verbose), kernel=option.nbmake_kernel)
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, inline_figures():
             if draws_committed_figures():
                 with figures_drawn_into(Path(scratch), root / "runs" / "notebooks"):
                     result = run.execute()

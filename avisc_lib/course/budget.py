@@ -167,13 +167,20 @@ def _seconds(gpu: GPU, flops: float, nbytes: float) -> float:
     return max(compute, memory) + EFFICIENCY["forward_overhead_s"]
 
 
-def forward_seconds(gpu: GPU, model: Model, weights: Weights, rows: int, new: int, context: int) -> float:
-    """One language-model forward of ``rows`` rows × ``new`` positions after ``context`` cached ones."""
+def forward_work(model: Model, weights: Weights, rows: int, new: int, context: int) -> tuple[float, float]:
+    """FLOPs and bytes read of one language-model forward of ``rows`` rows × ``new`` positions after
+    ``context`` cached ones: every weight read once, the KV cache read, ``2·params`` FLOPs per position
+    plus attention's ``4·layers·hidden`` per position and key."""
     positions = rows * new
     flops = 2 * model.lm_params * positions + 4 * model.layers * model.hidden * positions * (context + new)
     weight_bytes = model.lm_params * weights.bytes_per_param * weights.read_factor
     cache_bytes = rows * (context + new) * model.kv_bytes_per_token
-    return _seconds(gpu, flops, weight_bytes + cache_bytes)
+    return flops, weight_bytes + cache_bytes
+
+
+def forward_seconds(gpu: GPU, model: Model, weights: Weights, rows: int, new: int, context: int) -> float:
+    """One language-model forward of ``rows`` rows × ``new`` positions after ``context`` cached ones."""
+    return _seconds(gpu, *forward_work(model, weights, rows, new, context))
 
 
 def batch_seconds(gpu: GPU, model: Model, weights: Weights, method: str, batch: int, steps: int) -> float:

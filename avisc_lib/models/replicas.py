@@ -89,6 +89,12 @@ TEXT_SIZES = dict(
     num_key_value_heads=4,
 )
 QFORMER_SIZES = dict(hidden_size=WIDTH, intermediate_size=FFN_WIDTH, num_hidden_layers=2, num_attention_heads=2)
+# The speed proxy (:func:`proxy`): llava-1.5-7b-hf's own widths with few layers, where a step's time is
+# set by reading weights and multiplying them, as on the 7B model, not by per-operation overhead.
+# config.json text_config (LlamaConfig defaults): hidden 4096, intermediate 11008, 32 heads;
+# vision_config (CLIP ViT-L/14 at 336 px): hidden 1024, intermediate 4096, 16 heads.
+PROXY_TEXT_SIZES = dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32)
+PROXY_VISION_SIZES = dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16)
 
 # ------------------------------------------------------------------ llava-hf/llava-1.5-7b-hf
 
@@ -295,9 +301,11 @@ def instructblip_processor() -> InstructBlipProcessor:
 # ------------------------------------------------------------------ models
 
 
-def llama_config(layers: int, max_positions: int, rms_eps: float, **token_ids: int) -> LlamaConfig:
-    """A language model's config: the replica widths, and the checkpoint's depth, positions, norm eps and ids."""
-    sizes = {**TEXT_SIZES, "num_hidden_layers": layers}
+def llama_config(
+    layers: int, max_positions: int, rms_eps: float, widths: dict = TEXT_SIZES, **token_ids: int
+) -> LlamaConfig:
+    """A language model's config: ``widths`` (the replica's), the checkpoint's depth, positions, eps and ids."""
+    sizes = {**widths, "num_hidden_layers": layers}
     return LlamaConfig(
         **sizes,
         vocab_size=LM_VOCAB_SIZE,
@@ -308,11 +316,13 @@ def llama_config(layers: int, max_positions: int, rms_eps: float, **token_ids: i
     )
 
 
-def llava_model(layers: int = LM_LAYERS) -> LlavaForConditionalGeneration:
+def llava_model(
+    layers: int = LM_LAYERS, text_widths: dict = TEXT_SIZES, vision_sizes: dict = VISION_SIZES
+) -> LlavaForConditionalGeneration:
     """A random LLaVA-1.5 (CLIP 336/14 tower, GELU projector, Llama LM of ``layers``), seeded, float32."""
-    vision = CLIPVisionConfig(**VISION_SIZES, image_size=LLAVA_IMAGE_SIZE, patch_size=LLAVA_PATCH)
+    vision = CLIPVisionConfig(**vision_sizes, image_size=LLAVA_IMAGE_SIZE, patch_size=LLAVA_PATCH)
     # config.json text_config; bos/eos are LlamaConfig defaults there
-    text = llama_config(layers, 4096, 1e-5, bos_token_id=LLAVA_BOS_ID, eos_token_id=LLAVA_EOS_ID)
+    text = llama_config(layers, 4096, 1e-5, text_widths, bos_token_id=LLAVA_BOS_ID, eos_token_id=LLAVA_EOS_ID)
     config = LlavaConfig(  # config.json
         vision_config=vision,
         text_config=text,
@@ -369,6 +379,16 @@ def build(name: str, layers: int = LM_LAYERS) -> tuple[PreTrainedModel, Processo
         processor = instructblip_processor()
         return instructblip_model(len(processor.qformer_tokenizer), layers), processor
     raise ValueError(f"unknown replica {name!r}; expected one of {REPLICAS}")
+
+
+def proxy(layers: int = 2, vision_layers: int = 2) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """``(model, processor)``: a random LLaVA-1.5 at llava-1.5-7b-hf's widths (:data:`PROXY_TEXT_SIZES`,
+    :data:`PROXY_VISION_SIZES`, vocabulary 32064, 576 image tokens) with ``layers`` language-model and
+    ``vision_layers`` vision layers, float32 (0.7 B parameters at the defaults: 2.8 GB)."""
+    if layers < 1 or vision_layers < 2:
+        raise ValueError(f"need >= 1 language-model and >= 2 vision layers, got {layers} and {vision_layers}")
+    vision = {**PROXY_VISION_SIZES, "num_hidden_layers": vision_layers}
+    return llava_model(layers, PROXY_TEXT_SIZES, vision), llava_processor()
 
 
 def build_replica(name: str, folder: str | Path, dtype: torch.dtype = torch.float16, layers: int = LM_LAYERS) -> Path:
