@@ -384,8 +384,8 @@ def main() -> None:
         return memory_probe(args.memory_probe)
     if args.model == "proxy":
         out = ROOT / "results" / "RESULTS.md"
-        section = speed_proxy.proxy_section(COSTED_OPTIONS, tuple(args.batches), args.rounds)
-        out.write_text(with_section(out.read_text(), section))
+        for section in speed_proxy.proxy_sections(COSTED_OPTIONS, tuple(args.batches), args.rounds):
+            out.write_text(with_section(out.read_text(), section))  # after each batch size
         return print("\n".join(section))
     model, processor, weights = tiny_model(Path(args.model).resolve())
     with eos_disabled(model):  # every method generates exactly max_new_tokens

@@ -192,8 +192,9 @@ def limits(spec: budget.Model, method: str, batch: int, prompt: int, bandwidth: 
 # --------------------------------------------------------------------------- the section
 
 
-def proxy_section(costed: dict, batches: tuple[int, ...], rounds: int) -> list[str]:
-    """The RESULTS.md section: the machine's limit, then one table per batch size."""
+def proxy_sections(costed: dict, batches: tuple[int, ...], rounds: int) -> Iterator[list[str]]:
+    """The RESULTS.md section: the machine's limit, then one table per batch size; yielded again
+    after each batch size, so that a long run keeps what it measured."""
     model, processor = replicas.proxy()
     model.eval()
     spec = proxy_spec(model)
@@ -219,7 +220,7 @@ def proxy_section(costed: dict, batches: tuple[int, ...], rounds: int) -> list[s
             prompt = inputs["input_ids"].shape[1]
             costs = paired_costs(model, inputs, costed, rounds)
             lines += _table(costs, costed, spec, batch, prompt, bandwidth, flops)
-    return lines
+            yield lines
 
 
 def _table(costs, costed, spec, batch, prompt, bandwidth, flops) -> list[str]:

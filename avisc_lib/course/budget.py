@@ -63,7 +63,16 @@ GPUS = {
     ),
 }
 
-EFFICIENCY = {  # assumptions, not measurements
+# Assumptions for GPUs. What a CPU could check, on the width-realistic proxy (results/RESULTS.md,
+# `python scripts/decode_speed.py --model proxy`, 2026-12-04, 2 cores, float32):
+# - bandwidth: a greedy decode step reached 0.49 of this CPU's measured bandwidth limit at B = 1
+#   (0.14 at B = 8, where its small-batch float32 matmuls are not bandwidth-bound). It agrees with
+#   0.5 for a single row, but it is a CPU's figure: on a GPU the factor stays an assumption.
+# - forward_overhead_s: one eager forward of a 32-layer decoder with negligible arithmetic (the
+#   LLaVA-1.5 replica at tiny widths) took 19.3 ms on this CPU, the order of the 15 ms assumed;
+#   Python dispatch is most of it, so it carries over to a GPU best of the three.
+# - compute: not calibrated (float32 CPU matmuls say nothing about fp16 tensor cores).
+EFFICIENCY = {
     "bandwidth": 0.5,  # share of the datasheet bandwidth an eager transformers decode step reaches
     "compute": 0.4,  # share of peak fp16 tensor FLOP/s the prefill's matmuls reach
     "forward_overhead_s": 0.015,  # Python and kernel-launch time of one eager forward of a 32-layer decoder

@@ -406,6 +406,6 @@ def glossary_markdown() -> str:
     ]
     for term in sorted(GLOSSARY, key=str.lower):
         used = [nb for nb, lesson in LESSONS.items() if term in lesson.terms]
-        where = f" *(notebooks {', '.join(used)})*" if used else ""
+        where = f" *(notebook{'s' * (len(used) > 1)} {', '.join(used)})*" if used else ""
         lines.append(f"- **{term}**: {GLOSSARY[term]}{where}")
     return "\n".join(lines) + "\n"
