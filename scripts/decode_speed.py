@@ -370,6 +370,11 @@ def main() -> None:
     )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes of the proxy section")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the proxy section")
+    parser.add_argument("--layers", type=int, default=2, help="the proxy's language-model layers (7B: 32)")
+    parser.add_argument("--vision-layers", type=int, default=2, help="the proxy's vision layers (CLIP-L: 24)")
+    parser.add_argument("--device", default="cpu", help="the proxy's device (cpu, cuda)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "RESULTS.md", help="the report to update")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-probe", choices=["image_attention", "output_attentions"])
@@ -383,9 +388,17 @@ def main() -> None:
     if args.memory_probe:
         return memory_probe(args.memory_probe)
     if args.model == "proxy":
-        out = ROOT / "results" / "RESULTS.md"
-        for section in speed_proxy.proxy_sections(COSTED_OPTIONS, tuple(args.batches), args.rounds):
-            out.write_text(with_section(out.read_text(), section))  # after each batch size
+        sections = speed_proxy.proxy_sections(
+            COSTED_OPTIONS,
+            tuple(args.batches),
+            args.rounds,
+            args.layers,
+            args.vision_layers,
+            args.device,
+            getattr(torch, args.dtype),
+        )
+        for section in sections:
+            args.out.write_text(with_section(args.out.read_text(), section))  # after each batch size
         return print("\n".join(section))
     model, processor, weights = tiny_model(Path(args.model).resolve())
     with eos_disabled(model):  # every method generates exactly max_new_tokens
@@ -394,7 +407,7 @@ def main() -> None:
 
 def write_report(args, model, processor, weights) -> None:
     """Measure and write RESULTS.md (or only its cost section)."""
-    out = ROOT / "results" / "RESULTS.md"
+    out = args.out
     if args.costs_only:
         out.write_text(with_section(out.read_text(), cost_section(model, processor, args.repeats)))
         return print(out.read_text())

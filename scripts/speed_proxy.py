@@ -13,6 +13,7 @@ i.e. the time a forward would take if it did nothing but read its bytes or do it
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Iterator
@@ -43,44 +44,66 @@ STEP_GOALS = {
 PREFILL_GOALS = {"avisc": 2.1}
 
 
+def now(device: torch.device | str) -> float:
+    """``perf_counter`` once the work queued on ``device`` has finished (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 @contextmanager
-def step_clock(model) -> Iterator[list[float]]:
-    """Timestamps (``perf_counter``) of every decode step's start: the decode loop embeds each
-    step's new tokens (a 1-D tensor of token ids) once, and nothing else embeds a 1-D tensor."""
-    stamps: list[float] = []
+def forward_clock(model) -> Iterator[list[tuple[float, int, int]]]:
+    """``(time, rows, positions)`` at the start of every language-model forward: the prefills (many
+    positions) and then one forward per decode step (one position per row)."""
+    marks: list[tuple[float, int, int]] = []
 
-    def record(module, args):
-        if args[0].dim() == 1:
-            stamps.append(time.perf_counter())
+    def record(module, args, kwargs):
+        embeds = kwargs["inputs_embeds"]
+        marks.append((now(embeds.device), embeds.shape[0], embeds.shape[1]))
 
-    handle = model.get_input_embeddings().register_forward_pre_hook(record)
+    handle = model.get_decoder().register_forward_pre_hook(record, with_kwargs=True)
     try:
-        yield stamps
+        yield marks
     finally:
         handle.remove()
 
 
-def timed_decode(model, inputs, method: str, options: dict, steps: int = STEPS) -> tuple[float, list[float]]:
-    """``(prefill seconds, [seconds of each of the steps])`` of one ``decode`` of ``1 + steps`` tokens
-    (EOS disabled by the caller, so that every row runs them all)."""
-    with step_clock(model) as stamps:
-        start = time.perf_counter()
+@dataclass
+class Timing:
+    """One ``decode``: prefill seconds (start to the first step's forward), seconds of each decode
+    step, ``(rows, positions)`` of each prefill forward, and the rows of each step's forward."""
+
+    prefill: float
+    steps: list[float]
+    prefills: list[tuple[int, int]]
+    rows: int
+
+
+def timed_decode(model, inputs, method: str, options: dict, steps: int = STEPS) -> Timing:
+    """One ``decode`` of ``1 + steps`` tokens timed (EOS disabled by the caller, so that every row
+    runs them all)."""
+    with forward_clock(model) as marks:
+        start = now(model.device)
         decode(model, inputs, method=method, max_new_tokens=1 + steps, **options)
-        end = time.perf_counter()
-    if len(stamps) != steps:
-        raise RuntimeError(f"{method}: expected {steps} decode steps, the clock saw {len(stamps)}")
-    marks = [*stamps, end]
-    return stamps[0] - start, [b - a for a, b in zip(marks, marks[1:])]
+        end = now(model.device)
+    prefills = [(rows, positions) for _, rows, positions in marks if positions > 1]
+    stepped = marks[len(prefills) :]
+    if len(stepped) != steps or any(p != 1 for *_, p in stepped) or len({r for _, r, _ in stepped}) != 1:
+        raise RuntimeError(f"{method}: expected prefills, then {steps} decode steps of equal rows; saw {marks}")
+    stamps = [t for t, *_ in stepped] + [end]
+    return Timing(stamps[0] - start, [b - a for a, b in zip(stamps, stamps[1:])], prefills, stepped[0][1])
 
 
 @dataclass
 class Costs:
-    """Per measurement: prefill and median step seconds, and both over the greedy run beside them."""
+    """Per measurement: prefill and median step seconds, both over the greedy run beside them, and
+    the rows of the method's decode-step forward (the batch times its branches)."""
 
     prefill: list[float]
     step: list[float]
     prefill_ratio: list[float]
     step_ratio: list[float]
+    timing: Timing | None = None  # the last measurement's forwards
 
 
 def paired_costs(model, inputs, costed: dict, rounds: int) -> dict[str, Costs]:
@@ -93,16 +116,15 @@ def paired_costs(model, inputs, costed: dict, rounds: int) -> dict[str, Costs]:
         shift = round_ % len(labels)
         for label in labels[shift:] + labels[:shift]:
             pair = ("greedy", label) if round_ % 2 == 0 else (label, "greedy")
-            measured = {}
-            for name in pair:
-                prefill, steps = timed_decode(model, inputs, *costed[name])
-                measured[name] = (prefill, statistics.median(steps))
-            for name, (prefill, step) in measured.items():
+            measured = {name: timed_decode(model, inputs, *costed[name]) for name in pair}
+            greedy = measured["greedy"]
+            for name, timing in measured.items():
                 entry = costs[name]
-                entry.prefill.append(prefill)
-                entry.step.append(step)
-                entry.prefill_ratio.append(prefill / measured["greedy"][0])
-                entry.step_ratio.append(step / measured["greedy"][1])
+                entry.prefill.append(timing.prefill)
+                entry.step.append(statistics.median(timing.steps))
+                entry.prefill_ratio.append(timing.prefill / greedy.prefill)
+                entry.step_ratio.append(statistics.median(timing.steps) / statistics.median(greedy.steps))
+                entry.timing = timing
     return costs
 
 
@@ -121,34 +143,37 @@ def verdict(ratios: list[float], goal: float | None) -> str:
 # --------------------------------------------------------------------------- the limit
 
 
-def memory_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
-    """Bytes per second of reading a ``gib`` GiB float32 tensor (``sum``), best of ``repeats``."""
-    data = torch.ones(int(gib * 2**30) // 4)
-    best = min(_timed(data.sum) for _ in range(repeats))
+def memory_bandwidth(device: str = "cpu", gib: float = 1.0, repeats: int = 5) -> float:
+    """Bytes per second of reading a ``gib`` GiB float32 tensor on ``device`` (``sum``), best of ``repeats``."""
+    data = torch.ones(int(gib * 2**30) // 4, device=device)
+    best = min(_timed(data.sum, device) for _ in range(repeats))
     return data.nbytes / best
 
 
-def matmul_throughput(n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an ``n × n`` float32 matrix product, best of ``repeats``."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+def matmul_throughput(device: str = "cpu", dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """FLOP/s of a square matrix product in ``dtype`` on ``device`` (2048² on a CPU, 8192² on a GPU),
+    best of ``repeats`` after one warm-up."""
+    n = 2048 if torch.device(device).type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = min(_timed(lambda: a @ b, device) for _ in range(1 + repeats))
     return 2 * n**3 / best
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
+def _timed(fn, device: str) -> float:
+    start = now(device)
     fn()
-    return time.perf_counter() - start
+    return now(device) - start
 
 
-def forward_overhead(steps: int = 16) -> float:
-    """Seconds of one greedy decode step of the 32-layer LLaVA-1.5 replica at its tiny widths, B = 1:
-    the time an eager 32-layer forward takes when its arithmetic is negligible."""
+def forward_overhead(device: str = "cpu", steps: int = 16) -> float:
+    """Seconds of one greedy decode step of the 32-layer LLaVA-1.5 replica at its tiny widths, B = 1,
+    on ``device``: the time an eager 32-layer forward takes when its arithmetic is negligible."""
     model, processor = replicas.build("llava-1.5")
-    inputs = encode(model.eval(), processor, [make_scene("test", 0).image], [PROMPT_TEXT])
+    model = model.to(device).eval()
+    inputs = encode(model, processor, [make_scene("test", 0).image], [PROMPT_TEXT])
     with eos_disabled(model):
         timed_decode(model, inputs, "greedy", {}, 2)  # warm-up
-        return statistics.median(timed_decode(model, inputs, "greedy", {}, steps)[1])
+        return statistics.median(timed_decode(model, inputs, "greedy", {}, steps).steps)
 
 
 def proxy_spec(model) -> budget.Model:
@@ -169,81 +194,99 @@ def proxy_spec(model) -> budget.Model:
         layers=config.text_config.num_hidden_layers,
         hidden=config.text_config.hidden_size,
         source="the proxy (scripts/speed_proxy.py)",
+        head_params=model.get_output_embeddings().weight.numel(),
     )
 
 
-def limits(spec: budget.Model, method: str, batch: int, prompt: int, bandwidth: float, flops: float) -> tuple:
-    """``(prefill seconds, step seconds)`` of ``method`` if bound only by bytes read and FLOPs
-    (float32 weights; the cache at its fp16 size, as the cost model counts it)."""
-    weights = budget.Weights(4.0, 1.0)
-    passes = methods.get(method).passes
+def limits(spec: budget.Model, method: str, timing: Timing, bandwidth: float, flops: float, itemsize: int) -> tuple:
+    """``(prefill seconds, step seconds)`` of ``method`` if bound only by bytes read and FLOPs, with
+    weights of ``itemsize`` bytes (the cache at its fp16 size, as the cost model counts it). The
+    forwards are the ones ``timing`` saw (a method whose options drop its second branch, like one-pass
+    PAI, is charged one branch); the vision passes are the method's registered ones."""
+    weights = budget.Weights(float(itemsize), 1.0)
 
     def bound(work: tuple[float, float]) -> float:
         return max(work[0] / flops, work[1] / bandwidth)
 
-    vision = (batch * spec.vision_flops, (spec.total_params - spec.lm_params) * 4.0)
-    prefill = passes.vision * bound(vision) + passes.prefills * bound(
-        budget.forward_work(spec, weights, batch, prompt, 0)
-    )
-    step = bound(budget.forward_work(spec, weights, max(passes.branches, 1) * batch, 1, prompt))
+    batch, prompt = timing.prefills[0]
+    vision = (batch * spec.vision_flops, (spec.total_params - spec.lm_params) * itemsize)
+    prefill = methods.get(method).passes.vision * bound(vision)
+    prefill += sum(bound(budget.forward_work(spec, weights, rows, positions, 0)) for rows, positions in timing.prefills)
+    step = bound(budget.forward_work(spec, weights, timing.rows, 1, prompt))
     return prefill, step
 
 
 # --------------------------------------------------------------------------- the section
 
 
-def proxy_sections(costed: dict, batches: tuple[int, ...], rounds: int) -> Iterator[list[str]]:
+def proxy_sections(
+    costed: dict,
+    batches: tuple[int, ...],
+    rounds: int,
+    layers: int = 2,
+    vision_layers: int = 2,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[list[str]]:
     """The RESULTS.md section: the machine's limit, then one table per batch size; yielded again
     after each batch size, so that a long run keeps what it measured."""
-    model, processor = replicas.proxy()
+    model, processor = replicas.proxy(layers, vision_layers, device, dtype)
     model.eval()
     spec = proxy_spec(model)
-    bandwidth, flops, overhead = memory_bandwidth(), matmul_throughput(), forward_overhead()
+    bandwidth, flops = memory_bandwidth(device), matmul_throughput(device, dtype)
+    overhead = forward_overhead(device)
+    name = torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else platform.processor() or "CPU"
+    precision = str(dtype).removeprefix("torch.")
     lines = [
-        "## The width-realistic proxy (LLaVA-1.5 widths, 2 + 2 layers)",
+        f"## The width-realistic proxy ({layers} + {vision_layers} layers, {precision}, {name})",
         "",
-        f"Proxy: {spec.total_params / 1e9:.2f} B parameters, float32; the language model reads "
-        f"{spec.lm_params * 4 / 2**30:.2f} GiB of weights per forward. This CPU: memory bandwidth "
-        f"{bandwidth / 1e9:.1f} GB/s (reading a 1 GiB tensor), matmul {flops / 1e9:.0f} GFLOP/s (2048² float32), "
-        f"best of 5 each, {torch.get_num_threads()} torch thread(s). Prefill: start of `decode` to its first "
-        f"token; step: one generated token to the next (median of {STEPS}); {rounds} rounds, each method beside "
-        "a greedy decode; medians with the min-max over rounds. Limit: the roofline of the same work "
-        "(`budget.forward_work`) at the measured bandwidth and FLOP/s; fraction = limit / measured. "
-        f"One eager forward of a 32-layer decoder whose arithmetic is negligible (a decode step of the "
-        f"LLaVA-1.5 replica at tiny widths, B = 1) takes {overhead * 1e3:.1f} ms here.",
+        f"Proxy: LLaVA-1.5 at llava-1.5-7b-hf's widths, {spec.total_params / 1e9:.2f} B parameters, {precision}; "
+        f"the language model reads {spec.lm_params * dtype.itemsize / 2**30:.2f} GiB of weights per forward. "
+        f"This machine ({name}): memory bandwidth {bandwidth / 1e9:.1f} GB/s (reading a 1 GiB tensor), matmul "
+        f"{flops / 1e12:.2f} TFLOP/s ({precision}), best of 5 each, {torch.get_num_threads()} torch thread(s). "
+        f"Prefill: start of `decode` to its first decode step; step: one generated token to the next (median of "
+        f"{STEPS}); {rounds} rounds, each method beside a greedy decode; medians with the min-max over rounds. "
+        "Limit: the roofline of the forwards each method was seen to run (`budget.forward_work`) at the measured "
+        "bandwidth and FLOP/s; fraction = limit / measured. One eager forward of a 32-layer decoder whose "
+        "arithmetic is negligible (a decode step of the LLaVA-1.5 replica at tiny widths, B = 1) takes "
+        f"{overhead * 1e3:.1f} ms here.",
         "",
     ]
     with eos_disabled(model):
         for batch in batches:
             images = [make_scene("test", i).image for i in range(batch)]
             inputs = encode(model, processor, images, [PROMPT_TEXT] * batch)
-            prompt = inputs["input_ids"].shape[1]
             costs = paired_costs(model, inputs, costed, rounds)
-            lines += _table(costs, costed, spec, batch, prompt, bandwidth, flops)
+            lines += _table(costs, costed, spec, batch, bandwidth, flops, dtype.itemsize)
             yield lines
 
 
-def _table(costs, costed, spec, batch, prompt, bandwidth, flops) -> list[str]:
+def _table(costs, costed, spec, batch, bandwidth, flops, itemsize) -> list[str]:
+    prompt = next(iter(costs.values())).timing.prefills[0][1]
     lines = [
         f"B = {batch}, prompt {prompt} positions:",
         "",
-        "| method | prefill | prefill / greedy | goal | per step | step / greedy | goal | verdict | "
-        "step limit | fraction of limit |",
+        "| method | prefill | prefill / greedy | goal | prefill limit (fraction) | per step | step / greedy | goal | "
+        "verdict | step limit (fraction) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, cost in costs.items():
-        method = costed[label][0]
-        prefill_limit, step_limit = limits(spec, method, batch, prompt, bandwidth, flops)
-        step = statistics.median(cost.step)
+        prefill_limit, step_limit = limits(spec, costed[label][0], cost.timing, bandwidth, flops, itemsize)
+        prefill, step = statistics.median(cost.prefill), statistics.median(cost.step)
         step_goal, prefill_goal = STEP_GOALS.get(label), PREFILL_GOALS.get(label)
         verdicts = [verdict(cost.step_ratio, step_goal), verdict(cost.prefill_ratio, prefill_goal)]
         lines.append(
-            f"| {label} | {statistics.median(cost.prefill):.2f} s | {_spread(cost.prefill_ratio)} | "
-            f"{_goal(prefill_goal)} | {step * 1e3:.0f} ms | {_spread(cost.step_ratio)} | {_goal(step_goal)} | "
+            f"| {label} | {_seconds(prefill)} | {_spread(cost.prefill_ratio)} | {_goal(prefill_goal)} | "
+            f"{_seconds(prefill_limit)} ({prefill_limit / prefill:.2f}) | {_seconds(step)} | "
+            f"{_spread(cost.step_ratio)} | {_goal(step_goal)} | "
             f"{'; '.join(f'{kind} {v}' for kind, v in zip(('step', 'prefill'), verdicts) if v)} | "
-            f"{step_limit * 1e3:.0f} ms | {step_limit / step:.2f} |"
+            f"{_seconds(step_limit)} ({step_limit / step:.2f}) |"
         )
     return [*lines, ""]
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 1 else f"{seconds * 1e3:.1f} ms"
 
 
 def _spread(ratios: list[float]) -> str:

@@ -103,6 +103,7 @@ class Model:
     layers: int
     hidden: int
     source: str
+    head_params: float = 0.0  # of lm_params, the output head: run on the last position only (0: on every one)
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -179,9 +180,12 @@ def _seconds(gpu: GPU, flops: float, nbytes: float) -> float:
 def forward_work(model: Model, weights: Weights, rows: int, new: int, context: int) -> tuple[float, float]:
     """FLOPs and bytes read of one language-model forward of ``rows`` rows × ``new`` positions after
     ``context`` cached ones: every weight read once, the KV cache read, ``2·params`` FLOPs per position
-    plus attention's ``4·layers·hidden`` per position and key."""
+    (the output head's ``head_params`` on each row's last position only) plus attention's
+    ``4·layers·hidden`` per position and key."""
     positions = rows * new
-    flops = 2 * model.lm_params * positions + 4 * model.layers * model.hidden * positions * (context + new)
+    per_position = model.lm_params - model.head_params
+    flops = 2 * per_position * positions + 2 * model.head_params * rows
+    flops += 4 * model.layers * model.hidden * positions * (context + new)
     weight_bytes = model.lm_params * weights.bytes_per_param * weights.read_factor
     cache_bytes = rows * (context + new) * model.kv_bytes_per_token
     return flops, weight_bytes + cache_bytes

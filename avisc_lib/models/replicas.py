@@ -381,14 +381,20 @@ def build(name: str, layers: int = LM_LAYERS) -> tuple[PreTrainedModel, Processo
     raise ValueError(f"unknown replica {name!r}; expected one of {REPLICAS}")
 
 
-def proxy(layers: int = 2, vision_layers: int = 2) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+def proxy(
+    layers: int = 2, vision_layers: int = 2, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """``(model, processor)``: a random LLaVA-1.5 at llava-1.5-7b-hf's widths (:data:`PROXY_TEXT_SIZES`,
     :data:`PROXY_VISION_SIZES`, vocabulary 32064, 576 image tokens) with ``layers`` language-model and
-    ``vision_layers`` vision layers, float32 (0.7 B parameters at the defaults: 2.8 GB)."""
+    ``vision_layers`` vision layers (0.7 B parameters at the defaults: 2.8 GB in float32; 32 and 24 are
+    llava-1.5-7b-hf's own depths, 7.1 B). The weights are drawn on ``device`` (a 7B model never passes
+    through CPU memory), then cast to ``dtype``."""
     if layers < 1 or vision_layers < 2:
         raise ValueError(f"need >= 1 language-model and >= 2 vision layers, got {layers} and {vision_layers}")
     vision = {**PROXY_VISION_SIZES, "num_hidden_layers": vision_layers}
-    return llava_model(layers, PROXY_TEXT_SIZES, vision), llava_processor()
+    with torch.device(device):
+        model = llava_model(layers, PROXY_TEXT_SIZES, vision)
+    return model.to(dtype), llava_processor()
 
 
 def build_replica(name: str, folder: str | Path, dtype: torch.dtype = torch.float16, layers: int = LM_LAYERS) -> Path:

@@ -16,9 +16,14 @@ The benchmark questions are the real POPE and AMBER files (``data/``) and MME-fo
 images are synthetic scenes saved under the real file names; notebooks 01-03 use the photographs.
 Notebooks 04-07 also run with no image variable set and an empty data cache, as a Colab user first
 meets them: each skips the benchmark parts it has no images for, says so in one line, and ends.
+
+On a machine with a CUDA GPU, ``AVISC_TEST_DEVICE=cuda`` runs the same notebooks as a GPU user runs
+them: no ``AVISC_DEVICE``, no inserted resolution cell (the profile resolves on the GPU that is
+there), every replica at the checkpoints' 32 layers, and the final cell checks that the model is on it.
 """
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -27,6 +32,7 @@ from conftest import DATA, scene_images
 from nbclient import NotebookClient
 from notebook_rules import warnings_in
 
+from avisc_lib import course
 from avisc_lib.benchmarks import fetch, load_questions
 from avisc_lib.benchmarks.images import pope_image_names
 from avisc_lib.benchmarks.sources import image_variable
@@ -42,6 +48,7 @@ MME_SHEETS = Path(__file__).resolve().parents[1] / "fixtures" / "mme"
 # 04-07 keep the checkpoints' 32 layers: they run every cell but the benchmark runs, notebook 07's
 # per-layer loops (sink search over layers 2..31) included; tests/core/test_replicas.py covers the rest.
 SHALLOW = 4
+DEVICE = os.environ.get("AVISC_TEST_DEVICE", "cpu")  # "cuda": as a GPU user runs them (module docstring)
 LIMIT = 1  # questions per split: the smallest run that exercises every path (MME keeps its image pairs)
 # (replica, profile, GPU memory it is resolved for, quantization that implies, image tokens)
 SETUPS = {
@@ -83,6 +90,7 @@ import avisc_lib
 from avisc_lib.scores import contrast_logits
 
 assert profile.dtype == torch.float16 and profile.quantization == {quantization!r}
+assert profile.device == {device!r} and model.device.type == {device!r}, (profile.device, model.device)
 _inputs = avisc_lib.encode(model, processor, [Image.new("RGB", (400, 300), "gray")], ["Is there a cat in the image?"])
 _image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
 assert int((_inputs["input_ids"] == _image_id).sum()) == {tokens}
@@ -122,7 +130,7 @@ def world(tmp_path_factory):
     scene_images(data / "coco" / "val2014", pope_image_names(["coco", "aokvqa"], data))
     queries = json.loads((DATA / "AMBER" / "data" / "query" / "query_all.json").read_text())
     env = {
-        "AVISC_DEVICE": "cpu",
+        **({"AVISC_DEVICE": "cpu"} if DEVICE == "cpu" else {}),
         "AVISC_LIMIT": str(LIMIT),
         "AVISC_DATA_DIR": str(data),
         "GQA_IMAGES": str(scene_images(root / "gqa", pope_image_names(["gqa"], data))),
@@ -130,13 +138,16 @@ def world(tmp_path_factory):
         "MME_DIR": str(root / "MME_Benchmark_release_version"),
     }
     names = ("llava-1.5", "instructblip-vicuna")
+    folders = {name: build_replica(name, root / name) for name in names}
+    if DEVICE == "cpu":  # see SHALLOW; a GPU runs every notebook at full depth
+        shallow = {name: build_replica(name, root / f"{name}-shallow", layers=SHALLOW) for name in names}
     return {
         "root": root,
         "data": data,
         "env": env,
         "mme": _mme_release(Path(env["MME_DIR"])),
-        "folders": {name: build_replica(name, root / name) for name in names},
-        "shallow": {name: build_replica(name, root / f"{name}-shallow", layers=SHALLOW) for name in names},
+        "folders": folders,
+        "shallow": shallow if DEVICE == "cpu" else folders,
     }
 
 
@@ -167,9 +178,13 @@ def _execute(path: Path, setup: str, world, monkeypatch, tmp_path, images: bool 
     monkeypatch.setenv("AVISC_FIGURES", str(tmp_path / "figures"))
     monkeypatch.delenv("COCO_IMAGES", raising=False)
     notebook = nbformat.read(path, as_version=4)
-    parameters = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
-    values = {"gib": gib, "profile": profile, "quantization": quantization, "tokens": tokens}
-    notebook.cells.insert(parameters + 1, nbformat.v4.new_code_cell(RESOLVE_AS_ON_A_GPU.format(**values), id="gpu"))
+    values = {"gib": gib, "profile": profile, "quantization": quantization, "tokens": tokens, "device": DEVICE}
+    if DEVICE == "cpu":
+        parameters = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
+        cell = nbformat.v4.new_code_cell(RESOLVE_AS_ON_A_GPU.format(**values), id="gpu")
+        notebook.cells.insert(parameters + 1, cell)
+    else:  # the GPU that is there resolves the profile
+        values["quantization"] = course.resolve_profile(profile).quantization
     notebook.cells.append(nbformat.v4.new_code_cell(CHECK_THE_CHECKPOINT_INTERFACE.format(**values), id="check"))
     NotebookClient(
         notebook, timeout=2400, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
