@@ -109,9 +109,12 @@ class Costs:
 def paired_costs(model, inputs, costed: dict, rounds: int) -> dict[str, Costs]:
     """Every label of ``costed`` (label -> (method, options)) measured ``rounds`` times, each time
     beside a greedy decode (greedy first in even rounds, second in odd ones; the order of the
-    labels rotates), so that load on the machine falls on a method and its greedy alike."""
+    labels rotates), so that load on the machine falls on a method and its greedy alike. Every
+    label decodes once untimed first."""
     labels = [label for label in costed if label != "greedy"]
     costs = {label: Costs([], [], [], []) for label in costed}
+    for label in costed:  # warm-up: a GPU tunes kernels for each new shape on first use
+        timed_decode(model, inputs, *costed[label], steps=1)
     for round_ in range(rounds):
         shift = round_ % len(labels)
         for label in labels[shift:] + labels[:shift]:

@@ -91,9 +91,9 @@ def layer_heatmap(attention: torch.Tensor, ax=None, title: str = ""):
 def frequency_map(blind: torch.Tensor, ax=None, title: str = ""):
     """How often each token position is blind across images: ``blind [B, N]`` -> grid image."""
     ax = ax or plt.gca()
-    freq = blind.float().mean(0)
+    freq = blind.float().mean(0).cpu()
     grid = math.isqrt(freq.numel())
-    data = freq.reshape(grid, grid).numpy() if grid * grid == freq.numel() else freq[None].numpy()
+    data = (freq.reshape(grid, grid) if grid * grid == freq.numel() else freq[None]).cpu().numpy()
     sns.heatmap(
         data,
         ax=ax,
@@ -113,7 +113,7 @@ def top_tokens(scores: torch.Tensor, tokenizer, k: int = 6, ax=None, title: str 
     probs = scores.float().softmax(-1)
     top = probs.topk(k)
     names = tokenizer.convert_ids_to_tokens(top.indices.tolist())
-    ax.barh(range(k)[::-1], top.values.numpy(), color="tab:purple")
+    ax.barh(range(k)[::-1], top.values.cpu().numpy(), color="tab:purple")
     ax.set_yticks(range(k)[::-1], names)
     ax.set(xlim=(0, 1), xlabel="probability", title=title)
     return ax

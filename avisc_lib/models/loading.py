@@ -266,7 +266,7 @@ def _parameters_hash(model: torch.nn.Module) -> str:
     """sha256 over every state-dict entry (name, dtype, shape, bytes) in name order."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        data = tensor.detach().to("cpu").contiguous()
+        data = tensor.detach().contiguous()
         digest.update(f"{name} {data.dtype} {tuple(data.shape)}\n".encode())
-        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(data.reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
     return digest.hexdigest()

@@ -127,7 +127,7 @@ def blind_token_study(model, processor, n_scenes: int, seed: int = 0) -> dict:
     labels = np.array([q["answer"] == "yes" for _, q in items])
     summary["ablation"] = {}
     for name in study.logits:
-        said_yes = study.margin(name).numpy() > 0
+        said_yes = study.margin(name).cpu().numpy() > 0
         summary["ablation"][name] = {
             "accuracy": float(np.mean(said_yes == labels)),
             "yes_ratio": float(np.mean(said_yes)),

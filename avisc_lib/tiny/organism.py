@@ -86,7 +86,7 @@ def attention_rows(model: PreTrainedModel, processor: ProcessorMixin, n_scenes: 
     labels = np.array([q["answer"] == "yes" for _, q in items])
 
     def accuracy(condition: str) -> float:
-        return float(np.mean((study.margin(condition).numpy() > 0) == labels))
+        return float(np.mean((study.margin(condition).cpu().numpy() > 0) == labels))
 
     return {
         "n_questions": len(items),
