@@ -15,6 +15,7 @@ first ``min_new_tokens`` steps, and the next token is the argmax or a sample
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -82,6 +83,7 @@ def decode(
     *,
     method: str | Callable,
     return_dict: bool = False,
+    compile: bool = False,
     **options,
 ) -> torch.LongTensor | DecodeOutput:
     """Generate answers; returns the new token ids ``[B, T]``, padded after each row's EOS.
@@ -95,15 +97,31 @@ def decode(
 
     ``return_dict=True`` returns a :class:`DecodeOutput` with the per-step scores and logits of both
     branches and the kept image tokens.
+
+    ``compile=True`` runs the decode steps through ``torch.compile`` with a static KV cache
+    (:class:`CompiledSteps`; the prefill stays eager): the same tokens, faster once compiled (the
+    first call per model and batch shape compiles, which takes seconds to a minute). Methods that
+    edit attention during the steps (an ``intervention``: PAI, ClearSight, VAR, ONLY) raise
+    ``ValueError``: their edits are module hooks that hold Python state between steps, which this
+    loop does not trace.
     """
     settings = decode_settings(method, options)
+    if compile and settings.record.intervention is not None:
+        raise ValueError(
+            f"compile=True does not support {settings.record.name!r}: it edits attention through module hooks "
+            "during the steps, which the compiled loop does not trace; use compile=False"
+        )
     prompt = embed_prompt(model, inputs)
     device = prompt.input_ids.device
     generator = None if settings.seed is None else torch.Generator(device=device).manual_seed(settings.seed)
     with ExitStack() as interventions:  # held from the original prefill to the last step
         logits, cache, mask, second, forward = prefill(model, inputs, prompt, settings, generator, interventions)
         trace = Trace(return_dict, second)
-        sequences = _generate(model, forward, logits, cache, mask, settings, generator, trace)
+        if compile:
+            steps = CompiledSteps(model, cache, mask, settings.max_new_tokens)
+        else:
+            steps = EagerSteps(forward, cache, mask)
+        sequences = _generate(model, steps, logits, mask.shape[0], settings, generator, trace)
     return trace.output(sequences) if return_dict else sequences
 
 
@@ -115,7 +133,7 @@ def decode_settings(method, options: Mapping) -> DecodeSettings:
     return DecodeSettings(method=method, **options)
 
 
-_FIXED_PARAMETERS = list(inspect.signature(decode).parameters.values())[:4]
+_FIXED_PARAMETERS = list(inspect.signature(decode).parameters.values())[:5]
 
 
 def _refresh_signature() -> None:
@@ -224,19 +242,56 @@ class Trace:
         )
 
 
+class EagerSteps:
+    """Decode steps on the prefill's ``DynamicCache``: ``steps(embeds [rows, 1, D])`` -> logits
+    ``[rows (+ B side rows), V]``, the mask growing by one position per step."""
+
+    def __init__(self, forward: Forward, cache: DynamicCache, mask: torch.Tensor):
+        self.forward, self.cache, self.mask = forward, cache, mask
+
+    def __call__(self, embeds: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        logits, self.cache = self.forward(embeds, self.mask, self.cache)
+        return logits
+
+
+class CompiledSteps:
+    """Decode steps under ``torch.compile``, as ``generate`` runs them with ``cache_implementation="static"``:
+    the prefill's cache is copied into a ``StaticCache`` of ``prompt + new_tokens`` positions and the
+    mask padded with zeros to that length, so that every step has the same shapes and one compiled
+    graph serves them all; the position ids come from the mask (left padding kept)."""
+
+    def __init__(self, model: PreTrainedModel, cache: DynamicCache, mask: torch.Tensor, new_tokens: int):
+        rows, self.length = mask.shape
+        self.model = model
+        self.mask = torch.cat([mask, mask.new_zeros(rows, new_tokens)], dim=1)
+        self.cache = compat.static_copy(cache, model.config.get_text_config(), self.length + new_tokens)
+        self.cache_name = compat.cache_kwarg(model)
+
+    def __call__(self, embeds: torch.Tensor) -> torch.Tensor:
+        self.mask[:, self.length] = 1
+        self.length += 1
+        positions = self.mask.sum(-1, keepdim=True) - 1
+        return _compiled_logits()(self.model, embeds, self.mask, positions, self.cache, self.cache_name)[0]
+
+
+@functools.cache
+def _compiled_logits() -> Callable:
+    """``compat.decoder_logits`` under ``torch.compile``, made on first use (importing the compiler is slow)."""
+    return torch.compile(compat.decoder_logits)
+
+
 def _generate(
     model: PreTrainedModel,
-    forward: Forward,
+    steps: Callable[[torch.Tensor], torch.Tensor],
     logits: torch.Tensor,
-    cache: DynamicCache,
-    mask: torch.Tensor,
+    rows: int,
     settings: DecodeSettings,
     generator: torch.Generator | None,
     trace: Trace,
 ) -> torch.LongTensor:
-    """The decode loop after the prefill(s): one forward of ``branches * B`` rows per token."""
+    """The decode loop after the prefill(s): one forward of ``rows`` (``branches * B``) per token."""
     batch = logits.shape[0] // (2 if settings.contrastive else 1)
-    rows = mask.shape[0]
     eos, pad = special_token_ids(model)
     eos = torch.tensor(eos, dtype=torch.long, device=logits.device)
     embed = model.get_input_embeddings()
@@ -253,9 +308,7 @@ def _generate(
         done |= torch.isin(token, eos)
         if bool(done.all()) or step == settings.max_new_tokens:
             break
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        step_embeds = embed(token.repeat(rows // batch))[:, None]
-        logits, cache = forward(step_embeds, mask, cache)
+        logits = steps(embed(token.repeat(rows // batch))[:, None])
     return torch.stack(tokens, dim=1)
 
 

@@ -2,6 +2,7 @@
 
     python scripts/decode_speed.py            # CPU, writes results/RESULTS.md
     python scripts/decode_speed.py --costs-only   # only section 3, the others kept
+    python scripts/decode_speed.py --compile-only # only the compiled-decode section, the others kept
     python scripts/decode_speed.py --model proxy  # only the proxy section (scripts/speed_proxy.py), the others kept
 
 1. AvisC / greedy wall time for 1-token answers and 64-token captions, B = 1 and B = 16, on the
@@ -103,6 +104,44 @@ def ratio_table(model, processor, repeats: int) -> list[str]:
                 )
     torch.set_num_threads(default_threads)
     return lines
+
+
+def compile_section(model, processor, repeats: int) -> list[str]:
+    """Eager against ``decode(..., compile=True)`` for greedy and AvisC, 64-token captions, 1 thread."""
+    lines = [
+        "## Compiled decode steps (`decode(..., compile=True)`)",
+        "",
+        "The decode steps under `torch.compile` (inductor) with a static KV cache; the prefill stays eager. "
+        f"64-token captions, 1 torch thread, best of {repeats} interleaved runs after one warm-up run each "
+        "(the first compiled call per batch shape compiles, ~10-25 s here, not counted). Tokens: whether the "
+        "compiled run generated exactly the eager run's tokens.",
+        "",
+        "| B | method | eager | compiled | speed-up | tokens | AvisC / greedy, compiled | goal |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for size in (1, 16):
+        inputs = batch(model, processor, size)
+        run, tokens = {}, {}
+        for method in ("greedy", "avisc"):
+            for compiled in (False, True):
+
+                def fn(method=method, compiled=compiled, inputs=inputs):
+                    return decode(model, inputs, method=method, max_new_tokens=CAPTION_STEPS, compile=compiled)
+
+                run[method, compiled], tokens[method, compiled] = fn, fn()  # warm-up (and compilation)
+        best = best_times(run, repeats)
+        for method in ("greedy", "avisc"):
+            eager, compiled = best[method, False], best[method, True]
+            same = "same" if torch.equal(tokens[method, False], tokens[method, True]) else "DIFFERENT"
+            ratio = f"{best['avisc', True] / best['greedy', True]:.2f}x" if method == "avisc" else ""
+            lines.append(
+                f"| {size} | {method} | {eager * 1e3:.1f} ms | {compiled * 1e3:.1f} ms | {eager / compiled:.2f}x | "
+                f"{same} | {ratio} | {'<= 1.5x' if method == 'avisc' else '>= 2x faster'} |"
+            )
+    torch.set_num_threads(default_threads)
+    return [*lines, ""]
 
 
 def reference_table(model, processor) -> list[str]:
@@ -379,6 +418,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-probe", choices=["image_attention", "output_attentions"])
     parser.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="regenerate only the compiled-decode section of RESULTS.md, keeping the others",
+    )
+    parser.add_argument(
         "--costs-only",
         action="store_true",
         help="regenerate only the cost-per-step section of RESULTS.md, keeping the others",
@@ -408,9 +452,10 @@ def main() -> None:
 def write_report(args, model, processor, weights) -> None:
     """Measure and write RESULTS.md (or only its cost section)."""
     out = args.out
-    if args.costs_only:
-        out.write_text(with_section(out.read_text(), cost_section(model, processor, args.repeats)))
-        return print(out.read_text())
+    if args.costs_only or args.compile_only:
+        section = (cost_section if args.costs_only else compile_section)(model, processor, args.repeats)
+        out.write_text(with_section(out.read_text(), section))
+        return print("\n".join(section))
     report = [
         "# Decode speed and attention memory",
         "",
@@ -432,6 +477,7 @@ def write_report(args, model, processor, weights) -> None:
         "(B = 1 here), and moves toward 2 when the step's work grows with the rows (B = 16 on one CPU thread).",
         "",
         *cost_section(model, processor, args.repeats),
+        *compile_section(model, processor, args.repeats),
         "## Our AvisC vs the plain reference loop",
         "",
         "The reference is `tests/core/test_decoding.py::reference_decode`: one sample at a time, eager attention, "

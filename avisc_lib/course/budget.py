@@ -71,7 +71,16 @@ GPUS = {
 # - forward_overhead_s: one eager forward of a 32-layer decoder with negligible arithmetic (the
 #   LLaVA-1.5 replica at tiny widths) took 19.3 ms on this CPU, the order of the 15 ms assumed;
 #   Python dispatch is most of it, so it carries over to a GPU best of the three.
-# - compute: not calibrated (float32 CPU matmuls say nothing about fp16 tensor cores).
+# - compute: not calibrated on a CPU (float32 CPU matmuls say nothing about fp16 tensor cores).
+# On a GPU (results/RESULTS.md, `bash scripts/gpu_check.sh`, one NVIDIA H200, llava-1.5-7b's full size
+# with random fp16 weights, 2026-12-04):
+# - compute: greedy's B = 8 prefill reached 0.56 of the roofline at the measured 751 TFLOP/s, about
+#   0.43 of the datasheet's dense fp16 rate: the 0.4 assumed holds there.
+# - forward_overhead_s: 22.1 ms for an eager 32-layer forward with negligible arithmetic (vs 15 ms
+#   assumed); a greedy 7B step took 32.7 ms at B = 1, so the step is overhead-bound on that GPU.
+# - bandwidth: not separable from the overhead there (the step's 32.7 ms minus 22.1 ms would be 0.31 of
+#   the measured 4.0 TB/s); on a T4, whose 320 GB/s make the read the larger term, it stays an assumption.
+# The values below are left as they were: one GPU of another class is not enough to move them.
 EFFICIENCY = {
     "bandwidth": 0.5,  # share of the datasheet bandwidth an eager transformers decode step reaches
     "compute": 0.4,  # share of peak fp16 tensor FLOP/s the prefill's matmuls reach

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
-from transformers import AddedToken, DynamicCache, InstructBlipProcessor, PreTrainedModel
+from transformers import AddedToken, Cache, DynamicCache, InstructBlipProcessor, PreTrainedModel, StaticCache
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -124,9 +124,24 @@ def language_model_forward(
     the old keyword only warns until 5.40. The lookup keeps older 5.x working if the pin (5.24) is
     ever loosened; remove it, passing ``cache=``, once versions before 5.24 are ruled out for good.
     """
-    decoder = model.get_decoder()
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs_embeds.shape[1] :]
-    cache_name = _cache_kwarg(type(decoder))
+    return decoder_logits(model, inputs_embeds, attention_mask, positions, cache)
+
+
+def decoder_logits(
+    model: PreTrainedModel,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: Cache | None = None,
+    cache_name: str | None = None,
+) -> tuple[torch.Tensor, Cache]:
+    """:func:`language_model_forward` with the position ids ``positions [B, q]`` given, so that a
+    mask may cover more than the positions filled (a static cache's). ``cache_name``: the decoder's
+    cache keyword when known (:func:`cache_kwarg`; compiled code passes it, as ``torch.compile`` does
+    not trace through the lookup's memo)."""
+    decoder = model.get_decoder()
+    cache_name = cache_name or cache_kwarg(model)
     output = decoder(
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
@@ -136,6 +151,20 @@ def language_model_forward(
     )
     logits = model.get_output_embeddings()(output.last_hidden_state[:, -1])
     return logits, getattr(output, cache_name)
+
+
+def static_copy(cache: DynamicCache, config, max_cache_len: int) -> StaticCache:
+    """A ``StaticCache`` of ``max_cache_len`` positions holding ``cache``'s keys and values (its
+    layers filled in order through the public ``update``), for steps under ``torch.compile``."""
+    static = StaticCache(config=config, max_cache_len=max_cache_len)
+    for layer, (keys, values, *_) in enumerate(cache):
+        static.update(keys, values, layer)
+    return static
+
+
+def cache_kwarg(model: PreTrainedModel) -> str:
+    """The keyword under which ``model``'s decoder takes and returns its cache (see :func:`language_model_forward`)."""
+    return _cache_kwarg(type(model.get_decoder()))
 
 
 @functools.cache
