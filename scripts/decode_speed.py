@@ -432,8 +432,9 @@ def main() -> None:
     if args.memory_probe:
         return memory_probe(args.memory_probe)
     if args.model == "proxy":
+        compiled = {f"{m}, compiled": (m, {"compile": True}) for m in ("greedy", "avisc")}
         sections = speed_proxy.proxy_sections(
-            COSTED_OPTIONS,
+            {**COSTED_OPTIONS, **compiled},
             tuple(args.batches),
             args.rounds,
             args.layers,

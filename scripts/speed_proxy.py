@@ -53,19 +53,28 @@ def now(device: torch.device | str) -> float:
 
 @contextmanager
 def forward_clock(model) -> Iterator[list[tuple[float, int, int]]]:
-    """``(time, rows, positions)`` at the start of every language-model forward: the prefills (many
-    positions) and then one forward per decode step (one position per row)."""
+    """``(time, rows, positions)`` at the start of every prefill forward of the language model (many
+    positions), then of every decode step (one position per row). A step is seen where the decode
+    loop embeds its new tokens (a 1-D tensor of token ids, one per row), outside the step's forward,
+    and the prefill hook goes then: with ``compile=True`` no hook runs inside the compiled steps."""
     marks: list[tuple[float, int, int]] = []
 
-    def record(module, args, kwargs):
+    def prefill(module, args, kwargs):
         embeds = kwargs["inputs_embeds"]
         marks.append((now(embeds.device), embeds.shape[0], embeds.shape[1]))
 
-    handle = model.get_decoder().register_forward_pre_hook(record, with_kwargs=True)
+    def step(module, args):
+        if args[0].dim() == 1:
+            prefills.remove()
+            marks.append((now(args[0].device), args[0].numel(), 1))
+
+    prefills = model.get_decoder().register_forward_pre_hook(prefill, with_kwargs=True)
+    steps = model.get_input_embeddings().register_forward_pre_hook(step)
     try:
         yield marks
     finally:
-        handle.remove()
+        prefills.remove()
+        steps.remove()
 
 
 @dataclass
@@ -113,8 +122,8 @@ def paired_costs(model, inputs, costed: dict, rounds: int) -> dict[str, Costs]:
     label decodes once untimed first."""
     labels = [label for label in costed if label != "greedy"]
     costs = {label: Costs([], [], [], []) for label in costed}
-    for label in costed:  # warm-up: a GPU tunes kernels for each new shape on first use
-        timed_decode(model, inputs, *costed[label], steps=1)
+    for label in costed:  # warm-up: kernels tuned (GPU) or compiled (compile=True) for these shapes
+        timed_decode(model, inputs, *costed[label])
     for round_ in range(rounds):
         shift = round_ % len(labels)
         for label in labels[shift:] + labels[:shift]:

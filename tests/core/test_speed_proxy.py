@@ -94,3 +94,12 @@ def test_the_head_runs_on_the_last_prefill_position_only():
     flops, _ = budget.forward_work(size, weights, 1, 100, 0)
     body = size.lm_params - size.head_params
     assert flops == pytest.approx(2 * body * 100 + 2 * size.head_params + 4 * size.layers * size.hidden * 100 * 100)
+
+
+def test_the_clock_times_compiled_steps_without_a_hook_inside_them(embedded_case):
+    batch = embedded_case.batch(2)
+    with eos_disabled(embedded_case.model):
+        timing = speed_proxy.timed_decode(embedded_case.model, batch, "greedy", {"compile": True}, steps=3)
+        again = speed_proxy.timed_decode(embedded_case.model, batch, "avisc", {"compile": True}, steps=3)
+    assert (len(timing.prefills), timing.rows, len(timing.steps)) == (1, 2, 3)
+    assert (len(again.prefills), again.rows, len(again.steps)) == (2, 4, 3)
