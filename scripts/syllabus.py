@@ -61,9 +61,10 @@ def record_times(folder: Path) -> None:
     print(f"wrote {syllabus.TIMES.relative_to(ROOT)}: {minutes}")
 
 
-def with_outline(notebook: nbformat.NotebookNode, number: str) -> nbformat.NotebookNode:
-    """``notebook`` with its outline cell (the one after the title) set to :func:`syllabus.header`."""
-    text = syllabus.header(number)
+def with_outline(notebook: nbformat.NotebookNode, number: str, cpu: dict[str, float]) -> nbformat.NotebookNode:
+    """``notebook`` with its outline cell (the one after the title) set to :func:`syllabus.header`
+    (``cpu``: the measured minutes, :func:`syllabus.cpu_minutes`)."""
+    text = syllabus.header(number, cpu)
     cells = notebook.cells
     if len(cells) > 1 and cells[1].cell_type == "markdown" and cells[1].source.startswith(syllabus.MARKER):
         cells[1].source = text
@@ -79,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.times:
         record_times(args.times)
-    stale = []
+    stale, cpu = [], syllabus.cpu_minutes()
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         number = path.name[:2]
         before = path.read_text()
-        notebook = with_outline(nbformat.reads(before, as_version=4), number)
+        notebook = with_outline(nbformat.reads(before, as_version=4), number, cpu)
         after = nbformat.writes(notebook)
         after += "" if after.endswith("\n") else "\n"
         if after != before:

@@ -8,8 +8,10 @@ Cases: "llava" (CLIP + Llama, random), "llava_gqa" (grouped-query attention), "i
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,8 @@ from avisc_lib.world.scenes import IMAGE_SIZE, make_scene
 
 torch.set_num_threads(1)
 
-EMBEDDED_WEIGHTS = Path(__file__).resolve().parents[1] / "avisc_lib" / "tiny" / "weights"
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED_WEIGHTS = ROOT / "avisc_lib" / "tiny" / "weights"
 # The repository's redistributable benchmark files (POPE, AMBER), as download.fetch finds them.
 DATA = Path(__file__).resolve().parents[1] / "data"
 QUESTIONS = [
@@ -49,6 +52,15 @@ QUESTIONS = [
     "How many objects are there?",
     "Is the blue triangle to the left of the green square in this picture?",
 ]
+
+
+def load_script(name: str, module_name: str | None = None):
+    """The module of ``scripts/<name>.py`` (scripts/ is no package), registered in ``sys.modules`` under
+    ``module_name`` (default ``name``), as a dataclass or a pickle in it needs."""
+    spec = importlib.util.spec_from_file_location(module_name or name, ROOT / "scripts" / f"{name}.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass

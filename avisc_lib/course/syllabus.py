@@ -366,10 +366,11 @@ def minutes_text(value: float | None) -> str:
 # --------------------------------------------------------------------------- markdown
 
 
-def header(notebook: str) -> str:
-    """The markdown cell that opens ``notebook``: objectives, prerequisites, runtime, equations, terms."""
+def header(notebook: str, cpu: dict[str, float] | None = None) -> str:
+    """The markdown cell that opens ``notebook``: objectives, prerequisites, runtime, equations, terms.
+    ``cpu``: :func:`cpu_minutes`, when the caller has read them already."""
     lesson = LESSONS[notebook]
-    cpu = cpu_minutes().get(notebook)
+    cpu = (cpu_minutes() if cpu is None else cpu).get(notebook)
     gpu = ", ".join(f"{g} {minutes_text(gpu_minutes(notebook, g))}" for g in GPUS)
     lines = [
         MARKER,

@@ -1,21 +1,15 @@
 """The proxy speed measurement (scripts/speed_proxy.py): the proxy's widths, the step clock, the
 roofline limits and the verdicts with their spread."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import load_script
 
 from avisc_lib.course import budget
 from avisc_lib.decoding import eos_disabled
 from avisc_lib.models import replicas
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("speed_proxy", ROOT / "scripts" / "speed_proxy.py")
-speed_proxy = sys.modules["speed_proxy"] = importlib.util.module_from_spec(spec)  # its dataclass needs the entry
-spec.loader.exec_module(speed_proxy)
+speed_proxy = load_script("speed_proxy")
 
 
 def test_the_proxy_has_llava_1_5_widths_and_few_layers():

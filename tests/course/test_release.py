@@ -1,17 +1,15 @@
 """scripts/release.py: the release is written only where the notebooks' badges and install cells
 name this checkout's origin, and then badges and pins name the new tag."""
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("release", ROOT / "scripts" / "release.py")
-release = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(release)
+release = load_script("release")
 
 
 def _checkout(tmp_path, remote):

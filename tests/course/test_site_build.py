@@ -1,15 +1,13 @@
 """scripts/site.py gathers the website's pages only from notebooks that were executed."""
 
-import importlib.util
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("site_script", ROOT / "scripts" / "site.py")
-site = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(site)
+site = load_script("site", "site_script")
 
 
 def _executed_copies(folder, executed=True):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 
 from avisc_lib.course import budget, experiments, profiles, syllabus
 
@@ -92,11 +93,7 @@ def test_runtimes_cover_every_notebook_and_grow_with_the_work():
 
 
 def test_executed_minutes_read_the_cell_timestamps(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import syllabus as script
-    finally:
-        sys.path.pop(0)
+    script = load_script("syllabus", "syllabus_script")
     notebook = nbformat.v4.new_notebook()
     start = datetime.datetime(2026, 1, 1, 12, 0, 0)
     for k in range(3):

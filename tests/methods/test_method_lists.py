@@ -5,6 +5,7 @@ import pydoc
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 import avisc_lib
 from avisc_lib.benchmarks.cli import main
@@ -75,11 +76,7 @@ def test_help_on_the_package_settings_shows_methods_and_options():
 
 
 def test_readme_method_table_is_generated_from_the_registry():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_methods", CARD.parents[1] / "scripts" / "readme_methods.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("readme_methods")
     readme = (CARD.parents[1] / "README.md").read_text(encoding="utf-8")
     assert script.with_table(readme) == readme, "README.md's method table is stale: run scripts/readme_methods.py"
     assert [m for m in REGISTERED if f"| `{m}` |" not in readme] == []
