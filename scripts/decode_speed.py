@@ -231,15 +231,13 @@ COST_NOTES = [
 ]
 
 
-def step_costs(model, inputs, repeats: int) -> dict[str, dict[str, list[float]]]:
-    """Per method: prefill (a 1-token decode) and mean decode step in CPU seconds, one per measurement,
-    and ``ratio``: its step over the step of a greedy decode measured right beside it.
+def step_costs(model, inputs, repeats: int) -> dict[str, speed_proxy.Costs]:
+    """Per method, in :func:`speed_proxy.paired_rounds` beside a greedy decode: prefill (a 1-token
+    decode) and mean decode step in CPU seconds, and both over the greedy's.
 
     A step is ``(t(1 + CAPTION_STEPS tokens) - t(1 token)) / CAPTION_STEPS`` (EOS is disabled, so both
     lengths are exact). CPU time of this process, not wall time: other jobs on the machine then slow
-    it only through shared caches and cores, not by taking turns on them. Each round pairs every
-    method with its own greedy run (greedy first in even rounds, second in odd ones) and rotates the
-    order of the methods, so that what load remains falls on the method and its greedy alike.
+    it only through shared caches and cores, not by taking turns on them.
     """
 
     def run(label: str, tokens: int) -> float:
@@ -248,39 +246,27 @@ def step_costs(model, inputs, repeats: int) -> dict[str, dict[str, list[float]]]
         decode(model, inputs, method=method, max_new_tokens=tokens, **options)
         return time.process_time() - start
 
-    def measure(label: str) -> tuple[float, float]:
+    def measure(label: str) -> tuple[float, float, None]:
         short, long = run(label, 1), run(label, 1 + CAPTION_STEPS)
-        return short, (long - short) / CAPTION_STEPS
+        return short, (long - short) / CAPTION_STEPS, None
 
-    labels = list(COSTED)
-    for label in labels:
+    for label in COSTED:
         run(label, 2)  # warm-up
-    costs = {label: {"prefill": [], "step": [], "ratio": []} for label in labels}
-    others = [label for label in labels if label != "greedy"]
-    for round_ in range(repeats):
-        shift = round_ % len(others)
-        for label in others[shift:] + others[:shift]:
-            pair = ("greedy", label) if round_ % 2 == 0 else (label, "greedy")
-            measured = {name: measure(name) for name in pair}
-            for name, (prefill, step) in measured.items():
-                costs[name]["prefill"].append(prefill)
-                costs[name]["step"].append(step)
-                costs[name]["ratio"].append(step / measured["greedy"][1])
-    return costs
+    return speed_proxy.paired_rounds(list(COSTED), repeats, measure)
 
 
 def cost_table(model, processor, repeats: int, size: int = 16) -> list[str]:
     """Median prefill and step time of each method, its step over its paired greedy's, and whether it
     meets its goal (one-pass methods: <= ``ONE_PASS_GOAL``; refined PAI: against AvisC)."""
     costs = step_costs(model, batch(model, processor, size), repeats)
-    two_branch = {label: statistics.median(costs[label]["ratio"]) for label in ("avisc", "m3id")}
+    two_branch = {label: statistics.median(costs[label].step_ratio) for label in ("avisc", "m3id")}
     header = "| method (B = {}) | prefill | per step | step / paired greedy step: median (min-max) | goal | goal met |"
     lines = [header.format(size), "|---|---|---|---|---|---|"]
     for label, cost in costs.items():
-        ratio, ratios = statistics.median(cost["ratio"]), cost["ratio"]
+        ratio, ratios = statistics.median(cost.step_ratio), cost.step_ratio
         lines.append(
-            f"| {label} | {statistics.median(cost['prefill']) * 1e3:.1f} ms | "
-            f"{statistics.median(cost['step']) * 1e3:.2f} ms | {ratio:.2f}x "
+            f"| {label} | {statistics.median(cost.prefill) * 1e3:.1f} ms | "
+            f"{statistics.median(cost.step) * 1e3:.2f} ms | {ratio:.2f}x "
             f"({min(ratios):.2f}-{max(ratios):.2f}) | {COSTED[label][2]} | "
             f"{_verdict(COSTED[label][2], ratio, two_branch)} |"
         )

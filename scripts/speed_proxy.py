@@ -16,7 +16,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -115,29 +115,41 @@ class Costs:
     timing: Timing | None = None  # the last measurement's forwards
 
 
-def paired_costs(model, inputs, costed: dict, rounds: int) -> dict[str, Costs]:
-    """Every label of ``costed`` (label -> (method, options)) measured ``rounds`` times, each time
-    beside a greedy decode (greedy first in even rounds, second in odd ones; the order of the
-    labels rotates), so that load on the machine falls on a method and its greedy alike. Every
-    label decodes once untimed first."""
-    labels = [label for label in costed if label != "greedy"]
-    costs = {label: Costs([], [], [], []) for label in costed}
-    for label in costed:  # warm-up: kernels tuned (GPU) or compiled (compile=True) for these shapes
-        timed_decode(model, inputs, *costed[label])
+def paired_rounds(labels: list[str], rounds: int, measure: Callable[[str], tuple]) -> dict[str, Costs]:
+    """Every label measured ``rounds`` times, each time right beside a greedy measurement (greedy first
+    in even rounds, second in odd ones; the order of the labels rotates), so that load on the machine
+    falls on a method and its greedy alike. ``measure(label)`` -> ``(prefill, step, detail)`` in seconds;
+    ``detail`` (a :class:`Timing`, or None) is kept as the label's last ``timing``."""
+    others = [label for label in labels if label != "greedy"]
+    costs = {label: Costs([], [], [], []) for label in labels}
     for round_ in range(rounds):
-        shift = round_ % len(labels)
-        for label in labels[shift:] + labels[:shift]:
+        shift = round_ % len(others)
+        for label in others[shift:] + others[:shift]:
             pair = ("greedy", label) if round_ % 2 == 0 else (label, "greedy")
-            measured = {name: timed_decode(model, inputs, *costed[name]) for name in pair}
-            greedy = measured["greedy"]
-            for name, timing in measured.items():
+            measured = {name: measure(name) for name in pair}
+            greedy_prefill, greedy_step, _ = measured["greedy"]
+            for name, (prefill, step, detail) in measured.items():
                 entry = costs[name]
-                entry.prefill.append(timing.prefill)
-                entry.step.append(statistics.median(timing.steps))
-                entry.prefill_ratio.append(timing.prefill / greedy.prefill)
-                entry.step_ratio.append(statistics.median(timing.steps) / statistics.median(greedy.steps))
-                entry.timing = timing
+                entry.prefill.append(prefill)
+                entry.step.append(step)
+                entry.prefill_ratio.append(prefill / greedy_prefill)
+                entry.step_ratio.append(step / greedy_step)
+                entry.timing = detail
     return costs
+
+
+def paired_costs(model, inputs, costed: dict, rounds: int) -> dict[str, Costs]:
+    """:func:`paired_rounds` of every label of ``costed`` (label -> (method, options)) timed by
+    :func:`timed_decode`, after one untimed decode of each (kernels tuned on a GPU, compiled with
+    ``compile=True``)."""
+
+    def measure(label: str) -> tuple[float, float, Timing]:
+        timing = timed_decode(model, inputs, *costed[label])
+        return timing.prefill, statistics.median(timing.steps), timing
+
+    for label in costed:
+        measure(label)
+    return paired_rounds(list(costed), rounds, measure)
 
 
 def verdict(ratios: list[float], goal: float | None) -> str:

@@ -97,3 +97,17 @@ def test_the_clock_times_compiled_steps_without_a_hook_inside_them(embedded_case
         again = speed_proxy.timed_decode(embedded_case.model, batch, "avisc", {"compile": True}, steps=3)
     assert (len(timing.prefills), timing.rows, len(timing.steps)) == (1, 2, 3)
     assert (len(again.prefills), again.rows, len(again.steps)) == (2, 4, 3)
+
+
+def test_paired_rounds_put_every_method_beside_a_greedy_run_and_rotate_them():
+    calls = []
+    results = {"greedy": (1.0, 0.1, None), "a": (2.0, 0.2, None), "b": (3.0, 0.15, None)}
+
+    def measure(label):
+        calls.append(label)
+        return results[label]
+
+    costs = speed_proxy.paired_rounds(["greedy", "a", "b"], 2, measure)
+    assert calls == ["greedy", "a", "greedy", "b", "b", "greedy", "a", "greedy"]
+    assert costs["a"].step_ratio == [2.0, 2.0] and costs["b"].prefill_ratio == [3.0, 3.0]
+    assert costs["greedy"].step_ratio == [1.0] * 4 and len(costs["b"].step) == 2
