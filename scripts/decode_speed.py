@@ -225,8 +225,9 @@ COST_NOTES = [
     ),
     "",
     (
-        "On a shared machine single measurements spread widely (the min-max column): a verdict for a method "
-        "whose median lies within a few hundredths of the goal is not settled by one run of this script."
+        "On a shared machine single measurements spread widely (the min-max column), so the verdict reads the "
+        "spread: met when every round's ratio is within the goal, missed when none is, and within noise of "
+        "the goal when the rounds fall on both sides of it."
     ),
 ]
 
@@ -260,7 +261,7 @@ def cost_table(model, processor, repeats: int, size: int = 16) -> list[str]:
     meets its goal (one-pass methods: <= ``ONE_PASS_GOAL``; refined PAI: against AvisC)."""
     costs = step_costs(model, batch(model, processor, size), repeats)
     two_branch = {label: statistics.median(costs[label].step_ratio) for label in ("avisc", "m3id")}
-    header = "| method (B = {}) | prefill | per step | step / paired greedy step: median (min-max) | goal | goal met |"
+    header = "| method (B = {}) | prefill | per step | step / paired greedy step: median (min-max) | goal | verdict |"
     lines = [header.format(size), "|---|---|---|---|---|---|"]
     for label, cost in costs.items():
         ratio, ratios = statistics.median(cost.step_ratio), cost.step_ratio
@@ -268,17 +269,18 @@ def cost_table(model, processor, repeats: int, size: int = 16) -> list[str]:
             f"| {label} | {statistics.median(cost.prefill) * 1e3:.1f} ms | "
             f"{statistics.median(cost.step) * 1e3:.2f} ms | {ratio:.2f}x "
             f"({min(ratios):.2f}-{max(ratios):.2f}) | {COSTED[label][2]} | "
-            f"{_verdict(COSTED[label][2], ratio, two_branch)} |"
+            f"{_verdict(COSTED[label][2], ratios, two_branch)} |"
         )
     return lines
 
 
-def _verdict(goal: str, ratio: float, two_branch: dict[str, float]) -> str:
+def _verdict(goal: str, ratios: list[float], two_branch: dict[str, float]) -> str:
+    """Refined PAI: its median step against AvisC's and M3ID's; a one-pass method: met, missed or within
+    noise of ``ONE_PASS_GOAL`` by the spread of its ratios (:func:`speed_proxy.verdict`)."""
     if goal == "~ avisc":
+        ratio = statistics.median(ratios)
         return f"{ratio / two_branch['avisc']:.2f}x AvisC's step, {ratio / two_branch['m3id']:.2f}x M3ID's"
-    if goal:
-        return "yes" if ratio <= ONE_PASS_GOAL else "no"
-    return ""
+    return speed_proxy.verdict(ratios, ONE_PASS_GOAL) if goal else ""
 
 
 COST_HEADING = "## Cost per decode step of every method"
