@@ -100,16 +100,18 @@ def decode(
 
     ``compile=True`` runs the decode steps through ``torch.compile`` with a static KV cache
     (:class:`CompiledSteps`; the prefill stays eager): the same tokens, faster once compiled (the
-    first call per model and batch shape compiles, which takes seconds to a minute). Methods that
-    edit attention during the steps (an ``intervention``: PAI, ClearSight, VAR, ONLY) raise
-    ``ValueError``: their edits are module hooks that hold Python state between steps, which this
-    loop does not trace.
+    first call per model and batch shape compiles, which takes seconds to a minute). Methods with an
+    ``intervention`` during the steps (PAI, ClearSight, VAR, ONLY) raise ``ValueError``: their
+    attention edits are module hooks, at which the compiled graph breaks in every edited layer, so
+    dynamo recompiles until its limit and then runs them eagerly (PAI, ClearSight and VAR gave the
+    eager tokens that way on the tiny model, with nothing gained), and ONLY's side logits come from
+    a reader the compiled steps do not collect.
     """
     settings = decode_settings(method, options)
     if compile and settings.record.intervention is not None:
         raise ValueError(
-            f"compile=True does not support {settings.record.name!r}: it edits attention through module hooks "
-            "during the steps, which the compiled loop does not trace; use compile=False"
+            f"compile=True does not support {settings.record.name!r}: its attention hooks break the compiled "
+            "graph in every edited layer (and ONLY's side logits are not collected); use compile=False"
         )
     prompt = embed_prompt(model, inputs)
     device = prompt.input_ids.device
