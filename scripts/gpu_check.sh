@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks a CUDA GPU makes possible, in one run (a few minutes on one large GPU):
 # 1. the decode cost of every method on a random model of llava-1.5-7b-hf's full size (32 + 24 layers,
-#    float16, 7.1 B parameters: ~15 GB of GPU memory), B = 1 and 8, beside the GPU's measured limits;
+#    float16, 7.1 B parameters: ~15 GB of GPU memory), B = 1 and 8, beside the GPU's measured limits,
+#    greedy and AvisC with compile=True among them;
 # 2. every notebook on the CUDA replicas of the real checkpoints, as a GPU user runs them
 #    (tests/notebooks/test_notebooks_replicas.py with AVISC_TEST_DEVICE=cuda).
 #
@@ -29,7 +30,8 @@ timeout "${SPEED_TIMEOUT:-240}" $python scripts/decode_speed.py --model proxy --
   | tee "$out/speed.log" || status=1
 
 echo "== 2. every notebook on the CUDA replicas"
-AVISC_TEST_DEVICE=cuda timeout "${NOTEBOOK_TIMEOUT:-300}" $python -m pytest tests/notebooks/test_notebooks_replicas.py \
-  -n "${WORKERS:-4}" -q -p no:cacheprovider --durations=12 --junitxml="$out/replicas.xml" 2>&1 \
+# SIGINT at the time limit: pytest then still prints the failures it has and the short summary.
+AVISC_TEST_DEVICE=cuda timeout -s INT "${NOTEBOOK_TIMEOUT:-300}" $python -m pytest tests/notebooks/test_notebooks_replicas.py \
+  -n "${WORKERS:-8}" -v --tb=short -rf -p no:cacheprovider --durations=12 --junitxml="$out/replicas.xml" 2>&1 \
   | tee "$out/replicas.log" || status=1
 exit $status
