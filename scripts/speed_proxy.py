@@ -105,8 +105,8 @@ def timed_decode(model, inputs, method: str, options: dict, steps: int = STEPS) 
 
 @dataclass
 class Costs:
-    """Per measurement: prefill and median step seconds, both over the greedy run beside them, and
-    the rows of the method's decode-step forward (the batch times its branches)."""
+    """Per measurement: prefill and median step seconds, and both over the greedy run beside them;
+    ``timing``: the last measurement's :class:`Timing` (the forwards it ran), where one was taken."""
 
     prefill: list[float]
     step: list[float]

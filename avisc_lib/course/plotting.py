@@ -91,7 +91,7 @@ def layer_heatmap(attention: torch.Tensor, ax=None, title: str = ""):
 def frequency_map(blind: torch.Tensor, ax=None, title: str = ""):
     """How often each token position is blind across images: ``blind [B, N]`` -> grid image."""
     ax = ax or plt.gca()
-    freq = blind.float().mean(0).cpu()
+    freq = blind.float().mean(0)
     grid = math.isqrt(freq.numel())
     data = (freq.reshape(grid, grid) if grid * grid == freq.numel() else freq[None]).cpu().numpy()
     sns.heatmap(
