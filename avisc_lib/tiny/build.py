@@ -18,6 +18,7 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
+    SiglipVisionConfig,
 )
 
 from ..world.questions import vocabulary
@@ -62,8 +63,11 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def build_processor() -> LlavaProcessor:
-    """``LlavaProcessor`` with a CLIP image processor at 64 px and the llava-1.5 chat template."""
+def build_processor(cls_token: bool = True) -> LlavaProcessor:
+    """``LlavaProcessor`` with a CLIP image processor at 64 px and the llava-1.5 chat template.
+
+    ``cls_token=False`` for a tower without one (SigLIP): every tower token is an image token.
+    """
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": IMAGE_SIZE},
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
@@ -74,18 +78,24 @@ def build_processor() -> LlavaProcessor:
         image_processor=image_processor,
         tokenizer=build_tokenizer(),
         patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the CLS token that the "default" strategy drops
+        vision_feature_select_strategy=feature_strategy(cls_token),
+        num_additional_image_tokens=int(cls_token),  # the CLS token that the "default" strategy drops
         chat_template=CHAT_TEMPLATE,
     )
 
 
+def feature_strategy(cls_token: bool) -> str:
+    """LLaVA's ``vision_feature_select_strategy``: drop the CLS token ("default") or keep all ("full")."""
+    return "default" if cls_token else "full"
+
+
 def build_model(
-    tokenizer: PreTrainedTokenizerFast, seed: int = 0, vision: CLIPVisionConfig | None = None
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, vision: CLIPVisionConfig | SiglipVisionConfig | None = None
 ) -> LlavaForConditionalGeneration:
     """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded).
 
-    ``vision``: another tower's config (8-px patches), e.g. one from the organism search.
+    ``vision``: another tower's config (8-px patches), e.g. one from the organism search; a SigLIP
+    tower has no CLS token, so all of its tokens go to the language model.
     """
     vision = vision or CLIPVisionConfig(
         hidden_size=128,
@@ -120,7 +130,7 @@ def build_model(
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=NUM_IMAGE_TOKENS,
         vision_feature_layer=-1,  # a from-scratch tower: its last layer is the trained one
-        vision_feature_select_strategy="default",
+        vision_feature_select_strategy=feature_strategy(not isinstance(vision, SiglipVisionConfig)),
         projector_hidden_act="gelu",
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -31,12 +31,15 @@ from transformers import PreTrainedModel, ProcessorMixin
 from ..benchmarks.parsers import get_parser
 from ..course import ablation as analysis
 from ..generation import generate
+from ..hooks.capture import record_last_query_attention
+from ..hooks.layers import layer_inputs
+from ..models import compat
 from ..models.batching import batches
-from ..models.inputs import encode
+from ..models.inputs import embed_prompt, encode
 from ..tokens.blind import random_like
-from ..tokens.sinks import TAU, sink_tokens
+from ..tokens.sinks import TAU, activation, bos_positions, sink_tokens
 from ..world import questions as Q
-from ..world.scenes import object_tokens
+from ..world.scenes import FLAT, WorldConfig, object_tokens
 
 OFFSETS = {"attention": 50_000, "random": 60_000, "adversarial": 70_000}
 VAR_WIDTH = 4096  # LLaMA-2-7B's hidden size, for which VAR's tau = 20 was set
@@ -50,6 +53,53 @@ def sink_tau(hidden_size: int) -> float:
     20 · √(D / 4096): 20 at LLaMA-2-7B's D = 4096, 3.54 at the tiny model's D = 128.
     """
     return TAU * math.sqrt(hidden_size / VAR_WIDTH)
+
+
+@torch.no_grad()
+def language_profile(
+    model: PreTrainedModel, processor: ProcessorMixin, n_scenes: int = 50, world: WorldConfig = FLAT
+) -> list[dict]:
+    """Per language-model layer, where the answer position's attention goes and how large activations get.
+
+    On ``2 * n_scenes`` held-out existence questions (the attention rows' scenes), per layer:
+    ``bos`` and ``image`` (head-mean shares of the last prompt position's attention),
+    ``image_top5`` (the 5 most attended image tokens' share of the image's part),
+    ``top1_on_background`` (share of questions whose most attended image token shows no object),
+    and the largest |x / rms(x)| entering the layer (VAR's φ), averaged over BOS, background
+    image tokens, object image tokens and the other text tokens (``phi_*``).
+    """
+    items = Q.existence_set("test", n_scenes, start=OFFSETS["attention"], world=world)
+    grid = math.isqrt(model.config.image_seq_length)
+    on_object = torch.from_numpy(np.stack([object_tokens(s, grid) for s, _ in items]))
+    inputs = encode(model, processor, [s.image for s, _ in items], [q["question"] for _, q in items])
+    prompt = embed_prompt(model, inputs)
+    layers = range(model.config.get_text_config().num_hidden_layers)
+    with record_last_query_attention(model) as rows, layer_inputs(model, layers) as hidden:
+        compat.language_model_forward(model, prompt.embeds, prompt.attention_mask)
+    batch = torch.arange(len(items))
+    bos, image = bos_positions(prompt).cpu(), prompt.image_mask.cpu()
+    text = prompt.attention_mask.cpu().bool() & ~image
+    text[batch, bos] = False
+    profile = []
+    for layer in layers:
+        attention = rows[layer].mean(1).cpu()  # [B, L]
+        on_image = attention[image].view(len(items), -1)
+        phi = activation(hidden[layer]).amax(-1).cpu()  # [B, L]
+        image_phi = phi[image].view(len(items), -1)
+        profile.append(
+            {
+                "layer": layer,
+                "bos": round(float(attention[batch, bos].mean()), 4),
+                "image": round(float(on_image.sum(1).mean()), 4),
+                "image_top5": round(float((on_image.topk(5, 1).values.sum(1) / on_image.sum(1)).mean()), 4),
+                "top1_on_background": round(float((~on_object)[batch, on_image.argmax(1)].float().mean()), 4),
+                "phi_bos": round(float(phi[batch, bos].mean()), 3),
+                "phi_background": round(float(image_phi[~on_object].mean()), 3),
+                "phi_object": round(float(image_phi[on_object].mean()), 3),
+                "phi_text": round(float(phi[text].mean()), 3),
+            }
+        )
+    return profile
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict:
@@ -66,9 +116,11 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((inter / union.clamp(min=1)).mean())
 
 
-def attention_rows(model: PreTrainedModel, processor: ProcessorMixin, n_scenes: int, seed: int = 0) -> dict:
+def attention_rows(
+    model: PreTrainedModel, processor: ProcessorMixin, n_scenes: int, seed: int = 0, world: WorldConfig = FLAT
+) -> dict:
     """Rows 1–5 of the table: concentration, background share, sinks and the masking ablation."""
-    items = Q.existence_set("test", n_scenes, start=OFFSETS["attention"])
+    items = Q.existence_set("test", n_scenes, start=OFFSETS["attention"], world=world)
     images, questions = [s.image for s, _ in items], [q["question"] for _, q in items]
     study = analysis.run_study(model, processor, images, questions, batch_size=100, seed=seed)
     grid = math.isqrt(study.blind.shape[1])
@@ -102,10 +154,15 @@ def attention_rows(model: PreTrainedModel, processor: ProcessorMixin, n_scenes: 
 
 
 def pope_correct(
-    model: PreTrainedModel, processor: ProcessorMixin, kind: str, n_scenes: int, method: str
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    kind: str,
+    n_scenes: int,
+    method: str,
+    world: WorldConfig = FLAT,
 ) -> np.ndarray:
     """Per-question correctness ``bool[2 * n_scenes]`` of ``method`` (argmax) on a POPE-style ``kind`` split."""
-    items = Q.existence_set("test", n_scenes, OFFSETS[kind], kinds=(kind,), seed=11)
+    items = Q.existence_set("test", n_scenes, OFFSETS[kind], kinds=(kind,), seed=11, world=world)
     answers = generate(
         model,
         processor,
@@ -120,18 +177,27 @@ def pope_correct(
     return np.array([parse(a) == q["answer"] for a, (_, q) in zip(answers, items)])
 
 
-def decoding_rows(model: PreTrainedModel, processor: ProcessorMixin, n_scenes: int) -> dict:
+def decoding_rows(model: PreTrainedModel, processor: ProcessorMixin, n_scenes: int, world: WorldConfig = FLAT) -> dict:
     """Rows 6–9: AvisC against greedy and ``random_mask`` (paired), greedy on random / adversarial."""
-    adversarial = {m: pope_correct(model, processor, "adversarial", n_scenes, m) for m in METHODS}
+    adversarial = {m: pope_correct(model, processor, "adversarial", n_scenes, m, world) for m in METHODS}
     return {
         "avisc_minus_greedy": paired_difference(adversarial["avisc"], adversarial["greedy"]),
         "avisc_minus_random_mask": paired_difference(adversarial["avisc"], adversarial["random_mask"]),
-        "greedy_random": float(pope_correct(model, processor, "random", n_scenes, "greedy").mean()),
+        "greedy_random": float(pope_correct(model, processor, "random", n_scenes, "greedy", world).mean()),
         "greedy_adversarial": float(adversarial["greedy"].mean()),
     }
 
 
-def organism_table(model: PreTrainedModel, processor: ProcessorMixin, n_scenes: int = 300, seed: int = 0) -> dict:
-    """Every row of the organism table on ``n_scenes`` held-out scenes per measurement."""
+def organism_table(
+    model: PreTrainedModel,
+    processor: ProcessorMixin,
+    n_scenes: int = 300,
+    seed: int = 0,
+    world: WorldConfig = FLAT,
+) -> dict:
+    """Every row of the organism table on ``n_scenes`` held-out scenes per measurement, rendered in ``world``."""
     torch.manual_seed(seed)
-    return {**attention_rows(model, processor, n_scenes, seed), **decoding_rows(model, processor, n_scenes)}
+    return {
+        **attention_rows(model, processor, n_scenes, seed, world),
+        **decoding_rows(model, processor, n_scenes, world),
+    }

@@ -31,14 +31,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+from transformers import (
+    AutoProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+    LlavaForConditionalGeneration,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from ..world import questions as Q
-from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, make_scene, object_tokens, patch_labels
+from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, WorldConfig, make_scene, object_tokens, patch_labels
 from .build import build_model, build_processor
 from .data import pixel_values
-from .organism import organism_table
-from .train import TowerHeads, lr_schedule, run_lm_stage
+from .organism import language_profile, organism_table
+from .train import TowerHeads, lr_schedule, run_lm_stage, run_text_stage
 
 LOG = Path("results/organism/tower_log.jsonl")  # relative to the repository root
 LM_LOG = Path("results/organism/lm_log.jsonl")
@@ -48,10 +57,15 @@ QUADRANTS = 4
 
 @dataclass(frozen=True)
 class Recipe:
-    """One tower variant. ``objective``: ``patch`` (today's stage 0) or ``cls`` (global targets only).
+    """One tower variant. ``objective``: ``patch`` (today's stage 0), ``cls`` (global targets only,
+    read from the pooled token) or ``both`` (the two together, DINOv2's local + global pressure).
 
-    ``registers``: None builds a CLIP tower (LLaVA's kind); a number builds a DINOv2 tower with that
-    many register tokens (Darcet et al.), so that 0 and 4 registers compare the same architecture.
+    ``tower``: ``clip`` (LLaVA's kind, with a CLS token) or ``siglip`` (no CLS: the global targets
+    are read by the tower's attention-pooling head, so no token is reserved for them).
+    ``registers``: a number builds a DINOv2 tower with that many register tokens (Darcet et al.),
+    so that 0 and 4 registers compare the same architecture. ``texture``: the world's background
+    field amplitude (:class:`~avisc_lib.world.scenes.WorldConfig`); 0 is the embedded model's world.
+    ``mlp_ratio``: the MLP's width over the model's (ViTs use 4; the embedded tower 2).
     """
 
     name: str
@@ -65,6 +79,9 @@ class Recipe:
     weight_decay: float = 0.01
     registers: int | None = None
     seed: int = 0
+    tower: str = "clip"
+    texture: int = 0
+    mlp_ratio: int = 2
 
     @property
     def grid(self) -> int:
@@ -73,11 +90,15 @@ class Recipe:
     @property
     def first_patch(self) -> int:
         """Index of the first patch token in the tower's sequence (after CLS and any registers)."""
-        return 1 + (self.registers or 0)
+        return 0 if self.tower == "siglip" else 1 + (self.registers or 0)
+
+    @property
+    def world(self) -> WorldConfig:
+        return WorldConfig(texture=self.texture)
 
 
-def _r(name: str, **kw) -> Recipe:
-    return Recipe(name, **kw)
+def _r(name: str, objective: str = "cls", **kw) -> Recipe:
+    return Recipe(name, objective, **kw)
 
 
 GRID = [  # cheapest first; names say what differs from the default (cls, w128, d3, patch 8, 3000 steps)
@@ -92,6 +113,33 @@ GRID = [  # cheapest first; names say what differs from the default (cls, w128, 
     _r("patch-w128-d3", objective="patch"),  # today's stage-0 objective, the baseline
     _r("cls-w128-d6-dinov2-r0", depth=6, registers=0),  # the registers' causal pair, same architecture
     _r("cls-w128-d6-dinov2-r4", depth=6, registers=4),
+    # Textured backgrounds: averaging over background is no longer a stable no-op, so a head
+    # with nothing to read needs a dedicated dump; without a CLS token none is free.
+    _r("cls-w128-d6-tex40", depth=6, texture=40),
+    _r("siglip-both-w128-d6-tex40", objective="both", depth=6, tower="siglip", texture=40),
+    _r("siglip-cls-w128-d6-tex40", depth=6, tower="siglip", texture=40),
+    _r("both-w128-d6-tex40", objective="both", depth=6, texture=40),
+    # Gu et al.: a larger learning rate and weight decay strengthen sinks; deeper stacks need no-op
+    # heads more (over-mixing), at half the cost per layer when narrower.
+    _r(
+        "siglip-both-w128-d6-tex40-lr3e-3-wd0.1", "both", depth=6, lr=3e-3, weight_decay=0.1, tower="siglip", texture=40
+    ),
+    _r("siglip-both-w64-d12-tex40", "both", width=64, depth=12, tower="siglip", texture=40),
+    # The embedded model's stage 0 (1500 steps) in a textured world: the language side's control.
+    _r("patch-w128-d3-tex40", "patch", steps=1500, texture=40),
+    # Long runs (resumable across sessions): artefacts appear after much of a long training, in
+    # supervised (DeiT-III) and contrastive (OpenCLIP) ViTs with CLS, even small ones; ViT MLPs are 4x.
+    _r("cls-w64-d12-mlp4-tex40-24k", width=64, depth=12, mlp_ratio=4, steps=24000, weight_decay=0.05, texture=40),
+    _r(
+        "both-w64-d12-mlp4-tex40-24k",
+        "both",
+        width=64,
+        depth=12,
+        mlp_ratio=4,
+        steps=24000,
+        weight_decay=0.05,
+        texture=40,
+    ),
 ]
 
 
@@ -100,13 +148,15 @@ def build_tower(recipe: Recipe) -> CLIPVisionModel | Dinov2WithRegistersModel:
     """A vision tower of the recipe's size (seeded), with eager attention so weights can be read."""
     sizes = dict(
         hidden_size=recipe.width,
-        intermediate_size=2 * recipe.width,
+        intermediate_size=recipe.mlp_ratio * recipe.width,
         num_hidden_layers=recipe.depth,
         num_attention_heads=max(4, recipe.width // 64),
         image_size=IMAGE_SIZE,
         patch_size=recipe.patch,
     )
-    if recipe.registers is None:
+    if recipe.tower == "siglip":
+        config, model_class = SiglipVisionConfig(**sizes, vision_use_head=True), SiglipVisionModel
+    elif recipe.registers is None:
         config, model_class = CLIPVisionConfig(**sizes, projection_dim=recipe.width), CLIPVisionModel
     else:
         config = Dinov2WithRegistersConfig(**sizes, num_register_tokens=recipe.registers)
@@ -142,30 +192,37 @@ def targets(scenes, patch: int) -> dict[str, torch.Tensor]:
     }
 
 
-def loss(recipe: Recipe, tower: CLIPVisionModel, heads: Heads, batch: dict) -> torch.Tensor:
+def loss(recipe: Recipe, tower: nn.Module, heads: Heads, batch: dict) -> torch.Tensor:
     """``patch``: per-patch soft CE + presence + count from mean-pooled patches (as :mod:`.train`).
-    ``cls``: presence + count + object quadrants from the CLS token alone; patches get no target."""
+    ``cls``: presence + count + object quadrants from the pooled token alone; patches get no target.
+    ``both``: the per-patch CE plus ``cls``'s global targets from the pooled token."""
     out = tower(pixel_values=batch["pixels"])
     bce = nn.functional.binary_cross_entropy_with_logits
+    tokens = out.last_hidden_state[:, recipe.first_patch :]
+    patch_ce = -(batch["patch"] * heads.patch(tokens).log_softmax(-1)).sum(-1).mean()
     if recipe.objective == "patch":
-        tokens = out.last_hidden_state[:, recipe.first_patch :]
         pooled = tokens.mean(1)
-        patch_ce = -(batch["patch"] * heads.patch(tokens).log_softmax(-1)).sum(-1).mean()
         return (
             patch_ce
             + bce(heads.presence(pooled), batch["presence"])
             + 0.5 * nn.functional.cross_entropy(heads.count(pooled), batch["count"])
         )
-    pooled = out.pooler_output  # the CLS token after the tower's last layer norm (both tower kinds)
+    pooled = out.pooler_output  # CLS after the last layer norm, or the attention-pooling head
     quadrant = heads.quadrant(pooled).view(-1, len(CATEGORIES), QUADRANTS)
-    return (
+    global_terms = (
         bce(heads.presence(pooled), batch["presence"])
         + 0.5 * nn.functional.cross_entropy(heads.count(pooled), batch["count"])
         + bce(quadrant, batch["quadrant"])
     )
+    return global_terms + patch_ce if recipe.objective == "both" else global_terms
 
 
 # ------------------------------------------------------------------------------------- measures
+def top5_share(weights: torch.Tensor) -> float:
+    """Mean share of each row of ``weights[n, patches]`` held by its 5 largest entries."""
+    return round(float(weights.topk(5, dim=1).values.sum(1).div(weights.sum(1)).mean()), 3)
+
+
 @torch.no_grad()
 def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> dict:
     """Per layer, where the highest-norm patch tokens sit and how far they stand out.
@@ -173,9 +230,12 @@ def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> 
     On ``n`` validation scenes: ``max_over_median`` (largest patch-token norm over the image's
     median), ``top_on_background`` (share of images whose highest-norm patch shows no object),
     ``outliers`` (patches per image with norm > 2x the median) and ``outliers_on_background``,
-    and ``cls_top5`` (share of the CLS token's attention, head mean, on its 5 most attended patches).
+    ``cls_top5`` (share of the CLS token's attention, head mean, on its 5 most attended patches;
+    None without a CLS token), ``received_top5`` (share of the attention that all patches pay to
+    patches, head mean, received by the 5 patches receiving most) and ``received_top_on_background``
+    (share of images whose most-received patch shows no object).
     """
-    scenes = [make_scene("validation", i) for i in range(n)]
+    scenes = [make_scene("validation", i, recipe.world) for i in range(n)]
     background = torch.from_numpy(np.stack([~object_tokens(s, recipe.grid) for s in scenes]))
     out = tower(pixel_values=pixel_values([s.image for s in scenes]), output_hidden_states=True, output_attentions=True)
     layers = []
@@ -184,7 +244,9 @@ def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> 
         median = norms.median(dim=1, keepdim=True).values
         top = norms.argmax(dim=1)
         outlier = norms > 2 * median
-        cls_attention = attn.mean(1)[:, 0, recipe.first_patch :]  # [n, patches]
+        heads_mean = attn.mean(1)
+        cls_attention = heads_mean[:, 0, recipe.first_patch :]  # [n, patches]
+        received = heads_mean[:, recipe.first_patch :, recipe.first_patch :].sum(1)  # [n, patches]
         layers.append(
             {
                 "layer": layer,
@@ -192,8 +254,10 @@ def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> 
                 "top_on_background": round(float(background[torch.arange(n), top].float().mean()), 3),
                 "outliers": round(float(outlier.sum(1).float().mean()), 3),
                 "outliers_on_background": round(float((outlier & background).sum() / outlier.sum().clamp(min=1)), 3),
-                "cls_top5": round(
-                    float(cls_attention.topk(5, dim=1).values.sum(1).div(cls_attention.sum(1)).mean()), 3
+                "cls_top5": None if recipe.tower == "siglip" else top5_share(cls_attention),
+                "received_top5": top5_share(received),
+                "received_top_on_background": round(
+                    float(background[torch.arange(n), received.argmax(1)].float().mean()), 3
                 ),
             }
         )
@@ -216,7 +280,7 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
     start = time.time() - state["seconds"]
     for step in range(state["step"], recipe.steps):
         base = step * recipe.batch
-        batch = targets([make_scene("train", base + i) for i in range(recipe.batch)], recipe.patch)
+        batch = targets([make_scene("train", base + i, recipe.world) for i in range(recipe.batch)], recipe.patch)
         value = loss(recipe, tower, heads, batch)
         opt.zero_grad(set_to_none=True)
         value.backward()
@@ -247,37 +311,109 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
                 flush=True,
             )
     tower.save_pretrained(work / "tower", safe_serialization=True)
+    (work / "recipe.json").write_text(json.dumps(asdict(recipe)))
     return {"recipe": asdict(recipe), "minutes": round(state["seconds"] / 60, 2), "history": state["history"]}
 
 
-def train_language_side(tower_dir: Path, work: Path, steps1: int, steps2: int, scenes: int, seed: int = 0) -> dict:
-    """Stages 1–2 of :mod:`.train` on a searched CLIP tower (frozen), then the organism table."""
-    kind = json.loads((tower_dir / "config.json").read_text())["model_type"]
-    if kind != CLIPVisionConfig.model_type:
+def train_language_side(
+    tower_dir: Path, work: Path, steps1: int, steps2: int, scenes: int, seed: int = 0, steps_text: int = 0
+) -> dict:
+    """Stages 1–2 of :mod:`.train` on a searched CLIP or SigLIP tower (frozen), in the world its
+    recipe trained in, then the organism table; ``steps_text`` > 0 first pretrains the language
+    model on text alone (:func:`.train.run_text_stage`)."""
+    recipe = Recipe(**json.loads((tower_dir.parent / "recipe.json").read_text()))
+    tower_class = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}
+    if recipe.registers is not None or recipe.tower not in tower_class:
         raise SystemExit(
-            f"the language side takes CLIP towers (LlavaProcessor drops one CLS token); "
-            f"{tower_dir} holds a {kind} tower"
+            f"the language side takes CLIP or SigLIP towers (LlavaProcessor has no register tokens to drop); "
+            f"{tower_dir} holds a {recipe.tower} tower with {recipe.registers} registers"
         )
-    tower = CLIPVisionModel.from_pretrained(tower_dir)
-    processor = build_processor()
+    tower = tower_class[recipe.tower].from_pretrained(tower_dir)
+    processor = build_processor(cls_token=recipe.tower == "clip")
     model = build_model(processor.tokenizer, seed=seed, vision=tower.config)
     model.model.vision_tower.load_state_dict(tower.state_dict())
-    settings = argparse.Namespace(steps1=steps1, steps2=steps2, bs=32, seed=seed)
-    items = Q.existence_set("validation", 300)
+    settings = argparse.Namespace(
+        steps1=steps1, steps2=steps2, steps_text=steps_text, bs=32, seed=seed, texture=recipe.texture
+    )
+    items = Q.existence_set("validation", 300, world=recipe.world)
     start = time.time()
+    text = run_text_stage(model, processor, settings) if steps_text else []
     history = {stage: run_lm_stage(model, processor, stage, settings, items) for stage in (1, 2)}
     minutes = round((time.time() - start) / 60, 2)
     model.eval()
-    model.save_pretrained(work / "model")
-    processor.save_pretrained(work / "model")
+    out = work / ("model" if not steps_text else f"model-text{steps_text}")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
     return {
-        "tower": tower_dir.name,
+        "tower": recipe.name,
+        "steps_text": steps_text,
+        "text": text,
         "steps1": steps1,
         "steps2": steps2,
         "minutes": minutes,
         "stage2": history[2],
-        "organism": organism_table(model, processor, scenes),
+        "organism": organism_table(model, processor, scenes, world=recipe.world),
+        "profile": language_profile(model, processor, world=recipe.world),
     }
+
+
+def summary(log: Path) -> str:
+    """A markdown table of the logged variants at their last checkpoint.
+
+    Per variant: the last layer's largest-norm ratio, outliers per image and their share on
+    background, and the layer where the highest-norm patch sits on background most often; then
+    the last layer's received-attention concentration (top-5 share) and where its top patch sits.
+    """
+    head = (
+        "| variant | tower | objective | texture | width x depth | steps | minutes | max/median norm "
+        "| outliers / image | on background | most background top-norm (layer: share) "
+        "| received top-5 | its top on background |\n" + "|---" * 13 + "|"
+    )
+    rows = [head]
+    for line in log.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        recipe, layers = row["recipe"], row["history"][-1]["layers"]
+        last = layers[-1]
+        best = max(layers, key=lambda layer: layer["top_on_background"])
+        tower = recipe.get("tower", "clip") if recipe.get("registers") is None else f"dinov2 r{recipe['registers']}"
+        received = (last.get("received_top5"), last.get("received_top_on_background"))
+        mlp = f", mlp {recipe['mlp_ratio']}x" if recipe.get("mlp_ratio", 2) != 2 else ""
+        rows.append(
+            f"| {recipe['name']} | {tower} | {recipe['objective']} | {recipe.get('texture', 0)} "
+            f"| {recipe['width']} x {recipe['depth']}{mlp} | {recipe['steps']} | {row['minutes']:.0f} "
+            f"| {last['max_over_median']:.2f} | {last['outliers']:.2f} | {last['outliers_on_background']:.2f} "
+            f"| {best['layer']}: {best['top_on_background']:.2f} "
+            + ("| – | – |" if received[0] is None else f"| {received[0]:.2f} | {received[1]:.2f} |")
+        )
+    return "\n".join(rows)
+
+
+def language_summary(log: Path) -> str:
+    """A markdown table of the language sides in ``log``: the organism table's rows per run."""
+
+    def interval(d: dict) -> str:
+        return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+    rows = [
+        "| tower | text steps | minutes | questions | top-5 share | blind on background | sink images "
+        "| keep blind - random | zero blind - random | AvisC - greedy | AvisC - random_mask "
+        "| greedy random / adversarial |\n" + "|---" * 12 + "|"
+    ]
+    for line in log.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        o = row["organism"]
+        rows.append(
+            f"| {row['tower']} | {row.get('steps_text', 0)} | {row['minutes']:.0f} | {o['n_questions']} "
+            f"| {o['top5_share']:.3f} | {o['blind_on_background']:.3f} | {o['sink_images']:.2f} "
+            f"| {o['keep_blind_minus_random']:+.3f} | {o['zero_blind_minus_random']:+.3f} "
+            f"| {interval(o['avisc_minus_greedy'])} | {interval(o['avisc_minus_random_mask'])} "
+            f"| {o['greedy_random']:.3f} / {o['greedy_adversarial']:.3f} |"
+        )
+    return "\n".join(rows)
 
 
 def done(log: Path) -> set[str]:
@@ -297,22 +433,46 @@ def main(argv=None) -> None:
     ap.add_argument("--measure-scenes", type=int, default=MEASURE_SCENES)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--list", action="store_true", help="print the grid and what is done, then stop")
+    ap.add_argument("--summary", action="store_true", help="print the logs as markdown tables, then stop")
     ap.add_argument(
         "--language",
         metavar="TOWER",
         help="train stages 1-2 on this searched tower and log the organism table to --lm-log",
     )
+    ap.add_argument(
+        "--profile",
+        metavar="TOWER",
+        help="print the per-layer language profile of the model trained on this tower (with --steps-text)",
+    )
     ap.add_argument("--lm-log", type=Path, default=LM_LOG)
     ap.add_argument("--steps1", type=int, default=200)
     ap.add_argument("--steps2", type=int, default=2000)
+    ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1")
     ap.add_argument("--organism-scenes", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.profile:
+        model_dir = args.work / args.profile / ("model" if not args.steps_text else f"model-text{args.steps_text}")
+        if not (model_dir / "config.json").is_file():
+            raise SystemExit(f"no language side at {model_dir}; run --language {args.profile} first")
+        recipe = Recipe(**json.loads((args.work / args.profile / "recipe.json").read_text()))
+        model = LlavaForConditionalGeneration.from_pretrained(model_dir).eval()
+        processor = AutoProcessor.from_pretrained(model_dir)
+        for row in language_profile(model, processor, world=recipe.world):
+            print(json.dumps(row))
+        return
     if args.language:
         tower_dir = args.work / args.language / "tower"
         if not (tower_dir / "config.json").is_file():
             raise SystemExit(f"no trained tower at {tower_dir}; run the tower search for {args.language!r} first")
-        row = train_language_side(tower_dir, args.work / args.language, args.steps1, args.steps2, args.organism_scenes)
+        row = train_language_side(
+            tower_dir,
+            args.work / args.language,
+            args.steps1,
+            args.steps2,
+            args.organism_scenes,
+            steps_text=args.steps_text,
+        )
         args.lm_log.parent.mkdir(parents=True, exist_ok=True)
         with args.lm_log.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -323,6 +483,11 @@ def main(argv=None) -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(names)}")
     finished = done(args.log)
+    if args.summary:
+        print(summary(args.log))
+        if args.lm_log.exists():
+            print("\n" + language_summary(args.lm_log))
+        return
     if args.list:
         for r in GRID:
             print(("done  " if r.name in finished else "to do ") + json.dumps(asdict(r)))

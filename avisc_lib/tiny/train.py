@@ -28,14 +28,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..world import questions as Q
-from ..world.scenes import CATEGORIES, CATEGORY_ID, make_scene, patch_labels
+from ..world.scenes import CATEGORIES, CATEGORY_ID, WorldConfig, make_scene, patch_labels
 from .build import PATCH_SIZE, build_model, build_processor
 from .data import existence_report, pixel_values, training_batch, yes_no_margin
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 STAGE2_MIX = {"existence": 0.45, "caption": 0.15, "colour": 0.1, "shape": 0.1, "count": 0.12, "position": 0.08}
 # Scene indices of the train split used by each stage (disjoint ranges).
-STAGE_OFFSET = {0: 0, 1: 10_000_000, 2: 20_000_000}
+STAGE_OFFSET = {0: 0, 1: 10_000_000, 2: 20_000_000, "text": 30_000_000}
+TEXT_TURNS = 3  # question turns per text-only document
 
 
 def lr_schedule(step: int, total: int, warmup: int = 100) -> float:
@@ -64,6 +65,11 @@ def optimise(params, steps: int, lr: float, batch_fn, loss_fn, desc: str, on_eva
             history.append({"step": step + 1, "loss": loss.item(), **on_eval()})
             tqdm.write(f"[{desc}] step {step + 1}: " + json.dumps(history[-1]))
     return history
+
+
+def world(args) -> WorldConfig:
+    """The world a run trains in: ``args.texture`` (0: the embedded model's flat background)."""
+    return WorldConfig(texture=args.texture)
 
 
 # ---------------------------------------------------------------- stage 0: the vision tower
@@ -107,8 +113,8 @@ def stage0_loss(tower, heads, batch):
 
 
 @torch.no_grad()
-def stage0_eval(tower, heads, n: int = 512) -> dict[str, float]:
-    scenes = [make_scene("validation", i) for i in range(n)]
+def stage0_eval(tower, heads, world: WorldConfig, n: int = 512) -> dict[str, float]:
+    scenes = [make_scene("validation", i, world) for i in range(n)]
     batch = stage0_targets(scenes)
     patch, presence, count = tower_forward(tower, heads, batch["pixels"])
     truth = batch["patch"].argmax(-1)
@@ -129,7 +135,7 @@ def run_stage0(model, args) -> list[dict]:
 
     def batch_fn(step):
         base = STAGE_OFFSET[0] + step * args.bs0
-        return stage0_targets([make_scene("train", base + i) for i in range(args.bs0)])
+        return stage0_targets([make_scene("train", base + i, world(args)) for i in range(args.bs0)])
 
     params = list(tower.parameters()) + list(heads.parameters())
     return optimise(
@@ -139,25 +145,81 @@ def run_stage0(model, args) -> list[dict]:
         batch_fn,
         lambda b: stage0_loss(tower, heads, b),
         "stage 0 (tower)",
-        on_eval=lambda: stage0_eval(tower, heads),
+        on_eval=lambda: stage0_eval(tower, heads, world(args)),
         every=500,
     )
 
 
 # ---------------------------------------------------------------- stages 1 and 2: the LM side
-def question_batch(tokenizer, stage: int, step: int, bs: int, mix: dict[str, float], seed: int):
+def question_batch(tokenizer, stage: int, step: int, bs: int, mix: dict[str, float], seed: int, world: WorldConfig):
     rng = np.random.default_rng([seed, stage, step])
     families, weights = list(mix), np.array(list(mix.values()))
     scenes, qs = [], []
     i = 0
     while len(qs) < bs:
-        scene = make_scene("train", STAGE_OFFSET[stage] + step * bs * 2 + i)
+        scene = make_scene("train", STAGE_OFFSET[stage] + step * bs * 2 + i, world)
         i += 1
         q = Q.sample_question(scene, families[rng.choice(len(families), p=weights / weights.sum())], rng)
         if q is not None:
             scenes.append(scene)
             qs.append(q)
     return training_batch(tokenizer, scenes, qs)
+
+
+def text_document(scene, rng: np.random.Generator) -> str:
+    """A text-only chat about ``scene``: its caption where the image would stand, then question turns.
+
+    ``USER: a red circle and a blue square.\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...``
+    Every answer follows from the caption, so the language model learns to read its context.
+    """
+    families, weights = list(STAGE2_MIX), np.array(list(STAGE2_MIX.values()))
+    turns = [
+        q
+        for q in (Q.sample_question(scene, f, rng) for f in rng.choice(families, TEXT_TURNS, p=weights / weights.sum()))
+        if q
+    ]
+    text = f"USER: {Q.caption(scene)}\n"
+    for k, q in enumerate(turns):
+        text += ("" if k == 0 else "USER: ") + f"{q['question']} ASSISTANT: {q['answer']}</s>"
+    return text
+
+
+def text_batch(tokenizer, step: int, bs: int, seed: int, split: str = "train") -> dict[str, torch.Tensor]:
+    """Right-padded text-only documents (BOS first, as always), with every real token a label."""
+    rng = np.random.default_rng([seed, 3, step])
+    scenes = [make_scene(split, STAGE_OFFSET["text"] + step * bs + i) for i in range(bs)]
+    batch = tokenizer(
+        [text_document(s, rng) for s in scenes], padding="longest", padding_side="right", return_tensors="pt"
+    )
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+
+
+def run_text_stage(model, processor, args) -> list[dict]:
+    """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images."""
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
+    held_out = text_batch(processor.tokenizer, 0, 256, args.seed, split="validation")
+
+    @torch.no_grad()
+    def validation() -> dict[str, float]:
+        model.eval()
+        loss = model(**held_out).loss.item()
+        model.train()
+        return {"validation_loss": round(loss, 4)}
+
+    torch.manual_seed(args.seed + 3)
+    model.train()
+    return optimise(
+        model.parameters(),
+        args.steps_text,
+        1e-3,
+        lambda step: text_batch(processor.tokenizer, step, args.bs, args.seed),
+        lambda b: model(**b).loss,
+        "text stage (LM)",
+        on_eval=validation,
+        every=1000,
+    )
 
 
 def lm_eval(model, processor, items) -> dict[str, float]:
@@ -178,7 +240,7 @@ def run_lm_stage(model, processor, stage: int, args, items) -> list[dict]:
         model.parameters(),
         steps,
         5e-4,
-        lambda step: question_batch(processor.tokenizer, stage, step, args.bs, mix, args.seed),
+        lambda step: question_batch(processor.tokenizer, stage, step, args.bs, mix, args.seed, world(args)),
         lambda b: model(**b).loss,
         f"stage {stage} ({'projector' if stage == 1 else 'projector + LM'})",
         on_eval=lambda: lm_eval(model, processor, items),
@@ -192,9 +254,11 @@ def main(argv=None) -> None:
     ap.add_argument("--steps0", type=int, default=1500)
     ap.add_argument("--steps1", type=int, default=200)
     ap.add_argument("--steps2", type=int, default=2000)
+    ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1 (0: none)")
     ap.add_argument("--bs0", type=int, default=64)
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--texture", type=int, default=0, help="the world's background texture (0: the embedded model's)")
     ap.add_argument("--install", action="store_true", help=f"copy the final model to {PACKAGE_WEIGHTS}")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -205,15 +269,20 @@ def main(argv=None) -> None:
 
     processor = build_processor()
     model = build_model(processor.tokenizer, seed=args.seed)
-    items = Q.existence_set("validation", 300)
-    for stage in (0, 1, 2):
+    items = Q.existence_set("validation", 300, world=world(args))
+    for stage in (0, "text", 1, 2) if args.steps_text else (0, 1, 2):
         ckpt = args.out / f"stage{stage}.pt"
         if ckpt.exists():
             model.load_state_dict(torch.load(ckpt, weights_only=True))
             print(f"stage {stage}: reusing {ckpt}")
             continue
         start = time.time()
-        history = run_stage0(model, args) if stage == 0 else run_lm_stage(model, processor, stage, args, items)
+        if stage == 0:
+            history = run_stage0(model, args)
+        elif stage == "text":
+            history = run_text_stage(model, processor, args)
+        else:
+            history = run_lm_stage(model, processor, stage, args, items)
         log["stages"][str(stage)] = {"minutes": round((time.time() - start) / 60, 2), "history": history}
         torch.save(model.state_dict(), ckpt)
         log_path.write_text(json.dumps(log, indent=1))

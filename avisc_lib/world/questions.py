@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .scenes import CATEGORIES, COLOURS, SHAPES, Scene, category_weights, make_scene
+from .scenes import CATEGORIES, COLOURS, FLAT, SHAPES, Scene, WorldConfig, category_weights, make_scene
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 RELATIONS = {  # relation -> (axis, sign): "A left of B" means A.cx < B.cx
@@ -152,7 +152,13 @@ def vocabulary() -> list[str]:
 
 
 def existence_set(
-    split: str, n_scenes: int, start: int = 0, *, kinds: Sequence[str] = NEGATIVE_KINDS, seed: int = 7
+    split: str,
+    n_scenes: int,
+    start: int = 0,
+    *,
+    kinds: Sequence[str] = NEGATIVE_KINDS,
+    seed: int = 7,
+    world: WorldConfig = FLAT,
 ) -> list[tuple[Scene, dict]]:
     """Existence questions with the world's negatives: ``2 * n_scenes`` (scene, question) pairs.
 
@@ -165,12 +171,13 @@ def existence_set(
     the first candidate, e.g. an absent same-colour partner of any present object. The synthetic
     POPE of :mod:`avisc_lib.benchmarks.synthetic` instead applies POPE's own rule (statistics of
     the sampled scenes, 3 pairs per 3-object scene), whose adversarial questions the embedded model finds easier.
+    ``world`` renders the scenes (e.g. a textured background); their objects and questions do not depend on it.
     """
     if not kinds or any(kind not in NEGATIVE_KINDS for kind in kinds):
         raise ValueError(f"kinds must be a non-empty sequence of {NEGATIVE_KINDS}, got {kinds!r}")
     items = []
     for i in range(start, start + n_scenes):
-        scene = make_scene(split, i)
+        scene = make_scene(split, i, world)
         rng = np.random.default_rng([seed, i])
         items.append((scene, existence(scene, rng, positive=True)))
         items.append((scene, existence(scene, rng, positive=False, kind=kinds[i % len(kinds)])))

@@ -44,6 +44,10 @@ class WorldConfig:
     n_objects_p: tuple[float, ...] = (0.25, 0.4, 0.35)
     radius: tuple[int, int] = (6, 9)  # inclusive; >= 6 px keeps shapes learnable at 8-px patches
     p_overlap: float = 0.15  # chance that an object may partly overlap earlier ones
+    texture: int = 0  # amplitude of a smooth, object-free brightness field on the background (0: flat)
+
+
+FLAT = WorldConfig()  # the embedded model's world: a flat, lightly noisy background
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Scene:
     objects: list[SceneObject]
     background: tuple[int, int, int]
     seed: int = field(repr=False)
+    texture: int = 0
 
     @property
     def categories(self) -> list[str]:
@@ -142,7 +147,7 @@ def make_scene(split: str, index: int, config: WorldConfig = WorldConfig()) -> S
         colour, shape = CATEGORIES[cat].split()
         objects.append(_place(rng, colour, shape, objects, config))
     background = tuple(int(v) for v in rng.integers(165, 245, size=3))
-    return Scene(split, index, objects, background, seed=int(rng.integers(2**31)))
+    return Scene(split, index, objects, background, seed=int(rng.integers(2**31)), texture=config.texture)
 
 
 def _place(rng, colour, shape, placed, config) -> SceneObject:
@@ -167,10 +172,20 @@ def _draw(draw: ImageDraw.ImageDraw, obj: SceneObject, fill) -> None:
         draw.polygon([(x, y - r), (x - r, y + round(0.8 * r)), (x + r, y + round(0.8 * r))], fill=fill)
 
 
+def texture_field(rng: np.random.Generator, amplitude: int, cells: int = 4) -> np.ndarray:
+    """A smooth grey field ``float[64, 64]`` in ``[-amplitude, amplitude]``: a random ``cells`` x ``cells``
+    grid upsampled bicubically, so that background patches differ within and across images."""
+    grid = rng.uniform(-1, 1, size=(cells, cells)).astype(np.float32)
+    field_ = Image.fromarray(grid, "F").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    return amplitude * np.clip(np.asarray(field_), -1, 1)
+
+
 def render(scene: Scene) -> tuple[Image.Image, np.ndarray]:
     """Render a scene to an RGB image and a label map (later objects occlude earlier ones)."""
     rng = np.random.default_rng(scene.seed)
     noise = rng.integers(-NOISE, NOISE + 1, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
+    if scene.texture:
+        noise = noise + texture_field(rng, scene.texture)[..., None]
     pixels = np.clip(np.array(scene.background) + noise, 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels, "RGB")
     labels = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)

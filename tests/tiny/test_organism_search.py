@@ -6,15 +6,16 @@ import sys
 from dataclasses import replace
 
 import pytest
+from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from avisc_lib.tiny import search
 
 SMALL = search.Recipe("smoke", width=64, depth=2, steps=2, batch=4)
 
 
-@pytest.mark.parametrize("registers", [None, 4])
-def test_measure_reports_every_layer_and_finds_a_planted_outlier(registers):
-    recipe = replace(SMALL, registers=registers)
+@pytest.mark.parametrize(("tower", "registers"), [("clip", None), ("clip", 4), ("siglip", None)])
+def test_measure_reports_every_layer_and_finds_a_planted_outlier(tower, registers):
+    recipe = replace(SMALL, tower=tower, registers=registers)
     tower = search.build_tower(recipe)
     plain = search.measure(tower.eval(), recipe, n=8)
     assert [row["layer"] for row in plain["layers"]] == [0, 1]
@@ -31,6 +32,19 @@ def test_measure_reports_every_layer_and_finds_a_planted_outlier(registers):
     planted = search.measure(tower, recipe, n=8)["layers"][0]
     assert planted["max_over_median"] > 10 * plain["layers"][0]["max_over_median"]
     assert planted["top_on_background"] > 0.8 and planted["outliers_on_background"] > 0.8
+    assert (plain["layers"][0]["cls_top5"] is None) == (recipe.tower == "siglip")
+
+
+@pytest.mark.parametrize("objective", ["patch", "cls", "both"])
+@pytest.mark.parametrize("tower", ["clip", "siglip"])
+def test_every_objective_trains_every_tower_kind(objective, tower):
+    recipe = replace(SMALL, objective=objective, tower=tower, texture=40)
+    model, heads = search.build_tower(recipe), search.Heads(recipe.width)
+    batch = search.targets([search.make_scene("train", i, recipe.world) for i in range(4)], recipe.patch)
+    search.loss(recipe, model, heads, batch).backward()
+    patch_used = heads.patch.weight.grad is not None
+    assert patch_used == (objective != "cls")
+    assert (heads.quadrant.weight.grad is not None) == (objective != "patch")
 
 
 def test_training_resumes_from_its_checkpoint(tmp_path):
@@ -67,17 +81,48 @@ def test_cli_logs_one_row_per_variant_and_skips_done_ones(tmp_path):
     assert [r["recipe"]["name"] for r in rows] == ["cls-w128-d3"] and rows[0]["recipe"]["steps"] == 2
     again = subprocess.run(command, check=True, capture_output=True, text=True)
     assert "logged" not in again.stdout and len(log.read_text().splitlines()) == 1
+    summary = command[:3] + ["--summary", "--log", str(log), "--lm-log", str(tmp_path / "absent.jsonl")]
+    table = subprocess.run(summary, check=True, capture_output=True, text=True)
+    lines = table.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| cls-w128-d3 | clip | cls | 0 | 128 x 3 | 2 |")
+    assert lines[2].count("|") == lines[0].count("|")
     bad = subprocess.run(command[:3] + ["--only", "nope"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown variant" in bad.stderr
 
 
 @pytest.mark.slow
-def test_language_side_trains_on_a_searched_tower(tmp_path):
-    search.train(replace(SMALL, width=64, depth=2), tmp_path / "t", every=2, measure_n=4)
-    row = search.train_language_side(tmp_path / "t" / "tower", tmp_path / "t", steps1=1, steps2=1, scenes=2)
-    assert row["tower"] == "tower" and [h["step"] for h in row["stage2"]] == [1]
+@pytest.mark.parametrize(("tower", "steps_text"), [("clip", 0), ("siglip", 1)])
+def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text):
+    search.train(replace(SMALL, tower=tower, texture=40), tmp_path / "t", every=2, measure_n=4)
+    row = search.train_language_side(
+        tmp_path / "t" / "tower", tmp_path / "t", steps1=1, steps2=1, scenes=2, steps_text=steps_text
+    )
+    assert row["tower"] == "smoke" and [h["step"] for h in row["stage2"]] == [1]
+    assert row["steps_text"] == steps_text and len(row["text"]) == steps_text
+    assert [layer["layer"] for layer in row["profile"]] == [0, 1, 2, 3]
     assert row["organism"]["n_questions"] == 4 and 0 <= row["organism"]["top5_share"] <= 1
-    assert (tmp_path / "t" / "model" / "model.safetensors").is_file()
+    model = LlavaForConditionalGeneration.from_pretrained(
+        tmp_path / "t" / ("model" if not steps_text else "model-text1")
+    )
+    image_tokens = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
+    processor = AutoProcessor.from_pretrained(tmp_path / "t" / ("model" if not steps_text else "model-text1"))
+    inputs = processor(
+        images=[search.make_scene("test", 0).image], text=["USER: <image>\nhi ASSISTANT:"], return_tensors="pt"
+    )
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == image_tokens  # CLS dropped, or none
+    assert model(**inputs).logits.isfinite().all()
+
+
+def test_profile_cli_names_a_missing_language_side(tmp_path):
+    command = [sys.executable, "-m", "avisc_lib.tiny.search", "--profile", "nope", "--work", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode != 0 and "run --language nope first" in result.stderr
+
+
+def test_language_side_refuses_register_towers(tmp_path):
+    search.train(replace(SMALL, registers=4), tmp_path / "t", every=2, measure_n=4)
+    with pytest.raises(SystemExit, match="registers"):
+        search.train_language_side(tmp_path / "t" / "tower", tmp_path / "t", steps1=1, steps2=1, scenes=2)
 
 
 def test_register_tokens_are_not_measured_as_patches():
@@ -91,3 +136,24 @@ def test_register_tokens_are_not_measured_as_patches():
 
     tower.encoder.layer[0].register_forward_hook(scale_registers)
     assert search.measure(tower, recipe, n=8)["layers"][0]["max_over_median"] == plain["max_over_median"]
+
+
+def test_language_summary_has_one_row_per_run(tmp_path):
+    interval = {"mean": 0.03, "low": 0.0, "high": 0.065, "n": 200}
+    organism = {
+        "n_questions": 200,
+        "top5_share": 0.168,
+        "blind_on_background": 0.464,
+        "sink_images": 0.0,
+        "keep_blind_minus_random": 0.05,
+        "zero_blind_minus_random": 0.0,
+        "avisc_minus_greedy": interval,
+        "avisc_minus_random_mask": interval,
+        "greedy_random": 0.95,
+        "greedy_adversarial": 0.75,
+    }
+    log = tmp_path / "lm.jsonl"
+    log.write_text(json.dumps({"tower": "t", "steps_text": 8000, "minutes": 32.4, "organism": organism}) + "\n")
+    lines = search.language_summary(log).splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
+    assert "+0.030 [+0.000, +0.065]" in lines[2] and lines[2].count("|") == lines[0].count("|")

@@ -32,3 +32,32 @@ def test_lr_schedule_warms_up_then_decays():
     assert train.lr_schedule(0, 1000) == 0.01
     assert train.lr_schedule(99, 1000) == 1.0
     assert train.lr_schedule(999, 1000) < 0.01
+
+
+def test_text_documents_answer_from_their_caption():
+    import numpy as np
+
+    from avisc_lib.tiny.build import build_tokenizer
+    from avisc_lib.world import questions as Q
+    from avisc_lib.world.scenes import make_scene
+
+    scene = make_scene("train", 5)
+    text = train.text_document(scene, np.random.default_rng(0))
+    assert text.startswith(f"USER: {Q.caption(scene)}\n") and text.count("ASSISTANT:") == text.count("</s>") >= 1
+    tokenizer = build_tokenizer()
+    batch = train.text_batch(tokenizer, 0, 4, seed=0)
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert (ids[:, 0] == tokenizer.bos_token_id).all() and tokenizer.unk_token_id not in ids
+    assert ((labels == -100) == (batch["attention_mask"] == 0)).all()  # every real token is a target
+    assert ((ids == tokenizer.eos_token_id).sum(1) >= 1).all()
+
+
+@pytest.mark.slow
+def test_text_stage_trains_only_the_language_model(tmp_path):
+    train.main(["--out", str(tmp_path), *TINY_RUN, "--steps-text", "2"])
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert sorted(log["stages"]) == ["0", "1", "2", "text"]
+    assert "validation_loss" in log["stages"]["text"]["history"][-1]
+    stage0, text = (torch.load(tmp_path / f"stage{s}.pt", weights_only=True) for s in (0, "text"))
+    changed = {k.split(".")[0] + "." + k.split(".")[1] for k in text if not torch.equal(text[k], stage0[k])}
+    assert changed == {"model.language_model", "lm_head.weight"}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from avisc_lib.world import questions as Q
-from avisc_lib.world.scenes import CATEGORIES, CATEGORY_ID, make_scene, patch_labels
+from avisc_lib.world.scenes import CATEGORIES, CATEGORY_ID, WorldConfig, make_scene, patch_labels
 
 
 def test_scene_is_a_pure_function_of_split_and_index():
@@ -12,6 +12,16 @@ def test_scene_is_a_pure_function_of_split_and_index():
     assert a.objects == b.objects
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     assert np.array_equal(a.label_map, b.label_map)
+
+
+def test_texture_changes_only_the_background():
+    flat, textured = make_scene("train", 7), make_scene("train", 7, WorldConfig(texture=40))
+    assert flat.objects == textured.objects and np.array_equal(flat.label_map, textured.label_map)
+    a, b = np.asarray(flat.image, dtype=int), np.asarray(textured.image, dtype=int)
+    on_object = flat.label_map > 0
+    assert np.array_equal(a[on_object], b[on_object])
+    shift = (b - a)[~on_object].mean(-1)  # the field is grey: one shift per pixel, up to clipping
+    assert shift.std() > 10 and np.abs(shift).max() <= 40 + 1
 
 
 def test_splits_draw_different_scenes():
