@@ -316,7 +316,14 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
 
 
 def train_language_side(
-    tower_dir: Path, work: Path, steps1: int, steps2: int, scenes: int, seed: int = 0, steps_text: int = 0
+    tower_dir: Path,
+    work: Path,
+    steps1: int,
+    steps2: int,
+    scenes: int,
+    seed: int = 0,
+    steps_text: int = 0,
+    text_pack: int = 0,
 ) -> dict:
     """Stages 1–2 of :mod:`.train` on a searched CLIP or SigLIP tower (frozen), in the world its
     recipe trained in, then the organism table; ``steps_text`` > 0 first pretrains the language
@@ -333,7 +340,13 @@ def train_language_side(
     model = build_model(processor.tokenizer, seed=seed, vision=tower.config)
     model.model.vision_tower.load_state_dict(tower.state_dict())
     settings = argparse.Namespace(
-        steps1=steps1, steps2=steps2, steps_text=steps_text, bs=32, seed=seed, texture=recipe.texture
+        steps1=steps1,
+        steps2=steps2,
+        steps_text=steps_text,
+        text_pack=text_pack,
+        bs=32,
+        seed=seed,
+        texture=recipe.texture,
     )
     items = Q.existence_set("validation", 300, world=recipe.world)
     start = time.time()
@@ -341,12 +354,13 @@ def train_language_side(
     history = {stage: run_lm_stage(model, processor, stage, settings, items) for stage in (1, 2)}
     minutes = round((time.time() - start) / 60, 2)
     model.eval()
-    out = work / ("model" if not steps_text else f"model-text{steps_text}")
+    out = work / model_folder(steps_text, text_pack)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return {
         "tower": recipe.name,
         "steps_text": steps_text,
+        "text_pack": text_pack,
         "text": text,
         "steps1": steps1,
         "steps2": steps2,
@@ -355,6 +369,13 @@ def train_language_side(
         "organism": organism_table(model, processor, scenes, world=recipe.world),
         "profile": language_profile(model, processor, world=recipe.world),
     }
+
+
+def model_folder(steps_text: int, text_pack: int) -> str:
+    """Where a language side is saved, named for its text stage."""
+    if not steps_text:
+        return "model"
+    return f"model-text{steps_text}" + (f"-pack{text_pack}" if text_pack else "")
 
 
 def summary(log: Path) -> str:
@@ -390,6 +411,12 @@ def summary(log: Path) -> str:
     return "\n".join(rows)
 
 
+def text_steps(row: dict) -> str:
+    """A language-side row's text stage: its steps, and its packing if any."""
+    pack = row.get("text_pack", 0)
+    return f"{row.get('steps_text', 0)}" + (f" (packed {pack})" if pack else "")
+
+
 def language_summary(log: Path) -> str:
     """A markdown table of the language sides in ``log``: the organism table's rows per run."""
 
@@ -407,7 +434,7 @@ def language_summary(log: Path) -> str:
         row = json.loads(line)
         o = row["organism"]
         rows.append(
-            f"| {row['tower']} | {row.get('steps_text', 0)} | {row['minutes']:.0f} | {o['n_questions']} "
+            f"| {row['tower']} | {text_steps(row)} | {row['minutes']:.0f} | {o['n_questions']} "
             f"| {o['top5_share']:.3f} | {o['blind_on_background']:.3f} | {o['sink_images']:.2f} "
             f"| {o['keep_blind_minus_random']:+.3f} | {o['zero_blind_minus_random']:+.3f} "
             f"| {interval(o['avisc_minus_greedy'])} | {interval(o['avisc_minus_random_mask'])} "
@@ -448,11 +475,12 @@ def main(argv=None) -> None:
     ap.add_argument("--steps1", type=int, default=200)
     ap.add_argument("--steps2", type=int, default=2000)
     ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1")
+    ap.add_argument("--text-pack", type=int, default=0, help="pack text documents into rows of this many tokens")
     ap.add_argument("--organism-scenes", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.profile:
-        model_dir = args.work / args.profile / ("model" if not args.steps_text else f"model-text{args.steps_text}")
+        model_dir = args.work / args.profile / model_folder(args.steps_text, args.text_pack)
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"no language side at {model_dir}; run --language {args.profile} first")
         recipe = Recipe(**json.loads((args.work / args.profile / "recipe.json").read_text()))
@@ -472,6 +500,7 @@ def main(argv=None) -> None:
             args.steps2,
             args.organism_scenes,
             steps_text=args.steps_text,
+            text_pack=args.text_pack,
         )
         args.lm_log.parent.mkdir(parents=True, exist_ok=True)
         with args.lm_log.open("a") as f:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..tokens.sinks import activation
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, WorldConfig, make_scene, patch_labels
 from .build import PATCH_SIZE, build_model, build_processor
@@ -37,6 +38,7 @@ STAGE2_MIX = {"existence": 0.45, "caption": 0.15, "colour": 0.1, "shape": 0.1, "
 # Scene indices of the train split used by each stage (disjoint ranges).
 STAGE_OFFSET = {0: 0, 1: 10_000_000, 2: 20_000_000, "text": 30_000_000}
 TEXT_TURNS = 3  # question turns per text-only document
+PACK_DOCS = 64  # scene indices reserved per packed text row
 
 
 def lr_schedule(step: int, total: int, warmup: int = 100) -> float:
@@ -184,29 +186,90 @@ def text_document(scene, rng: np.random.Generator) -> str:
     return text
 
 
-def text_batch(tokenizer, step: int, bs: int, seed: int, split: str = "train") -> dict[str, torch.Tensor]:
-    """Right-padded text-only documents (BOS first, as always), with every real token a label."""
+def text_batch(
+    tokenizer, step: int, bs: int, seed: int, split: str = "train", pack: int = 0
+) -> dict[str, torch.Tensor]:
+    """Text-only documents (BOS first, as always), with every real token a label.
+
+    ``pack`` = 0: one document per row, right-padded. ``pack`` > 0: each row is a stream of documents
+    cut at ``pack`` tokens (BOS only at its start), as language models are pretrained on packed text.
+    """
     rng = np.random.default_rng([seed, 3, step])
-    scenes = [make_scene(split, STAGE_OFFSET["text"] + step * bs + i) for i in range(bs)]
+    if not pack:
+        scenes = [make_scene(split, STAGE_OFFSET["text"] + step * bs + i) for i in range(bs)]
+        texts = [text_document(s, rng) for s in scenes]
+    else:
+        texts = [packed_text(tokenizer, split, step * bs + i, pack, rng) for i in range(bs)]
     batch = tokenizer(
-        [text_document(s, rng) for s in scenes], padding="longest", padding_side="right", return_tensors="pt"
+        texts,
+        padding="longest",
+        padding_side="right",
+        truncation=bool(pack),
+        max_length=pack or None,
+        return_tensors="pt",
     )
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
 
 
+def packed_text(tokenizer, split: str, row: int, pack: int, rng: np.random.Generator) -> str:
+    """Documents about consecutive scenes of ``row``'s block, concatenated until they fill ``pack`` tokens."""
+    text = ""
+    for k in range(PACK_DOCS):
+        text += text_document(make_scene(split, STAGE_OFFSET["text"] + row * PACK_DOCS + k), rng)
+        if len(tokenizer(text).input_ids) >= pack:
+            return text
+    raise ValueError(f"{PACK_DOCS} documents do not fill {pack} tokens; lower --text-pack")
+
+
+@torch.no_grad()
+def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Whether BOS is a sink in text-only ``batch``, per language-model layer.
+
+    ``bos_attention``: head-mean attention that real positions after BOS pay to it; ``phi_bos``:
+    the largest |x / rms(x)| entering the layer at BOS (a massive activation makes it approach
+    sqrt(width)); ``phi_other``: the same, maximised over the other real tokens of each row.
+    """
+    lm = model.model.language_model
+    previous = lm.config._attn_implementation
+    lm.set_attn_implementation("eager")  # the only one that returns attention maps
+    try:
+        out = lm(
+            batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            output_attentions=True,
+            output_hidden_states=True,
+        )
+    finally:
+        lm.set_attn_implementation(previous)
+    real = batch["attention_mask"].bool()[:, 1:]  # [B, L-1]
+    probe = {"bos_attention": [], "phi_bos": [], "phi_other": []}
+    for attention, hidden in zip(out.attentions, out.hidden_states):
+        to_bos = attention.mean(1)[:, 1:, 0]  # [B, L-1]
+        phi = activation(hidden).amax(-1)  # [B, L]
+        probe["bos_attention"].append(round(float(to_bos[real].mean()), 4))
+        probe["phi_bos"].append(round(float(phi[:, 0].mean()), 3))
+        probe["phi_other"].append(round(float(phi[:, 1:].masked_fill(~real, 0).amax(1).mean()), 3))
+    return probe
+
+
 def run_text_stage(model, processor, args) -> list[dict]:
-    """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images."""
+    """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images.
+
+    Every 1000 steps: the held-out loss and :func:`text_probe` on held-out documents.
+    """
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
-    held_out = text_batch(processor.tokenizer, 0, 256, args.seed, split="validation")
+    pack = args.text_pack
+    held_out = text_batch(processor.tokenizer, 0, 64 if pack else 256, args.seed, split="validation", pack=pack)
 
     @torch.no_grad()
-    def validation() -> dict[str, float]:
+    def validation() -> dict:
         model.eval()
         loss = model(**held_out).loss.item()
+        probe = text_probe(model, held_out)
         model.train()
-        return {"validation_loss": round(loss, 4)}
+        return {"validation_loss": round(loss, 4), **probe}
 
     torch.manual_seed(args.seed + 3)
     model.train()
@@ -214,7 +277,7 @@ def run_text_stage(model, processor, args) -> list[dict]:
         model.parameters(),
         args.steps_text,
         1e-3,
-        lambda step: text_batch(processor.tokenizer, step, args.bs, args.seed),
+        lambda step: text_batch(processor.tokenizer, step, args.bs, args.seed, pack=pack),
         lambda b: model(**b).loss,
         "text stage (LM)",
         on_eval=validation,
@@ -255,6 +318,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps1", type=int, default=200)
     ap.add_argument("--steps2", type=int, default=2000)
     ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1 (0: none)")
+    ap.add_argument(
+        "--text-pack", type=int, default=0, help="pack text documents into rows of this many tokens (0: one per row)"
+    )
     ap.add_argument("--bs0", type=int, default=64)
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)

@@ -91,21 +91,27 @@ def test_cli_logs_one_row_per_variant_and_skips_done_ones(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("tower", "steps_text"), [("clip", 0), ("siglip", 1)])
-def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text):
+@pytest.mark.parametrize(("tower", "steps_text", "text_pack"), [("clip", 0, 0), ("siglip", 1, 48)])
+def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, text_pack):
     search.train(replace(SMALL, tower=tower, texture=40), tmp_path / "t", every=2, measure_n=4)
     row = search.train_language_side(
-        tmp_path / "t" / "tower", tmp_path / "t", steps1=1, steps2=1, scenes=2, steps_text=steps_text
+        tmp_path / "t" / "tower",
+        tmp_path / "t",
+        steps1=1,
+        steps2=1,
+        scenes=2,
+        steps_text=steps_text,
+        text_pack=text_pack,
     )
     assert row["tower"] == "smoke" and [h["step"] for h in row["stage2"]] == [1]
     assert row["steps_text"] == steps_text and len(row["text"]) == steps_text
+    assert all(len(h["phi_bos"]) == 4 for h in row["text"])
     assert [layer["layer"] for layer in row["profile"]] == [0, 1, 2, 3]
     assert row["organism"]["n_questions"] == 4 and 0 <= row["organism"]["top5_share"] <= 1
-    model = LlavaForConditionalGeneration.from_pretrained(
-        tmp_path / "t" / ("model" if not steps_text else "model-text1")
-    )
+    saved = tmp_path / "t" / ("model" if not steps_text else "model-text1-pack48")
+    model = LlavaForConditionalGeneration.from_pretrained(saved)
     image_tokens = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
-    processor = AutoProcessor.from_pretrained(tmp_path / "t" / ("model" if not steps_text else "model-text1"))
+    processor = AutoProcessor.from_pretrained(saved)
     inputs = processor(
         images=[search.make_scene("test", 0).image], text=["USER: <image>\nhi ASSISTANT:"], return_tensors="pt"
     )
@@ -153,7 +159,9 @@ def test_language_summary_has_one_row_per_run(tmp_path):
         "greedy_adversarial": 0.75,
     }
     log = tmp_path / "lm.jsonl"
-    log.write_text(json.dumps({"tower": "t", "steps_text": 8000, "minutes": 32.4, "organism": organism}) + "\n")
+    rows = [{"tower": "t", "steps_text": 8000, "minutes": 32.4}, {"tower": "t", "steps_text": 3000, "text_pack": 256}]
+    log.write_text("".join(json.dumps({"minutes": 50, **row, "organism": organism}) + "\n" for row in rows))
     lines = search.language_summary(log).splitlines()
-    assert len(lines) == 3 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
+    assert len(lines) == 4 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
+    assert lines[3].startswith("| t | 3000 (packed 256) | 50 |")
     assert "+0.030 [+0.000, +0.065]" in lines[2] and lines[2].count("|") == lines[0].count("|")

@@ -52,12 +52,43 @@ def test_text_documents_answer_from_their_caption():
     assert ((ids == tokenizer.eos_token_id).sum(1) >= 1).all()
 
 
+def test_packed_text_rows_are_full_streams_with_one_bos():
+    from avisc_lib.tiny.build import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    batch = train.text_batch(tokenizer, 0, 3, seed=0, pack=64)
+    ids = batch["input_ids"]
+    assert ids.shape == (3, 64) and batch["attention_mask"].all() and (batch["labels"] == ids).all()
+    assert (ids[:, 0] == tokenizer.bos_token_id).all() and ((ids == tokenizer.bos_token_id).sum(1) == 1).all()
+    assert ((ids == tokenizer.eos_token_id).sum(1) >= 2).all()  # several documents per row
+    assert not torch.equal(ids[0], ids[1])
+
+
+def test_text_probe_reads_bos_attention_and_activations():
+    from avisc_lib.tiny.build import build_model, build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer).eval()
+    lm = model.model.language_model
+    with torch.no_grad():  # layer 0 attends uniformly; BOS's embedding is one huge dimension
+        lm.layers[0].self_attn.q_proj.weight.zero_()
+        lm.embed_tokens.weight[tokenizer.bos_token_id] = 0
+        lm.embed_tokens.weight[tokenizer.bos_token_id, 7] = 50.0
+    batch = train.text_batch(tokenizer, 0, 2, seed=0, pack=32)
+    probe = train.text_probe(model, batch)
+    assert all(len(v) == 4 for v in probe.values())
+    uniform = sum(1 / (t + 1) for t in range(1, 32)) / 31  # query t sees t + 1 keys
+    assert probe["bos_attention"][0] == pytest.approx(uniform, abs=1e-4)
+    assert probe["phi_bos"][0] == pytest.approx(128**0.5, rel=1e-3) and probe["phi_other"][0] < 6
+    assert lm.config._attn_implementation == "sdpa"  # restored after the eager pass
+
+
 @pytest.mark.slow
 def test_text_stage_trains_only_the_language_model(tmp_path):
     train.main(["--out", str(tmp_path), *TINY_RUN, "--steps-text", "2"])
     log = json.loads((tmp_path / "train_log.json").read_text())
     assert sorted(log["stages"]) == ["0", "1", "2", "text"]
-    assert "validation_loss" in log["stages"]["text"]["history"][-1]
+    assert {"validation_loss", "bos_attention", "phi_bos"} <= set(log["stages"]["text"]["history"][-1])
     stage0, text = (torch.load(tmp_path / f"stage{s}.pt", weights_only=True) for s in (0, "text"))
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k in text if not torch.equal(text[k], stage0[k])}
     assert changed == {"model.language_model", "lm_head.weight"}
