@@ -47,7 +47,7 @@ from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, WorldConfig, mak
 from .build import build_model, build_processor
 from .data import pixel_values
 from .organism import language_profile, organism_table
-from .train import TowerHeads, lr_schedule, run_lm_stage, run_text_stage
+from .train import NO_TEXT, TextStage, TowerHeads, lr_schedule, run_lm_stage, run_text_stage
 
 LOG = Path("results/organism/tower_log.jsonl")  # relative to the repository root
 LM_LOG = Path("results/organism/lm_log.jsonl")
@@ -322,11 +322,10 @@ def train_language_side(
     steps2: int,
     scenes: int,
     seed: int = 0,
-    steps_text: int = 0,
-    text_pack: int = 0,
+    text: TextStage = NO_TEXT,
 ) -> dict:
     """Stages 1–2 of :mod:`.train` on a searched CLIP or SigLIP tower (frozen), in the world its
-    recipe trained in, then the organism table; ``steps_text`` > 0 first pretrains the language
+    recipe trained in, then the organism table; ``text.steps`` > 0 first pretrains the language
     model on text alone (:func:`.train.run_text_stage`)."""
     recipe = Recipe(**json.loads((tower_dir.parent / "recipe.json").read_text()))
     tower_class = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}
@@ -339,29 +338,21 @@ def train_language_side(
     processor = build_processor(cls_token=recipe.tower == "clip")
     model = build_model(processor.tokenizer, seed=seed, vision=tower.config)
     model.model.vision_tower.load_state_dict(tower.state_dict())
-    settings = argparse.Namespace(
-        steps1=steps1,
-        steps2=steps2,
-        steps_text=steps_text,
-        text_pack=text_pack,
-        bs=32,
-        seed=seed,
-        texture=recipe.texture,
-    )
+    settings = argparse.Namespace(steps1=steps1, steps2=steps2, bs=32, seed=seed, texture=recipe.texture)
     items = Q.existence_set("validation", 300, world=recipe.world)
     start = time.time()
-    text = run_text_stage(model, processor, settings) if steps_text else []
+    text_history = run_text_stage(model, processor, text, settings.bs, seed) if text.steps else []
     history = {stage: run_lm_stage(model, processor, stage, settings, items) for stage in (1, 2)}
     minutes = round((time.time() - start) / 60, 2)
     model.eval()
-    out = work / model_folder(steps_text, text_pack)
+    out = work / model_folder(text)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return {
         "tower": recipe.name,
-        "steps_text": steps_text,
-        "text_pack": text_pack,
-        "text": text,
+        "steps_text": text.steps,
+        "text_stage": asdict(text),
+        "text": text_history,
         "steps1": steps1,
         "steps2": steps2,
         "minutes": minutes,
@@ -371,11 +362,9 @@ def train_language_side(
     }
 
 
-def model_folder(steps_text: int, text_pack: int) -> str:
+def model_folder(text: TextStage) -> str:
     """Where a language side is saved, named for its text stage."""
-    if not steps_text:
-        return "model"
-    return f"model-text{steps_text}" + (f"-pack{text_pack}" if text_pack else "")
+    return f"model-{text.name}" if text.steps else "model"
 
 
 def summary(log: Path) -> str:
@@ -412,9 +401,9 @@ def summary(log: Path) -> str:
 
 
 def text_steps(row: dict) -> str:
-    """A language-side row's text stage: its steps, and its packing if any."""
-    pack = row.get("text_pack", 0)
-    return f"{row.get('steps_text', 0)}" + (f" (packed {pack})" if pack else "")
+    """A language-side row's text stage: its steps, then its settings off their defaults."""
+    text = TextStage(**row.get("text_stage", {"steps": row.get("steps_text", 0)}))
+    return f"{text.steps}" + (f" ({', '.join(text.settings)})" if text.settings else "")
 
 
 def language_summary(log: Path) -> str:
@@ -476,11 +465,13 @@ def main(argv=None) -> None:
     ap.add_argument("--steps2", type=int, default=2000)
     ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1")
     ap.add_argument("--text-pack", type=int, default=0, help="pack text documents into rows of this many tokens")
+    ap.add_argument("--text-lr", type=float, default=TextStage.lr, help="the text stage's learning rate")
+    ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")
     ap.add_argument("--organism-scenes", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.profile:
-        model_dir = args.work / args.profile / model_folder(args.steps_text, args.text_pack)
+        model_dir = args.work / args.profile / model_folder(TextStage.from_args(args))
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"no language side at {model_dir}; run --language {args.profile} first")
         recipe = Recipe(**json.loads((args.work / args.profile / "recipe.json").read_text()))
@@ -499,8 +490,7 @@ def main(argv=None) -> None:
             args.steps1,
             args.steps2,
             args.organism_scenes,
-            steps_text=args.steps_text,
-            text_pack=args.text_pack,
+            text=TextStage.from_args(args),
         )
         args.lm_log.parent.mkdir(parents=True, exist_ok=True)
         with args.lm_log.open("a") as f:

@@ -20,6 +20,7 @@ import json
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,10 @@ def lr_schedule(step: int, total: int, warmup: int = 100) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def optimise(params, steps: int, lr: float, batch_fn, loss_fn, desc: str, on_eval=None, every=250):
-    """The shared loop: AdamW(0.9, 0.98), wd 0.01, warm-up + cosine, grad-clip 1.0."""
+def optimise(params, steps: int, lr: float, batch_fn, loss_fn, desc: str, on_eval=None, every=250, weight_decay=0.01):
+    """The shared loop: AdamW(0.9, 0.98), warm-up + cosine, grad-clip 1.0."""
     params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, steps))
     history = []
     bar = tqdm(range(steps), desc=desc, mininterval=5)
@@ -253,15 +254,43 @@ def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
     return probe
 
 
-def run_text_stage(model, processor, args) -> list[dict]:
+@dataclass(frozen=True)
+class TextStage:
+    """Settings of the text-only pretraining stage (``steps`` = 0: none); ``pack`` as in :func:`text_batch`."""
+
+    steps: int = 0
+    pack: int = 0
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+
+    @classmethod
+    def from_args(cls, args) -> TextStage:
+        return cls(args.steps_text, args.text_pack, args.text_lr, args.text_wd)
+
+    @property
+    def settings(self) -> list[str]:
+        """Each setting that differs from its default, e.g. ``["pack256", "lr0.003"]``."""
+        default = TextStage()
+        fields = (("pack", "pack"), ("lr", "lr"), ("wd", "weight_decay"))
+        return [f"{short}{getattr(self, f):g}" for short, f in fields if getattr(self, f) != getattr(default, f)]
+
+    @property
+    def name(self) -> str:
+        """``text3000-pack256-lr0.003``: the steps, then :attr:`settings`."""
+        return "-".join([f"text{self.steps}", *self.settings])
+
+
+NO_TEXT = TextStage()
+
+
+def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> list[dict]:
     """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images.
 
     Every 1000 steps: the held-out loss and :func:`text_probe` on held-out documents.
     """
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
-    pack = args.text_pack
-    held_out = text_batch(processor.tokenizer, 0, 64 if pack else 256, args.seed, split="validation", pack=pack)
+    held_out = text_batch(processor.tokenizer, 0, 64 if text.pack else 256, seed, split="validation", pack=text.pack)
 
     @torch.no_grad()
     def validation() -> dict:
@@ -271,17 +300,18 @@ def run_text_stage(model, processor, args) -> list[dict]:
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
 
-    torch.manual_seed(args.seed + 3)
+    torch.manual_seed(seed + 3)
     model.train()
     return optimise(
         model.parameters(),
-        args.steps_text,
-        1e-3,
-        lambda step: text_batch(processor.tokenizer, step, args.bs, args.seed, pack=pack),
+        text.steps,
+        text.lr,
+        lambda step: text_batch(processor.tokenizer, step, bs, seed, pack=text.pack),
         lambda b: model(**b).loss,
         "text stage (LM)",
         on_eval=validation,
         every=1000,
+        weight_decay=text.weight_decay,
     )
 
 
@@ -321,6 +351,8 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--text-pack", type=int, default=0, help="pack text documents into rows of this many tokens (0: one per row)"
     )
+    ap.add_argument("--text-lr", type=float, default=TextStage.lr, help="the text stage's learning rate")
+    ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")
     ap.add_argument("--bs0", type=int, default=64)
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -346,7 +378,7 @@ def main(argv=None) -> None:
         if stage == 0:
             history = run_stage0(model, args)
         elif stage == "text":
-            history = run_text_stage(model, processor, args)
+            history = run_text_stage(model, processor, TextStage.from_args(args), args.bs, args.seed)
         else:
             history = run_lm_stage(model, processor, stage, args, items)
         log["stages"][str(stage)] = {"minutes": round((time.time() - start) / 60, 2), "history": history}

@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from avisc_lib.tiny import search
+from avisc_lib.tiny.train import TextStage
 
 SMALL = search.Recipe("smoke", width=64, depth=2, steps=2, batch=4)
 
@@ -100,8 +101,7 @@ def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, t
         steps1=1,
         steps2=1,
         scenes=2,
-        steps_text=steps_text,
-        text_pack=text_pack,
+        text=TextStage(steps_text, text_pack),
     )
     assert row["tower"] == "smoke" and [h["step"] for h in row["stage2"]] == [1]
     assert row["steps_text"] == steps_text and len(row["text"]) == steps_text
@@ -159,9 +159,12 @@ def test_language_summary_has_one_row_per_run(tmp_path):
         "greedy_adversarial": 0.75,
     }
     log = tmp_path / "lm.jsonl"
-    rows = [{"tower": "t", "steps_text": 8000, "minutes": 32.4}, {"tower": "t", "steps_text": 3000, "text_pack": 256}]
+    rows = [
+        {"tower": "t", "steps_text": 8000, "minutes": 32.4},
+        {"tower": "t", "text_stage": {"steps": 3000, "pack": 256, "lr": 3e-3, "weight_decay": 0.01}},
+    ]
     log.write_text("".join(json.dumps({"minutes": 50, **row, "organism": organism}) + "\n" for row in rows))
     lines = search.language_summary(log).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
-    assert lines[3].startswith("| t | 3000 (packed 256) | 50 |")
+    assert lines[3].startswith("| t | 3000 (pack256, lr0.003) | 50 |")
     assert "+0.030 [+0.000, +0.065]" in lines[2] and lines[2].count("|") == lines[0].count("|")

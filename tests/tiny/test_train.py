@@ -52,6 +52,12 @@ def test_text_documents_answer_from_their_caption():
     assert ((ids == tokenizer.eos_token_id).sum(1) >= 1).all()
 
 
+def test_text_stage_names_its_settings_off_their_defaults():
+    assert train.TextStage(8000).name == "text8000"
+    assert train.TextStage(3000, pack=256, weight_decay=0.1).name == "text3000-pack256-wd0.1"
+    assert train.TextStage(1, lr=1e-5).settings == ["lr1e-05"]
+
+
 def test_packed_text_rows_are_full_streams_with_one_bos():
     from avisc_lib.tiny.build import build_tokenizer
 
