@@ -465,6 +465,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps2", type=int, default=2000)
     ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1")
     ap.add_argument("--text-pack", type=int, default=0, help="pack text documents into rows of this many tokens")
+    ap.add_argument(
+        "--text-noise", type=int, default=0, help="up to this many random words before each packed document"
+    )
     ap.add_argument("--text-lr", type=float, default=TextStage.lr, help="the text stage's learning rate")
     ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")
     ap.add_argument("--organism-scenes", type=int, default=100)

@@ -188,19 +188,20 @@ def text_document(scene, rng: np.random.Generator) -> str:
 
 
 def text_batch(
-    tokenizer, step: int, bs: int, seed: int, split: str = "train", pack: int = 0
+    tokenizer, step: int, bs: int, seed: int, split: str = "train", pack: int = 0, noise: int = 0
 ) -> dict[str, torch.Tensor]:
     """Text-only documents (BOS first, as always), with every real token a label.
 
     ``pack`` = 0: one document per row, right-padded. ``pack`` > 0: each row is a stream of documents
-    cut at ``pack`` tokens (BOS only at its start), as language models are pretrained on packed text.
+    cut at ``pack`` tokens (BOS only at its start), as language models are pretrained on packed text,
+    with up to ``noise`` random words before each document (:func:`packed_text`).
     """
     rng = np.random.default_rng([seed, 3, step])
     if not pack:
         scenes = [make_scene(split, STAGE_OFFSET["text"] + step * bs + i) for i in range(bs)]
         texts = [text_document(s, rng) for s in scenes]
     else:
-        texts = [packed_text(tokenizer, split, step * bs + i, pack, rng) for i in range(bs)]
+        texts = [packed_text(tokenizer, split, step * bs + i, pack, rng, noise) for i in range(bs)]
     batch = tokenizer(
         texts,
         padding="longest",
@@ -213,10 +214,18 @@ def text_batch(
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
 
 
-def packed_text(tokenizer, split: str, row: int, pack: int, rng: np.random.Generator) -> str:
-    """Documents about consecutive scenes of ``row``'s block, concatenated until they fill ``pack`` tokens."""
+def packed_text(tokenizer, split: str, row: int, pack: int, rng: np.random.Generator, noise: int = 0) -> str:
+    """Documents about consecutive scenes of ``row``'s block, concatenated until they fill ``pack`` tokens.
+
+    ``noise`` > 0 puts 0 to ``noise`` random words of the world's vocabulary before each document:
+    unpredictable context, as natural text is, so that averaging over the context is no longer a
+    near-constant no-op for an attention head with nothing to read.
+    """
+    words = Q.vocabulary()
     text = ""
     for k in range(PACK_DOCS):
+        if noise:
+            text += " ".join(rng.choice(words, rng.integers(0, noise + 1))) + " "
         text += text_document(make_scene(split, STAGE_OFFSET["text"] + row * PACK_DOCS + k), rng)
         if len(tokenizer(text).input_ids) >= pack:
             return text
@@ -256,22 +265,27 @@ def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 
 @dataclass(frozen=True)
 class TextStage:
-    """Settings of the text-only pretraining stage (``steps`` = 0: none); ``pack`` as in :func:`text_batch`."""
+    """The text-only pretraining stage (``steps`` = 0: none); ``pack`` and ``noise`` as in :func:`text_batch`."""
 
     steps: int = 0
     pack: int = 0
+    noise: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.01
 
     @classmethod
     def from_args(cls, args) -> TextStage:
-        return cls(args.steps_text, args.text_pack, args.text_lr, args.text_wd)
+        return cls(args.steps_text, args.text_pack, args.text_noise, args.text_lr, args.text_wd)
+
+    def __post_init__(self):
+        if self.noise and not self.pack:
+            raise ValueError("text noise goes between packed documents: set a text pack length too")
 
     @property
     def settings(self) -> list[str]:
         """Each setting that differs from its default, e.g. ``["pack256", "lr0.003"]``."""
         default = TextStage()
-        fields = (("pack", "pack"), ("lr", "lr"), ("wd", "weight_decay"))
+        fields = (("pack", "pack"), ("noise", "noise"), ("lr", "lr"), ("wd", "weight_decay"))
         return [f"{short}{getattr(self, f):g}" for short, f in fields if getattr(self, f) != getattr(default, f)]
 
     @property
@@ -290,7 +304,9 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
     """
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
-    held_out = text_batch(processor.tokenizer, 0, 64 if text.pack else 256, seed, split="validation", pack=text.pack)
+    held_out = text_batch(
+        processor.tokenizer, 0, 64 if text.pack else 256, seed, split="validation", pack=text.pack, noise=text.noise
+    )
 
     @torch.no_grad()
     def validation() -> dict:
@@ -306,7 +322,7 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
         model.parameters(),
         text.steps,
         text.lr,
-        lambda step: text_batch(processor.tokenizer, step, bs, seed, pack=text.pack),
+        lambda step: text_batch(processor.tokenizer, step, bs, seed, pack=text.pack, noise=text.noise),
         lambda b: model(**b).loss,
         "text stage (LM)",
         on_eval=validation,
@@ -350,6 +366,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1 (0: none)")
     ap.add_argument(
         "--text-pack", type=int, default=0, help="pack text documents into rows of this many tokens (0: one per row)"
+    )
+    ap.add_argument(
+        "--text-noise", type=int, default=0, help="up to this many random words before each packed document"
     )
     ap.add_argument("--text-lr", type=float, default=TextStage.lr, help="the text stage's learning rate")
     ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")

@@ -56,6 +56,7 @@ def test_text_stage_names_its_settings_off_their_defaults():
     assert train.TextStage(8000).name == "text8000"
     assert train.TextStage(3000, pack=256, weight_decay=0.1).name == "text3000-pack256-wd0.1"
     assert train.TextStage(1, lr=1e-5).settings == ["lr1e-05"]
+    assert train.TextStage(1, pack=64, noise=16).name == "text1-pack64-noise16"
 
 
 def test_packed_text_rows_are_full_streams_with_one_bos():
@@ -68,6 +69,10 @@ def test_packed_text_rows_are_full_streams_with_one_bos():
     assert (ids[:, 0] == tokenizer.bos_token_id).all() and ((ids == tokenizer.bos_token_id).sum(1) == 1).all()
     assert ((ids == tokenizer.eos_token_id).sum(1) >= 2).all()  # several documents per row
     assert not torch.equal(ids[0], ids[1])
+    noisy = train.text_batch(tokenizer, 0, 3, seed=0, pack=64, noise=8)["input_ids"]
+    assert noisy.shape == (3, 64) and tokenizer.unk_token_id not in noisy and not torch.equal(noisy, ids)
+    with pytest.raises(ValueError, match="pack"):
+        train.TextStage(10, noise=8)
 
 
 def test_text_probe_reads_bos_attention_and_activations():
