@@ -90,12 +90,17 @@ def feature_strategy(cls_token: bool) -> str:
 
 
 def build_model(
-    tokenizer: PreTrainedTokenizerFast, seed: int = 0, vision: CLIPVisionConfig | SiglipVisionConfig | None = None
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int = 0,
+    vision: CLIPVisionConfig | SiglipVisionConfig | None = None,
+    lm_layers: int = 4,
+    lm_width: int = 128,
 ) -> LlavaForConditionalGeneration:
     """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded).
 
     ``vision``: another tower's config (8-px patches), e.g. one from the organism search; a SigLIP
-    tower has no CLS token, so all of its tokens go to the language model.
+    tower has no CLS token, so all of its tokens go to the language model. ``lm_layers`` and
+    ``lm_width`` size the language model (4 heads, MLP twice as wide); the defaults are the embedded model's.
     """
     vision = vision or CLIPVisionConfig(
         hidden_size=128,
@@ -113,9 +118,9 @@ def build_model(
         )
     text = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=4,
+        hidden_size=lm_width,
+        intermediate_size=2 * lm_width,
+        num_hidden_layers=lm_layers,
         num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=256,

@@ -323,10 +323,13 @@ def train_language_side(
     scenes: int,
     seed: int = 0,
     text: TextStage = NO_TEXT,
+    lm_layers: int = 4,
+    lm_width: int = 128,
 ) -> dict:
     """Stages 1–2 of :mod:`.train` on a searched CLIP or SigLIP tower (frozen), in the world its
     recipe trained in, then the organism table; ``text.steps`` > 0 first pretrains the language
-    model on text alone (:func:`.train.run_text_stage`)."""
+    model on text alone (:func:`.train.run_text_stage`); ``lm_layers`` x ``lm_width`` sizes the
+    language model."""
     recipe = Recipe(**json.loads((tower_dir.parent / "recipe.json").read_text()))
     tower_class = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}
     if recipe.registers is not None or recipe.tower not in tower_class:
@@ -336,7 +339,7 @@ def train_language_side(
         )
     tower = tower_class[recipe.tower].from_pretrained(tower_dir)
     processor = build_processor(cls_token=recipe.tower == "clip")
-    model = build_model(processor.tokenizer, seed=seed, vision=tower.config)
+    model = build_model(processor.tokenizer, seed=seed, vision=tower.config, lm_layers=lm_layers, lm_width=lm_width)
     model.model.vision_tower.load_state_dict(tower.state_dict())
     settings = argparse.Namespace(steps1=steps1, steps2=steps2, bs=32, seed=seed, texture=recipe.texture)
     items = Q.existence_set("validation", 300, world=recipe.world)
@@ -345,11 +348,12 @@ def train_language_side(
     history = {stage: run_lm_stage(model, processor, stage, settings, items) for stage in (1, 2)}
     minutes = round((time.time() - start) / 60, 2)
     model.eval()
-    out = work / model_folder(text)
+    out = work / model_folder(text, lm_layers, lm_width)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return {
         "tower": recipe.name,
+        "lm": {"layers": lm_layers, "width": lm_width},
         "steps_text": text.steps,
         "text_stage": asdict(text),
         "text": text_history,
@@ -362,9 +366,10 @@ def train_language_side(
     }
 
 
-def model_folder(text: TextStage) -> str:
-    """Where a language side is saved, named for its text stage."""
-    return f"model-{text.name}" if text.steps else "model"
+def model_folder(text: TextStage, lm_layers: int = 4, lm_width: int = 128) -> str:
+    """Where a language side is saved, named for its text stage and any language-model size but 4 x 128."""
+    size = f"-lm{lm_layers}x{lm_width}" if (lm_layers, lm_width) != (4, 128) else ""
+    return ("model" if not text.steps else f"model-{text.name}") + size
 
 
 def summary(log: Path) -> str:
@@ -400,6 +405,12 @@ def summary(log: Path) -> str:
     return "\n".join(rows)
 
 
+def lm_size(row: dict) -> str:
+    """`` (LM 8 x 256)`` for a language side whose language model is not the embedded 4 x 128, else ``""``."""
+    lm = row.get("lm", {"layers": 4, "width": 128})
+    return "" if (lm["layers"], lm["width"]) == (4, 128) else f" (LM {lm['layers']} x {lm['width']})"
+
+
 def text_steps(row: dict) -> str:
     """A language-side row's text stage: its steps, then its settings off their defaults."""
     text = TextStage(**row.get("text_stage", {"steps": row.get("steps_text", 0)}))
@@ -423,7 +434,7 @@ def language_summary(log: Path) -> str:
         row = json.loads(line)
         o = row["organism"]
         rows.append(
-            f"| {row['tower']} | {text_steps(row)} | {row['minutes']:.0f} | {o['n_questions']} "
+            f"| {row['tower']}{lm_size(row)} | {text_steps(row)} | {row['minutes']:.0f} | {o['n_questions']} "
             f"| {o['top5_share']:.3f} | {o['blind_on_background']:.3f} | {o['sink_images']:.2f} "
             f"| {o['keep_blind_minus_random']:+.3f} | {o['zero_blind_minus_random']:+.3f} "
             f"| {interval(o['avisc_minus_greedy'])} | {interval(o['avisc_minus_random_mask'])} "
@@ -470,11 +481,13 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--text-lr", type=float, default=TextStage.lr, help="the text stage's learning rate")
     ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")
+    ap.add_argument("--lm-layers", type=int, default=4, help="the language side's language-model depth")
+    ap.add_argument("--lm-width", type=int, default=128, help="the language side's language-model width")
     ap.add_argument("--organism-scenes", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.profile:
-        model_dir = args.work / args.profile / model_folder(TextStage.from_args(args))
+        model_dir = args.work / args.profile / model_folder(TextStage.from_args(args), args.lm_layers, args.lm_width)
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"no language side at {model_dir}; run --language {args.profile} first")
         recipe = Recipe(**json.loads((args.work / args.profile / "recipe.json").read_text()))
@@ -494,6 +507,8 @@ def main(argv=None) -> None:
             args.steps2,
             args.organism_scenes,
             text=TextStage.from_args(args),
+            lm_layers=args.lm_layers,
+            lm_width=args.lm_width,
         )
         args.lm_log.parent.mkdir(parents=True, exist_ok=True)
         with args.lm_log.open("a") as f:
