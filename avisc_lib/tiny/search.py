@@ -3,13 +3,17 @@
     python -m avisc_lib.tiny.search                       # every variant not yet in the log
     python -m avisc_lib.tiny.search --only cls-w256-d6    # one variant
     python -m avisc_lib.tiny.search --list                # the grid and what is done
+    python -m avisc_lib.tiny.search --language NAME       # LLaVA stages on a searched tower + the organism table
+    python -m avisc_lib.tiny.search --summary             # both logs as markdown tables
 
 This is the first half of the model-organism search: large ViTs trained long on global objectives
 grow high-norm artefact tokens in redundant background patches (Darcet et al., arXiv 2309.16588),
 and LLaVA's visual sink tokens descend from them (Kang et al., ICLR 2025). The tower is cheap to
 train alone, so each variant trains only the tower and measures, per layer and at checkpoints
 during training, whether outliers appear and where they sit. Towers that grow background outliers
-go on to the language-model stages of :mod:`.train`.
+go on to the language-model stages of :mod:`.train`: ``--language`` trains them on a searched
+tower (optionally after a text-only stage and at another language-model size) and logs the
+organism table and a per-layer language profile to ``--lm-log``.
 
 Only pressures the literature names are varied: the objective (per-patch labels, which tie each
 patch to its content, against global targets read from the CLS token alone), width, depth, the

@@ -9,6 +9,11 @@ heads that are thrown away afterwards. Stage 1 aligns the projector on captions 
 and language model frozen (LLaVA stage 1). Stage 2 instruction-tunes projector + language model
 on all question families with balanced yes/no answers, tower frozen (LLaVA stage 2).
 
+For the model-organism search, ``--steps-text N`` adds a text-only stage before stage 1 that
+pretrains the language model on documents about scenes (:class:`TextStage`: packing, noise, its
+optimiser), as LLaVA's language model is a text model before it sees images, and ``--texture``
+trains in a world with textured backgrounds; the embedded model uses neither.
+
 Every stage checkpoints to ``--out``; a rerun skips the stages already finished. Deterministic
 for a given ``--seed``.
 """
