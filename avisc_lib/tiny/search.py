@@ -376,6 +376,11 @@ def model_folder(text: TextStage, lm_layers: int = 4, lm_width: int = 128) -> st
     return ("model" if not text.steps else f"model-{text.name}") + size
 
 
+def log_rows(log: Path) -> list[dict]:
+    """The rows of a JSON-lines search log, blank lines skipped."""
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
 def summary(log: Path) -> str:
     """A markdown table of the logged variants at their last checkpoint.
 
@@ -389,10 +394,7 @@ def summary(log: Path) -> str:
         "| received top-5 | its top on background |\n" + "|---" * 13 + "|"
     )
     rows = [head]
-    for line in log.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in log_rows(log):
         recipe, layers = row["recipe"], row["history"][-1]["layers"]
         last = layers[-1]
         best = max(layers, key=lambda layer: layer["top_on_background"])
@@ -432,10 +434,7 @@ def language_summary(log: Path) -> str:
         "| keep blind - random | zero blind - random | AvisC - greedy | AvisC - random_mask "
         "| greedy random / adversarial |\n" + "|---" * 12 + "|"
     ]
-    for line in log.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in log_rows(log):
         o = row["organism"]
         rows.append(
             f"| {row['tower']}{lm_size(row)} | {text_steps(row)} | {row['minutes']:.0f} | {o['n_questions']} "
@@ -451,7 +450,7 @@ def done(log: Path) -> set[str]:
     """Names of the variants already in the log."""
     if not log.exists():
         return set()
-    return {json.loads(line)["recipe"]["name"] for line in log.read_text().splitlines() if line.strip()}
+    return {row["recipe"]["name"] for row in log_rows(log)}
 
 
 def main(argv=None) -> None:
