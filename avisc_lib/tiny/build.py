@@ -95,12 +95,13 @@ def build_model(
     vision: CLIPVisionConfig | SiglipVisionConfig | None = None,
     lm_layers: int = 4,
     lm_width: int = 128,
+    lm_heads: int = 4,
 ) -> LlavaForConditionalGeneration:
     """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded).
 
     ``vision``: another tower's config (8-px patches), e.g. one from the organism search; a SigLIP
-    tower has no CLS token, so all of its tokens go to the language model. ``lm_layers`` and
-    ``lm_width`` size the language model (4 heads, MLP twice as wide); the defaults are the embedded model's.
+    tower has no CLS token, so all of its tokens go to the language model. ``lm_layers``, ``lm_width``
+    and ``lm_heads`` size the language model (MLP twice as wide); the defaults are the embedded model's.
     """
     vision = vision or CLIPVisionConfig(
         hidden_size=128,
@@ -121,8 +122,9 @@ def build_model(
         hidden_size=lm_width,
         intermediate_size=2 * lm_width,
         num_hidden_layers=lm_layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=lm_heads,
+        num_key_value_heads=lm_heads,
+        head_dim=lm_width // lm_heads,
         max_position_embeddings=256,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

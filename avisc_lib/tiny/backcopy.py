@@ -1,0 +1,177 @@
+"""Does the tiny LLaVA's language model grow a BOS sink on the Bigram-Backcopy task?
+
+    python -m avisc_lib.tiny.backcopy --layers 1 --heads 1 --steps 6000 --batch 128
+
+Guo et al. (arXiv 2410.13835) grow attention sinks in one- to three-layer transformers trained on
+Bigram-Backcopy (BB): tokens follow a fixed bigram chain, except that after one of a few trigger
+tokens the next token repeats the one before the trigger. A head that serves the copy has nothing
+to read at the other positions; in their models it parks that attention on BOS (the "dormant"
+state), and BOS grows a large residual norm. This is the organism search's cheapest test of its
+language side: if the organism's language model (:func:`.build.build_model`'s Llama, any size)
+grows no BOS sink on the task built to grow one, it will not grow one on the world's text either.
+
+The probe reports, per layer and head, where the attention of the positions after the first two
+goes: to BOS, to the token itself, and to the token before it (the copy head's target), plus the
+largest |x / rms(x)| at BOS and elsewhere. A finished run writes one JSON line to ``--log``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..tokens.sinks import activation
+from .build import build_model, build_tokenizer
+from .train import optimise
+
+LOG = Path("results/organism/backcopy_log.jsonl")  # relative to the repository root
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A bigram chain over ``tokens`` [V]: each token's ``successors`` [V, fanout] (row indices)
+    with ``probs`` [V, fanout]; after a token in ``triggers`` (row indices) the next token copies
+    the one before the trigger."""
+
+    tokens: np.ndarray
+    successors: np.ndarray
+    probs: np.ndarray
+    triggers: frozenset[int]
+
+    def sample(self, rng: np.random.Generator, length: int) -> np.ndarray:
+        """One sequence of ``length`` token ids (no BOS)."""
+        rows = [int(rng.integers(len(self.tokens)))]
+        while len(rows) < length:
+            last = rows[-1]
+            if last in self.triggers and len(rows) >= 2:
+                rows.append(rows[-2])
+            else:
+                rows.append(int(rng.choice(self.successors[last], p=self.probs[last])))
+        return self.tokens[rows]
+
+
+def make_chain(tokens: np.ndarray, seed: int = 0, fanout: int = 4, n_triggers: int = 3) -> Chain:
+    """A random chain over ``tokens`` whose triggers are its ``n_triggers`` most frequent tokens
+    under the bigram chain's stationary distribution, copies aside (as Guo et al. pick the most frequent ones)."""
+    rng = np.random.default_rng(seed)
+    v = len(tokens)
+    successors = np.stack([rng.choice(v, fanout, replace=False) for _ in range(v)])
+    probs = rng.dirichlet(np.ones(fanout), size=v)
+    transition = np.zeros((v, v))
+    np.add.at(transition, (np.arange(v)[:, None], successors), probs)
+    stationary = np.full(v, 1 / v)
+    for _ in range(1000):
+        stationary = stationary @ transition
+    triggers = frozenset(int(i) for i in np.argsort(-stationary)[:n_triggers])
+    return Chain(np.asarray(tokens), successors, probs, triggers)
+
+
+def bb_batch(chain: Chain, bos: int, step: int, bs: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """``bs`` rows of BOS + ``length - 1`` chain tokens, every token a label; ``step`` seeds the rows."""
+    rng = np.random.default_rng([seed, step])
+    ids = torch.tensor(np.stack([np.concatenate([[bos], chain.sample(rng, length - 1)]) for _ in range(bs)]))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+@torch.no_grad()
+def head_probe(lm, input_ids: torch.Tensor) -> dict[str, list]:
+    """Where each head of ``lm`` looks, on ``input_ids`` [B, L] (no padding).
+
+    ``bos``, ``self``, ``previous``: per layer, per head, the mean attention that positions 2..L-1
+    pay to BOS, to themselves and to the position before them; ``phi_bos`` / ``phi_other``: per
+    layer, the largest |x / rms(x)| entering it at BOS / elsewhere (the row's maximum, batch mean).
+    """
+    previous_impl = lm.config._attn_implementation
+    lm.set_attn_implementation("eager")  # the only one that returns attention maps
+    try:
+        out = lm(input_ids, output_attentions=True, output_hidden_states=True)
+    finally:
+        lm.set_attn_implementation(previous_impl)
+    positions = torch.arange(2, input_ids.shape[1])
+    probe = {"bos": [], "self": [], "previous": [], "phi_bos": [], "phi_other": []}
+    for attention, hidden in zip(out.attentions, out.hidden_states):  # attention [B, H, L, L]
+        for key, columns in (("bos", 0), ("self", positions), ("previous", positions - 1)):
+            share = attention[:, :, positions, columns].mean((0, 2))  # [H]
+            probe[key].append([round(float(x), 4) for x in share])
+        phi = activation(hidden).amax(-1)  # [B, L]
+        probe["phi_bos"].append(round(float(phi[:, 0].mean()), 3))
+        probe["phi_other"].append(round(float(phi[:, 1:].amax(1).mean()), 3))
+    return probe
+
+
+def run(
+    layers: int,
+    width: int,
+    heads: int,
+    steps: int,
+    batch: int,
+    length: int,
+    lr: float,
+    wd: float,
+    seed: int,
+    every: int,
+) -> list[dict]:
+    """Train a language model of that size on BB from scratch; the probe on held-out rows every ``every`` steps."""
+    tokenizer = build_tokenizer()
+    chain = make_chain(np.array([i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]), seed)
+    model = build_model(tokenizer, seed=seed, lm_layers=layers, lm_width=width, lm_heads=heads)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
+    held_out = bb_batch(chain, tokenizer.bos_token_id, 0, 64, length, seed + 1)
+
+    def validation() -> dict:
+        model.eval()
+        loss = model(**held_out).loss.item()
+        probe = head_probe(model.model.language_model, held_out["input_ids"])
+        model.train()
+        return {"validation_loss": round(loss, 4), **probe}
+
+    torch.manual_seed(seed)
+    model.train()
+    return optimise(
+        model.parameters(),
+        steps,
+        lr,
+        lambda step: bb_batch(chain, tokenizer.bos_token_id, step, batch, length, seed),
+        lambda b: model(**b).loss,
+        "bigram-backcopy (LM)",
+        on_eval=validation,
+        every=every,
+        weight_decay=wd,
+    )
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--length", type=int, default=128, help="tokens per row, BOS included")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--wd", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--every", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log", type=Path, default=LOG)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recipe = {k: getattr(args, k) for k in ("layers", "width", "heads", "steps", "batch", "length", "lr", "wd", "seed")}
+    start = time.time()
+    history = run(**recipe, every=args.every)
+    row = {"recipe": recipe, "minutes": round((time.time() - start) / 60, 1), "history": history}
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with args.log.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"logged to {args.log}")
+
+
+if __name__ == "__main__":
+    main()

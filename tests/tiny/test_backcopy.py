@@ -1,0 +1,78 @@
+"""The Bigram-Backcopy check of the organism's language model: the task, the probe, the CLI."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from avisc_lib.tiny import backcopy
+from avisc_lib.tiny.build import build_model, build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return backcopy.make_chain(np.arange(10, 40), seed=3)
+
+
+def test_sequences_copy_after_triggers_and_follow_the_chain_elsewhere(chain):
+    row_of = {int(t): i for i, t in enumerate(chain.tokens)}
+    rows = [row_of[int(t)] for t in chain.sample(np.random.default_rng(0), 2000)]
+    copies = 0
+    for i in range(2, len(rows)):
+        if rows[i - 1] in chain.triggers:
+            assert rows[i] == rows[i - 2]
+            copies += 1
+        else:
+            assert rows[i] in chain.successors[rows[i - 1]]
+    assert copies > 100  # the triggers are the chain's most frequent tokens
+
+
+def test_triggers_are_the_bigram_chains_most_frequent_tokens(chain):
+    bigram = dataclasses.replace(chain, triggers=frozenset())
+    rows = np.searchsorted(chain.tokens, bigram.sample(np.random.default_rng(1), 50000))
+    counts = np.bincount(rows, minlength=len(chain.tokens))
+    assert set(np.argsort(-counts)[:3]) == set(chain.triggers)
+
+
+def test_batch_starts_with_bos_and_labels_every_token(chain):
+    batch = backcopy.bb_batch(chain, bos=1, step=4, bs=3, length=16, seed=0)
+    assert batch["input_ids"].shape == (3, 16) and (batch["input_ids"][:, 0] == 1).all()
+    assert torch.equal(batch["labels"], batch["input_ids"])
+    again = backcopy.bb_batch(chain, bos=1, step=4, bs=3, length=16, seed=0)
+    assert torch.equal(again["input_ids"], batch["input_ids"])
+
+
+def test_build_model_sets_the_number_of_heads():
+    text = build_model(build_tokenizer(), lm_layers=1, lm_width=64, lm_heads=2).config.text_config
+    assert (text.num_attention_heads, text.num_key_value_heads, text.head_dim) == (2, 2, 32)
+
+
+def test_head_probe_measures_uniform_attention_exactly(chain):
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, lm_layers=2, lm_width=64, lm_heads=2).eval()
+    lm = model.model.language_model
+    with torch.no_grad():  # layer 0 attends uniformly over the causal prefix
+        lm.layers[0].self_attn.q_proj.weight.zero_()
+    ids = backcopy.bb_batch(chain, tokenizer.bos_token_id, 0, 2, 24, 0)["input_ids"]
+    probe = backcopy.head_probe(lm, ids)
+    uniform = np.mean([1 / (t + 1) for t in range(2, 24)])  # query t sees t + 1 keys
+    for key in ("bos", "self", "previous"):
+        assert len(probe[key]) == 2 and len(probe[key][0]) == 2
+        assert probe[key][0] == pytest.approx([uniform] * 2, abs=1e-4)
+    assert len(probe["phi_bos"]) == len(probe["phi_other"]) == 2
+    assert lm.config._attn_implementation == "sdpa"  # restored after the eager pass
+
+
+def test_cli_trains_and_logs_one_row(tmp_path):
+    log = tmp_path / "bb.jsonl"
+    command = [sys.executable, "-m", "avisc_lib.tiny.backcopy", "--layers", "1", "--width", "64", "--heads", "2"]
+    command += ["--steps", "4", "--every", "2", "--batch", "4", "--length", "16", "--log", str(log)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["recipe"]["heads"] == 2 and row["recipe"]["batch"] == 4
+    assert [h["step"] for h in row["history"]] == [2, 4]
+    assert len(row["history"][-1]["bos"]) == 1 and len(row["history"][-1]["bos"][0]) == 2
