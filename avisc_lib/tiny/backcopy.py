@@ -1,6 +1,7 @@
 """Does the tiny LLaVA's language model grow a BOS sink on the Bigram-Backcopy task?
 
-    python -m avisc_lib.tiny.backcopy --layers 1 --heads 1 --steps 6000 --batch 128
+    python -m avisc_lib.tiny.backcopy --layers 1 --heads 1 --steps 3000 --batch 128
+    python -m avisc_lib.tiny.backcopy --summary    # the log as a markdown table
 
 Guo et al. (arXiv 2410.13835) grow attention sinks in one- to three-layer transformers trained on
 Bigram-Backcopy (BB): tokens follow a fixed bigram chain, except that after one of a few trigger
@@ -28,6 +29,7 @@ import torch
 
 from ..tokens.sinks import activation
 from .build import build_model, build_tokenizer
+from .search import log_rows
 from .train import optimise
 
 LOG = Path("results/organism/backcopy_log.jsonl")  # relative to the repository root
@@ -56,6 +58,20 @@ class Chain:
         return self.tokens[rows]
 
 
+def ideal_loss(chain: Chain, rows: int, length: int, seed: int = 0) -> float:
+    """The loss per label of a model that knows the chain and the copy rule, on ``rows`` sampled
+    rows of ``length`` tokens, BOS included: log V for the first token, 0 after a trigger, the
+    successors' entropy elsewhere (what :func:`bb_batch`'s held-out loss can reach)."""
+    entropy = -(chain.probs * np.log(chain.probs)).sum(1)  # [V]
+    row_of = {int(t): i for i, t in enumerate(chain.tokens)}
+    losses = []
+    for k in range(rows):
+        seq = [row_of[int(t)] for t in chain.sample(np.random.default_rng([seed, k]), length - 1)]
+        losses.append(np.log(len(chain.tokens)))
+        losses += [0.0 if i >= 2 and seq[i - 1] in chain.triggers else entropy[seq[i - 1]] for i in range(1, len(seq))]
+    return float(np.mean(losses))
+
+
 def make_chain(tokens: np.ndarray, seed: int = 0, fanout: int = 4, n_triggers: int = 3) -> Chain:
     """A random chain over ``tokens`` whose triggers are its ``n_triggers`` most frequent tokens
     under the bigram chain's stationary distribution, copies aside (as Guo et al. pick the most frequent ones)."""
@@ -70,6 +86,11 @@ def make_chain(tokens: np.ndarray, seed: int = 0, fanout: int = 4, n_triggers: i
         stationary = stationary @ transition
     triggers = frozenset(int(i) for i in np.argsort(-stationary)[:n_triggers])
     return Chain(np.asarray(tokens), successors, probs, triggers)
+
+
+def world_chain(tokenizer, seed: int) -> Chain:
+    """The chain over the tiny world's vocabulary (special tokens excluded) that a run trains on."""
+    return make_chain(np.array([i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]), seed)
 
 
 def bb_batch(chain: Chain, bos: int, step: int, bs: int, length: int, seed: int) -> dict[str, torch.Tensor]:
@@ -119,7 +140,7 @@ def run(
 ) -> list[dict]:
     """Train a language model of that size on BB from scratch; the probe on held-out rows every ``every`` steps."""
     tokenizer = build_tokenizer()
-    chain = make_chain(np.array([i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]), seed)
+    chain = world_chain(tokenizer, seed)
     model = build_model(tokenizer, seed=seed, lm_layers=layers, lm_width=width, lm_heads=heads)
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
@@ -147,6 +168,39 @@ def run(
     )
 
 
+def even_share(length: int) -> float:
+    """The share :func:`head_probe` gives BOS (or self, or previous) under uniform causal attention."""
+    return float(np.mean([1 / (t + 1) for t in range(2, length)]))
+
+
+def summary(log: Path) -> str:
+    """A markdown table of the logged runs at their last probe: the held-out loss against the ideal
+    (the copy learned?), the head that gives BOS the largest share (a sink?) against the even share,
+    the largest share any head gives the previous token (the copy head), and the largest |x / rms(x)|."""
+    tokenizer = build_tokenizer()
+    header = (
+        "| language model | steps | batch x length | tokens | lr / wd | minutes | held-out loss (ideal) "
+        "| top BOS head (layer.head): share (even) | top previous-token share | phi at BOS / elsewhere |\n"
+        + "|---" * 10
+        + "|"
+    )
+    rows = [header]
+    for row in log_rows(log):
+        r, last = row["recipe"], row["history"][-1]
+        ideal = ideal_loss(world_chain(tokenizer, r["seed"]), 64, r["length"])
+        bos = np.array(last["bos"])  # [layers, heads]
+        layer, head = np.unravel_index(bos.argmax(), bos.shape)
+        rows.append(
+            f"| {r['layers']} x {r['width']}, {r['heads']} heads | {r['steps']} | {r['batch']} x {r['length']} "
+            f"| {r['steps'] * r['batch'] * r['length'] / 1e6:.0f} M | {r['lr']:g} / {r['wd']:g} | {row['minutes']:.0f} "
+            f"| {last['validation_loss']:.3f} ({ideal:.3f}) "
+            f"| {layer}.{head}: {bos[layer, head]:.3f} ({even_share(r['length']):.3f}) "
+            f"| {max(max(h) for h in last['previous']):.3f} "
+            f"| {max(last['phi_bos']):.1f} / {max(last['phi_other']):.1f} |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=4)
@@ -161,7 +215,11 @@ def main(argv=None) -> None:
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=Path, default=LOG)
+    ap.add_argument("--summary", action="store_true", help="print the log as a markdown table, then stop")
     args = ap.parse_args(argv)
+    if args.summary:
+        print(summary(args.log))
+        return
     torch.set_num_threads(args.threads)
     recipe = {k: getattr(args, k) for k in ("layers", "width", "heads", "steps", "batch", "length", "lr", "wd", "seed")}
     start = time.time()

@@ -38,6 +38,16 @@ def test_triggers_are_the_bigram_chains_most_frequent_tokens(chain):
     assert set(np.argsort(-counts)[:3]) == set(chain.triggers)
 
 
+def test_ideal_loss_of_a_deterministic_chain_is_the_first_token_only():
+    tokens = np.arange(5, 13)
+    cycle = backcopy.Chain(tokens, np.roll(np.arange(8), -1)[:, None], np.ones((8, 1)), frozenset({2}))
+    assert backcopy.ideal_loss(cycle, rows=3, length=17) == pytest.approx(np.log(8) / 16)
+    coin = backcopy.Chain(
+        tokens, np.stack([np.arange(8), np.roll(np.arange(8), -1)], 1), np.full((8, 2), 0.5), frozenset()
+    )
+    assert backcopy.ideal_loss(coin, rows=3, length=17) == pytest.approx((np.log(8) + 15 * np.log(2)) / 16)
+
+
 def test_batch_starts_with_bos_and_labels_every_token(chain):
     batch = backcopy.bb_batch(chain, bos=1, step=4, bs=3, length=16, seed=0)
     assert batch["input_ids"].shape == (3, 16) and (batch["input_ids"][:, 0] == 1).all()
@@ -60,6 +70,7 @@ def test_head_probe_measures_uniform_attention_exactly(chain):
     ids = backcopy.bb_batch(chain, tokenizer.bos_token_id, 0, 2, 24, 0)["input_ids"]
     probe = backcopy.head_probe(lm, ids)
     uniform = np.mean([1 / (t + 1) for t in range(2, 24)])  # query t sees t + 1 keys
+    assert backcopy.even_share(24) == pytest.approx(uniform)
     for key in ("bos", "self", "previous"):
         assert len(probe[key]) == 2 and len(probe[key][0]) == 2
         assert probe[key][0] == pytest.approx([uniform] * 2, abs=1e-4)
@@ -76,3 +87,6 @@ def test_cli_trains_and_logs_one_row(tmp_path):
     assert row["recipe"]["heads"] == 2 and row["recipe"]["batch"] == 4
     assert [h["step"] for h in row["history"]] == [2, 4]
     assert len(row["history"][-1]["bos"]) == 1 and len(row["history"][-1]["bos"][0]) == 2
+    table = subprocess.run(command[:3] + ["--summary", "--log", str(log)], check=True, capture_output=True, text=True)
+    lines = table.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| 1 x 64, 2 heads | 4 | 4 x 16 |")
