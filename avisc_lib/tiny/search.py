@@ -319,6 +319,25 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
     return {"recipe": asdict(recipe), "minutes": round(state["seconds"] / 60, 2), "history": state["history"]}
 
 
+@dataclass(frozen=True)
+class LMSize:
+    """The language side's language model: ``layers`` x ``width`` with ``heads`` attention heads."""
+
+    layers: int = 4
+    width: int = 128
+    heads: int = 4
+
+    @property
+    def name(self) -> str:
+        """``lm8x256``, with ``h2`` appended for a head count other than 4; ``""`` for the embedded size."""
+        if self == EMBEDDED_LM:
+            return ""
+        return f"lm{self.layers}x{self.width}" + (f"h{self.heads}" if self.heads != 4 else "")
+
+
+EMBEDDED_LM = LMSize()
+
+
 def train_language_side(
     tower_dir: Path,
     work: Path,
@@ -327,13 +346,11 @@ def train_language_side(
     scenes: int,
     seed: int = 0,
     text: TextStage = NO_TEXT,
-    lm_layers: int = 4,
-    lm_width: int = 128,
+    lm: LMSize = EMBEDDED_LM,
 ) -> dict:
     """Stages 1–2 of :mod:`.train` on a searched CLIP or SigLIP tower (frozen), in the world its
     recipe trained in, then the organism table; ``text.steps`` > 0 first pretrains the language
-    model on text alone (:func:`.train.run_text_stage`); ``lm_layers`` x ``lm_width`` sizes the
-    language model."""
+    model on text alone (:func:`.train.run_text_stage`); ``lm`` sizes the language model."""
     recipe = Recipe(**json.loads((tower_dir.parent / "recipe.json").read_text()))
     tower_class = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel}
     if recipe.registers is not None or recipe.tower not in tower_class:
@@ -343,7 +360,9 @@ def train_language_side(
         )
     tower = tower_class[recipe.tower].from_pretrained(tower_dir)
     processor = build_processor(cls_token=recipe.tower == "clip")
-    model = build_model(processor.tokenizer, seed=seed, vision=tower.config, lm_layers=lm_layers, lm_width=lm_width)
+    model = build_model(
+        processor.tokenizer, seed=seed, vision=tower.config, lm_layers=lm.layers, lm_width=lm.width, lm_heads=lm.heads
+    )
     model.model.vision_tower.load_state_dict(tower.state_dict())
     settings = argparse.Namespace(steps1=steps1, steps2=steps2, bs=32, seed=seed, texture=recipe.texture)
     items = Q.existence_set("validation", 300, world=recipe.world)
@@ -352,12 +371,12 @@ def train_language_side(
     history = {stage: run_lm_stage(model, processor, stage, settings, items) for stage in (1, 2)}
     minutes = round((time.time() - start) / 60, 2)
     model.eval()
-    out = work / model_folder(text, lm_layers, lm_width)
+    out = work / model_folder(text, lm)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return {
         "tower": recipe.name,
-        "lm": {"layers": lm_layers, "width": lm_width},
+        "lm": asdict(lm),
         "steps_text": text.steps,
         "text_stage": asdict(text),
         "text": text_history,
@@ -370,10 +389,9 @@ def train_language_side(
     }
 
 
-def model_folder(text: TextStage, lm_layers: int = 4, lm_width: int = 128) -> str:
-    """Where a language side is saved, named for its text stage and any language-model size but 4 x 128."""
-    size = f"-lm{lm_layers}x{lm_width}" if (lm_layers, lm_width) != (4, 128) else ""
-    return ("model" if not text.steps else f"model-{text.name}") + size
+def model_folder(text: TextStage, lm: LMSize = EMBEDDED_LM) -> str:
+    """Where a language side is saved, named for its text stage and any language-model size but the embedded one."""
+    return "-".join(filter(None, ["model" if not text.steps else f"model-{text.name}", lm.name]))
 
 
 def log_rows(log: Path) -> list[dict]:
@@ -412,9 +430,10 @@ def summary(log: Path) -> str:
 
 
 def lm_size(row: dict) -> str:
-    """`` (LM 8 x 256)`` for a language side whose language model is not the embedded 4 x 128, else ``""``."""
-    lm = row.get("lm", {"layers": 4, "width": 128})
-    return "" if (lm["layers"], lm["width"]) == (4, 128) else f" (LM {lm['layers']} x {lm['width']})"
+    """`` (LM 8 x 256)`` for a language side whose language model is not the embedded one, else ``""``."""
+    lm = LMSize(**row.get("lm", {}))
+    heads = f", {lm.heads} heads" if lm.heads != EMBEDDED_LM.heads else ""
+    return "" if lm == EMBEDDED_LM else f" (LM {lm.layers} x {lm.width}{heads})"
 
 
 def text_steps(row: dict) -> str:
@@ -486,11 +505,13 @@ def main(argv=None) -> None:
     ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")
     ap.add_argument("--lm-layers", type=int, default=4, help="the language side's language-model depth")
     ap.add_argument("--lm-width", type=int, default=128, help="the language side's language-model width")
+    ap.add_argument("--lm-heads", type=int, default=4, help="the language side's attention heads per layer")
     ap.add_argument("--organism-scenes", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    lm = LMSize(args.lm_layers, args.lm_width, args.lm_heads)
     if args.profile:
-        model_dir = args.work / args.profile / model_folder(TextStage.from_args(args), args.lm_layers, args.lm_width)
+        model_dir = args.work / args.profile / model_folder(TextStage.from_args(args), lm)
         if not (model_dir / "config.json").is_file():
             raise SystemExit(f"no language side at {model_dir}; run --language {args.profile} first")
         recipe = Recipe(**json.loads((args.work / args.profile / "recipe.json").read_text()))
@@ -510,8 +531,7 @@ def main(argv=None) -> None:
             args.steps2,
             args.organism_scenes,
             text=TextStage.from_args(args),
-            lm_layers=args.lm_layers,
-            lm_width=args.lm_width,
+            lm=lm,
         )
         args.lm_log.parent.mkdir(parents=True, exist_ok=True)
         with args.lm_log.open("a") as f:

@@ -93,10 +93,13 @@ def test_cli_logs_one_row_per_variant_and_skips_done_ones(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("tower", "steps_text", "text_pack", "lm_layers", "folder"),
-    [("clip", 0, 0, 4, "model"), ("siglip", 1, 48, 2, "model-text1-pack48-lm2x64")],
+    ("tower", "steps_text", "text_pack", "lm", "folder"),
+    [
+        ("clip", 0, 0, search.LMSize(), "model"),
+        ("siglip", 1, 48, search.LMSize(2, 64, heads=1), "model-text1-pack48-lm2x64h1"),
+    ],
 )
-def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, text_pack, lm_layers, folder):
+def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, text_pack, lm, folder):
     search.train(replace(SMALL, tower=tower, texture=40), tmp_path / "t", every=2, measure_n=4)
     row = search.train_language_side(
         tmp_path / "t" / "tower",
@@ -105,16 +108,17 @@ def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, t
         steps2=1,
         scenes=2,
         text=TextStage(steps_text, text_pack),
-        lm_layers=lm_layers,
-        lm_width=128 if lm_layers == 4 else 64,
+        lm=lm,
     )
     assert row["tower"] == "smoke" and [h["step"] for h in row["stage2"]] == [1]
     assert row["steps_text"] == steps_text and len(row["text"]) == steps_text
-    assert all(len(h["phi_bos"]) == lm_layers for h in row["text"])
-    assert [layer["layer"] for layer in row["profile"]] == list(range(lm_layers))
+    assert all(len(h["phi_bos"]) == lm.layers for h in row["text"])
+    assert [layer["layer"] for layer in row["profile"]] == list(range(lm.layers))
+    assert row["lm"] == {"layers": lm.layers, "width": lm.width, "heads": lm.heads}
     assert row["organism"]["n_questions"] == 4 and 0 <= row["organism"]["top5_share"] <= 1
     saved = tmp_path / "t" / folder
     model = LlavaForConditionalGeneration.from_pretrained(saved)
+    assert model.config.text_config.num_attention_heads == lm.heads
     image_tokens = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
     processor = AutoProcessor.from_pretrained(saved)
     inputs = processor(
@@ -167,9 +171,11 @@ def test_language_summary_has_one_row_per_run(tmp_path):
     rows = [
         {"tower": "t", "steps_text": 8000, "minutes": 32.4},
         {"tower": "t", "text_stage": {"steps": 3000, "pack": 256, "lr": 3e-3}, "lm": {"layers": 8, "width": 256}},
+        {"tower": "t", "lm": {"layers": 4, "width": 128, "heads": 1}},
     ]
     log.write_text("".join(json.dumps({"minutes": 50, **row, "organism": organism}) + "\n" for row in rows))
     lines = search.language_summary(log).splitlines()
-    assert len(lines) == 4 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
+    assert len(lines) == 5 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
     assert lines[3].startswith("| t (LM 8 x 256) | 3000 (pack256, lr0.003) | 50 |")
+    assert lines[4].startswith("| t (LM 4 x 128, 1 heads) | 0 | 50 |")
     assert "+0.030 [+0.000, +0.065]" in lines[2] and lines[2].count("|") == lines[0].count("|")
