@@ -58,15 +58,14 @@ class Chain:
         return self.tokens[rows]
 
 
-def ideal_loss(chain: Chain, rows: int, length: int, seed: int = 0) -> float:
-    """The loss per label of a model that knows the chain and the copy rule, on ``rows`` sampled
-    rows of ``length`` tokens, BOS included: log V for the first token, 0 after a trigger, the
-    successors' entropy elsewhere (what :func:`bb_batch`'s held-out loss can reach)."""
+def ideal_loss(chain: Chain, input_ids: torch.Tensor) -> float:
+    """The loss per label that a model knowing the chain and the copy rule reaches on ``input_ids``
+    [B, L] (BOS first): log V for the first token, 0 after a trigger, the successors' entropy elsewhere."""
     entropy = -(chain.probs * np.log(chain.probs)).sum(1)  # [V]
     row_of = {int(t): i for i, t in enumerate(chain.tokens)}
     losses = []
-    for k in range(rows):
-        seq = [row_of[int(t)] for t in chain.sample(np.random.default_rng([seed, k]), length - 1)]
+    for ids in input_ids[:, 1:].tolist():
+        seq = [row_of[t] for t in ids]
         losses.append(np.log(len(chain.tokens)))
         losses += [0.0 if i >= 2 and seq[i - 1] in chain.triggers else entropy[seq[i - 1]] for i in range(1, len(seq))]
     return float(np.mean(losses))
@@ -91,6 +90,11 @@ def make_chain(tokens: np.ndarray, seed: int = 0, fanout: int = 4, n_triggers: i
 def world_chain(tokenizer, seed: int) -> Chain:
     """The chain over the tiny world's vocabulary (special tokens excluded) that a run trains on."""
     return make_chain(np.array([i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]), seed)
+
+
+def held_out(chain: Chain, bos: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """The 64 rows every probe of a run measures (seeded apart from the training rows)."""
+    return bb_batch(chain, bos, 0, 64, length, seed + 1)
 
 
 def bb_batch(chain: Chain, bos: int, step: int, bs: int, length: int, seed: int) -> dict[str, torch.Tensor]:
@@ -144,12 +148,12 @@ def run(
     model = build_model(tokenizer, seed=seed, lm_layers=layers, lm_width=width, lm_heads=heads)
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
-    held_out = bb_batch(chain, tokenizer.bos_token_id, 0, 64, length, seed + 1)
+    rows = held_out(chain, tokenizer.bos_token_id, length, seed)
 
     def validation() -> dict:
         model.eval()
-        loss = model(**held_out).loss.item()
-        probe = head_probe(model.model.language_model, held_out["input_ids"])
+        loss = model(**rows).loss.item()
+        probe = head_probe(model.model.language_model, rows["input_ids"])
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
 
@@ -187,7 +191,8 @@ def summary(log: Path) -> str:
     rows = [header]
     for row in log_rows(log):
         r, last = row["recipe"], row["history"][-1]
-        ideal = ideal_loss(world_chain(tokenizer, r["seed"]), 64, r["length"])
+        chain = world_chain(tokenizer, r["seed"])
+        ideal = ideal_loss(chain, held_out(chain, tokenizer.bos_token_id, r["length"], r["seed"])["input_ids"])
         bos = np.array(last["bos"])  # [layers, heads]
         layer, head = np.unravel_index(bos.argmax(), bos.shape)
         rows.append(

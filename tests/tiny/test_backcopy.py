@@ -38,14 +38,16 @@ def test_triggers_are_the_bigram_chains_most_frequent_tokens(chain):
     assert set(np.argsort(-counts)[:3]) == set(chain.triggers)
 
 
-def test_ideal_loss_of_a_deterministic_chain_is_the_first_token_only():
-    tokens = np.arange(5, 13)
-    cycle = backcopy.Chain(tokens, np.roll(np.arange(8), -1)[:, None], np.ones((8, 1)), frozenset({2}))
-    assert backcopy.ideal_loss(cycle, rows=3, length=17) == pytest.approx(np.log(8) / 16)
-    coin = backcopy.Chain(
-        tokens, np.stack([np.arange(8), np.roll(np.arange(8), -1)], 1), np.full((8, 2), 0.5), frozenset()
-    )
-    assert backcopy.ideal_loss(coin, rows=3, length=17) == pytest.approx((np.log(8) + 15 * np.log(2)) / 16)
+def ideal(chain: backcopy.Chain) -> float:
+    return backcopy.ideal_loss(chain, backcopy.bb_batch(chain, bos=1, step=0, bs=3, length=17, seed=0)["input_ids"])
+
+
+def test_ideal_loss_counts_the_first_token_and_each_choice():
+    tokens, rows = np.arange(5, 13), np.arange(8)
+    cycle = backcopy.Chain(tokens, np.roll(rows, -1)[:, None], np.ones((8, 1)), frozenset({2}))
+    assert ideal(cycle) == pytest.approx(np.log(8) / 16)  # only the first token is uncertain
+    coin = backcopy.Chain(tokens, np.stack([rows, np.roll(rows, -1)], 1), np.full((8, 2), 0.5), frozenset())
+    assert ideal(coin) == pytest.approx((np.log(8) + 15 * np.log(2)) / 16)
 
 
 def test_batch_starts_with_bos_and_labels_every_token(chain):
