@@ -195,8 +195,9 @@ def summary(log: Path) -> str:
         ideal = ideal_loss(chain, held_out(chain, tokenizer.bos_token_id, r["length"], r["seed"])["input_ids"])
         bos = np.array(last["bos"])  # [layers, heads]
         layer, head = np.unravel_index(bos.argmax(), bos.shape)
+        heads = f"{r['heads']} head" + "s" * (r["heads"] != 1)
         rows.append(
-            f"| {r['layers']} x {r['width']}, {r['heads']} heads | {r['steps']} | {r['batch']} x {r['length']} "
+            f"| {r['layers']} x {r['width']}, {heads} | {r['steps']} | {r['batch']} x {r['length']} "
             f"| {r['steps'] * r['batch'] * r['length'] / 1e6:.0f} M | {r['lr']:g} / {r['wd']:g} | {row['minutes']:.0f} "
             f"| {last['validation_loss']:.3f} ({ideal:.3f}) "
             f"| {layer}.{head}: {bos[layer, head]:.3f} ({even_share(r['length']):.3f}) "

@@ -432,7 +432,7 @@ def summary(log: Path) -> str:
 def lm_size(row: dict) -> str:
     """`` (LM 8 x 256)`` for a language side whose language model is not the embedded one, else ``""``."""
     lm = LMSize(**row.get("lm", {}))
-    heads = f", {lm.heads} heads" if lm.heads != EMBEDDED_LM.heads else ""
+    heads = f", {lm.heads} head{'s' * (lm.heads != 1)}" if lm.heads != EMBEDDED_LM.heads else ""
     return "" if lm == EMBEDDED_LM else f" (LM {lm.layers} x {lm.width}{heads})"
 
 

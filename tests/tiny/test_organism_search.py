@@ -177,5 +177,5 @@ def test_language_summary_has_one_row_per_run(tmp_path):
     lines = search.language_summary(log).splitlines()
     assert len(lines) == 5 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
     assert lines[3].startswith("| t (LM 8 x 256) | 3000 (pack256, lr0.003) | 50 |")
-    assert lines[4].startswith("| t (LM 4 x 128, 1 heads) | 0 | 50 |")
+    assert lines[4].startswith("| t (LM 4 x 128, 1 head) | 0 | 50 |")
     assert "+0.030 [+0.000, +0.065]" in lines[2] and lines[2].count("|") == lines[0].count("|")
