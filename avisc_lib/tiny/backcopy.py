@@ -57,6 +57,14 @@ class Chain:
                 rows.append(int(rng.choice(self.successors[last], p=self.probs[last])))
         return self.tokens[rows]
 
+    def copy_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, L] bool: the positions of rows from :func:`bb_batch` (BOS first) that hold a trigger
+        from position 2 on, i.e. whose next token is a copy (a copy head's "active" positions)."""
+        triggers = torch.as_tensor(self.tokens[sorted(self.triggers)])
+        copy = torch.isin(input_ids, triggers)
+        copy[:, :2] = False
+        return copy
+
 
 def ideal_loss(chain: Chain, input_ids: torch.Tensor) -> float:
     """The loss per label that a model knowing the chain and the copy rule reaches on ``input_ids``
@@ -105,12 +113,14 @@ def bb_batch(chain: Chain, bos: int, step: int, bs: int, length: int, seed: int)
 
 
 @torch.no_grad()
-def head_probe(lm, input_ids: torch.Tensor) -> dict[str, list]:
+def head_probe(lm, input_ids: torch.Tensor, copy: torch.Tensor | None = None) -> dict[str, list]:
     """Where each head of ``lm`` looks, on ``input_ids`` [B, L] (no padding).
 
     ``bos``, ``self``, ``previous``: per layer, per head, the mean attention that positions 2..L-1
     pay to BOS, to themselves and to the position before them; ``phi_bos`` / ``phi_other``: per
     layer, the largest |x / rms(x)| entering it at BOS / elsewhere (the row's maximum, batch mean).
+    With ``copy`` [B, L] (:meth:`Chain.copy_positions`), also ``bos_copy`` / ``bos_other``: the BOS
+    share at those positions and at the other positions 2..L-1 (a dormant head: high at the others only).
     """
     previous_impl = lm.config._attn_implementation
     lm.set_attn_implementation("eager")  # the only one that returns attention maps
@@ -120,10 +130,17 @@ def head_probe(lm, input_ids: torch.Tensor) -> dict[str, list]:
         lm.set_attn_implementation(previous_impl)
     positions = torch.arange(2, input_ids.shape[1])
     probe = {"bos": [], "self": [], "previous": [], "phi_bos": [], "phi_other": []}
+    if copy is not None:
+        probe |= {"bos_copy": [], "bos_other": []}
+        split = {"bos_copy": copy[:, positions], "bos_other": ~copy[:, positions]}  # [B, L-2] each
     for attention, hidden in zip(out.attentions, out.hidden_states):  # attention [B, H, L, L]
         for key, columns in (("bos", 0), ("self", positions), ("previous", positions - 1)):
             share = attention[:, :, positions, columns].mean((0, 2))  # [H]
             probe[key].append([round(float(x), 4) for x in share])
+        if copy is not None:
+            to_bos = attention[:, :, positions, 0].transpose(1, 2)  # [B, L-2, H]
+            for key, where in split.items():
+                probe[key].append([round(float(x), 4) for x in to_bos[where].mean(0)])
         phi = activation(hidden).amax(-1)  # [B, L]
         probe["phi_bos"].append(round(float(phi[:, 0].mean()), 3))
         probe["phi_other"].append(round(float(phi[:, 1:].amax(1).mean()), 3))
@@ -153,7 +170,7 @@ def run(
     def validation() -> dict:
         model.eval()
         loss = model(**rows).loss.item()
-        probe = head_probe(model.model.language_model, rows["input_ids"])
+        probe = head_probe(model.model.language_model, rows["input_ids"], chain.copy_positions(rows["input_ids"]))
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
 
@@ -180,13 +197,13 @@ def even_share(length: int) -> float:
 def summary(log: Path) -> str:
     """A markdown table of the logged runs at their last probe: the held-out loss against the ideal
     (the copy learned?), the head that gives BOS the largest share (a sink?) against the even share,
-    the largest share any head gives the previous token (the copy head), and the largest |x / rms(x)|."""
+    with that head's share at copy / other positions where logged (a dormant head parks on BOS at the
+    others), the largest share any head gives the previous token (the copy head), and the largest |x / rms(x)|."""
     tokenizer = build_tokenizer()
     header = (
         "| language model | steps | batch x length | tokens | lr / wd | minutes | held-out loss (ideal) "
-        "| top BOS head (layer.head): share (even) | top previous-token share | phi at BOS / elsewhere |\n"
-        + "|---" * 10
-        + "|"
+        "| top BOS head (layer.head): share (even); at copy / other positions "
+        "| top previous-token share | phi at BOS / elsewhere |\n" + "|---" * 10 + "|"
     )
     rows = [header]
     for row in log_rows(log):
@@ -196,11 +213,16 @@ def summary(log: Path) -> str:
         bos = np.array(last["bos"])  # [layers, heads]
         layer, head = np.unravel_index(bos.argmax(), bos.shape)
         heads = f"{r['heads']} head" + "s" * (r["heads"] != 1)
+        split = (
+            "–"
+            if "bos_copy" not in last
+            else f"{last['bos_copy'][layer][head]:.3f} / {last['bos_other'][layer][head]:.3f}"
+        )
         rows.append(
             f"| {r['layers']} x {r['width']}, {heads} | {r['steps']} | {r['batch']} x {r['length']} "
             f"| {r['steps'] * r['batch'] * r['length'] / 1e6:.0f} M | {r['lr']:g} / {r['wd']:g} | {row['minutes']:.0f} "
             f"| {last['validation_loss']:.3f} ({ideal:.3f}) "
-            f"| {layer}.{head}: {bos[layer, head]:.3f} ({even_share(r['length']):.3f}) "
+            f"| {layer}.{head}: {bos[layer, head]:.3f} ({even_share(r['length']):.3f}); {split} "
             f"| {max(max(h) for h in last['previous']):.3f} "
             f"| {max(last['phi_bos']):.1f} / {max(last['phi_other']):.1f} |"
         )

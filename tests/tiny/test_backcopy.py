@@ -50,6 +50,16 @@ def test_ideal_loss_counts_the_first_token_and_each_choice():
     assert ideal(coin) == pytest.approx((np.log(8) + 15 * np.log(2)) / 16)
 
 
+def test_copy_positions_are_the_triggers_from_position_two(chain):
+    ids = backcopy.bb_batch(chain, bos=1, step=0, bs=4, length=64, seed=0)["input_ids"]
+    copy = chain.copy_positions(ids)
+    assert not copy[:, :2].any() and copy.any()
+    for b, t in copy.nonzero().tolist():
+        assert t + 1 == ids.shape[1] or ids[b, t + 1] == ids[b, t - 1]  # the next token copies
+    triggers = set(chain.tokens[sorted(chain.triggers)].tolist())
+    assert all(ids[b, t].item() not in triggers for b, t in (~copy[:, 2:]).nonzero().add(torch.tensor([0, 2])).tolist())
+
+
 def test_batch_starts_with_bos_and_labels_every_token(chain):
     batch = backcopy.bb_batch(chain, bos=1, step=4, bs=3, length=16, seed=0)
     assert batch["input_ids"].shape == (3, 16) and (batch["input_ids"][:, 0] == 1).all()
@@ -70,13 +80,18 @@ def test_head_probe_measures_uniform_attention_exactly(chain):
     with torch.no_grad():  # layer 0 attends uniformly over the causal prefix
         lm.layers[0].self_attn.q_proj.weight.zero_()
     ids = backcopy.bb_batch(chain, tokenizer.bos_token_id, 0, 2, 24, 0)["input_ids"]
-    probe = backcopy.head_probe(lm, ids)
+    copy = chain.copy_positions(ids)
+    probe = backcopy.head_probe(lm, ids, copy)
     uniform = np.mean([1 / (t + 1) for t in range(2, 24)])  # query t sees t + 1 keys
     assert backcopy.even_share(24) == pytest.approx(uniform)
     for key in ("bos", "self", "previous"):
         assert len(probe[key]) == 2 and len(probe[key][0]) == 2
         assert probe[key][0] == pytest.approx([uniform] * 2, abs=1e-4)
     assert len(probe["phi_bos"]) == len(probe["phi_other"]) == 2
+    t = torch.arange(24).expand(2, 24)[:, 2:]
+    for key, where in (("bos_copy", copy[:, 2:]), ("bos_other", ~copy[:, 2:])):
+        expected = (1 / (t[where] + 1)).mean().item()
+        assert probe[key][0] == pytest.approx([expected] * 2, abs=1e-4)
     assert lm.config._attn_implementation == "sdpa"  # restored after the eager pass
 
 
@@ -92,3 +107,4 @@ def test_cli_trains_and_logs_one_row(tmp_path):
     table = subprocess.run(command[:3] + ["--summary", "--log", str(log)], check=True, capture_output=True, text=True)
     lines = table.stdout.strip().splitlines()
     assert len(lines) == 3 and lines[2].startswith("| 1 x 64, 2 heads | 4 | 4 x 16 |")
+    assert lines[2].count("|") == lines[0].count("|") and " / " in lines[2].split("|")[8]
