@@ -69,14 +69,13 @@ class Chain:
 def ideal_loss(chain: Chain, input_ids: torch.Tensor) -> float:
     """The loss per label that a model knowing the chain and the copy rule reaches on ``input_ids``
     [B, L] (BOS first): log V for the first token, 0 after a trigger, the successors' entropy elsewhere."""
-    entropy = -(chain.probs * np.log(chain.probs)).sum(1)  # [V]
-    row_of = {int(t): i for i, t in enumerate(chain.tokens)}
-    losses = []
-    for ids in input_ids[:, 1:].tolist():
-        seq = [row_of[t] for t in ids]
-        losses.append(np.log(len(chain.tokens)))
-        losses += [0.0 if i >= 2 and seq[i - 1] in chain.triggers else entropy[seq[i - 1]] for i in range(1, len(seq))]
-    return float(np.mean(losses))
+    entropy = torch.as_tensor(-(chain.probs * np.log(chain.probs)).sum(1))  # [V]
+    row_of = torch.full((int(chain.tokens.max()) + 1,), -1)
+    row_of[torch.as_tensor(chain.tokens)] = torch.arange(len(chain.tokens))
+    queries = slice(1, input_ids.shape[1] - 1)  # the positions that predict a chain token from a chain token
+    losses = entropy[row_of[input_ids[:, queries]]].masked_fill(chain.copy_positions(input_ids)[:, queries], 0)
+    first = np.log(len(chain.tokens)) * input_ids.shape[0]  # BOS predicts the first token
+    return float((first + losses.sum()) / (input_ids.shape[0] * (input_ids.shape[1] - 1)))
 
 
 def make_chain(tokens: np.ndarray, seed: int = 0, fanout: int = 4, n_triggers: int = 3) -> Chain:

@@ -117,6 +117,8 @@ def build_model(
             f"the tiny LLaVA takes {IMAGE_SIZE}-px images in {PATCH_SIZE}-px patches, "
             f"got {vision.image_size} / {vision.patch_size}"
         )
+    if lm_width % lm_heads:
+        raise ValueError(f"the language model's width {lm_width} does not split into {lm_heads} heads")
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=lm_width,

@@ -71,6 +71,8 @@ def test_batch_starts_with_bos_and_labels_every_token(chain):
 def test_build_model_sets_the_number_of_heads():
     text = build_model(build_tokenizer(), lm_layers=1, lm_width=64, lm_heads=2).config.text_config
     assert (text.num_attention_heads, text.num_key_value_heads, text.head_dim) == (2, 2, 32)
+    with pytest.raises(ValueError, match="width 64 does not split into 3 heads"):
+        build_model(build_tokenizer(), lm_layers=1, lm_width=64, lm_heads=3)
 
 
 def test_head_probe_measures_uniform_attention_exactly(chain):
