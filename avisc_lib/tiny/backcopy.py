@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.compat import text_attention
 from ..tokens.sinks import activation
 from .build import build_model, build_tokenizer
 from .search import log_rows
-from .train import optimise
+from .train import optimise, train_language_model_only
 
 LOG = Path("results/organism/backcopy_log.jsonl")  # relative to the repository root
 
@@ -112,8 +113,8 @@ def bb_batch(chain: Chain, bos: int, step: int, bs: int, length: int, seed: int)
 
 
 @torch.no_grad()
-def head_probe(lm, input_ids: torch.Tensor, copy: torch.Tensor | None = None) -> dict[str, list]:
-    """Where each head of ``lm`` looks, on ``input_ids`` [B, L] (no padding).
+def head_probe(model, input_ids: torch.Tensor, copy: torch.Tensor | None = None) -> dict[str, list]:
+    """Where each head of ``model``'s language model looks, on ``input_ids`` [B, L] (no padding).
 
     ``bos``, ``self``, ``previous``: per layer, per head, the mean attention that positions 2..L-1
     pay to BOS, to themselves and to the position before them; ``phi_bos`` / ``phi_other``: per
@@ -121,12 +122,8 @@ def head_probe(lm, input_ids: torch.Tensor, copy: torch.Tensor | None = None) ->
     With ``copy`` [B, L] (:meth:`Chain.copy_positions`), also ``bos_copy`` / ``bos_other``: the BOS
     share at those positions and at the other positions 2..L-1 (a dormant head: high at the others only).
     """
-    previous_impl = lm.config._attn_implementation
-    lm.set_attn_implementation("eager")  # the only one that returns attention maps
-    try:
-        out = lm(input_ids, output_attentions=True, output_hidden_states=True)
-    finally:
-        lm.set_attn_implementation(previous_impl)
+    with text_attention(model, "eager"):  # the only one that returns attention maps
+        out = model.model.language_model(input_ids, output_attentions=True, output_hidden_states=True)
     positions = torch.arange(2, input_ids.shape[1])
     probe = {"bos": [], "self": [], "previous": [], "phi_bos": [], "phi_other": []}
     if copy is not None:
@@ -162,14 +159,13 @@ def run(
     tokenizer = build_tokenizer()
     chain = world_chain(tokenizer, seed)
     model = build_model(tokenizer, seed=seed, lm_layers=layers, lm_width=width, lm_heads=heads)
-    for name, p in model.named_parameters():
-        p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
+    train_language_model_only(model)
     rows = held_out(chain, tokenizer.bos_token_id, length, seed)
 
     def validation() -> dict:
         model.eval()
         loss = model(**rows).loss.item()
-        probe = head_probe(model.model.language_model, rows["input_ids"], chain.copy_positions(rows["input_ids"]))
+        probe = head_probe(model, rows["input_ids"], chain.copy_positions(rows["input_ids"]))
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
 

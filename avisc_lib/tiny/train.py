@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..models.compat import text_attention
 from ..tokens.sinks import activation
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, WorldConfig, make_scene, patch_labels
@@ -245,18 +246,13 @@ def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
     the largest |x / rms(x)| entering the layer at BOS (a massive activation makes it approach
     sqrt(width)); ``phi_other``: the same, maximised over the other real tokens of each row.
     """
-    lm = model.model.language_model
-    previous = lm.config._attn_implementation
-    lm.set_attn_implementation("eager")  # the only one that returns attention maps
-    try:
-        out = lm(
+    with text_attention(model, "eager"):  # the only one that returns attention maps
+        out = model.model.language_model(
             batch["input_ids"],
             attention_mask=batch["attention_mask"],
             output_attentions=True,
             output_hidden_states=True,
         )
-    finally:
-        lm.set_attn_implementation(previous)
     real = batch["attention_mask"].bool()[:, 1:]  # [B, L-1]
     probe = {"bos_attention": [], "phi_bos": [], "phi_other": []}
     for attention, hidden in zip(out.attentions, out.hidden_states):
@@ -302,13 +298,18 @@ class TextStage:
 NO_TEXT = TextStage()
 
 
+def train_language_model_only(model) -> None:
+    """Make the language model and its head the only trainable parameters of ``model``."""
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
+
+
 def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> list[dict]:
     """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images.
 
     Every 1000 steps: the held-out loss and :func:`text_probe` on held-out documents.
     """
-    for name, p in model.named_parameters():
-        p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
+    train_language_model_only(model)
     held_out = text_batch(
         processor.tokenizer, 0, 64 if text.pack else 256, seed, split="validation", pack=text.pack, noise=text.noise
     )

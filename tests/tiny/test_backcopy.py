@@ -83,7 +83,7 @@ def test_head_probe_measures_uniform_attention_exactly(chain):
         lm.layers[0].self_attn.q_proj.weight.zero_()
     ids = backcopy.bb_batch(chain, tokenizer.bos_token_id, 0, 2, 24, 0)["input_ids"]
     copy = chain.copy_positions(ids)
-    probe = backcopy.head_probe(lm, ids, copy)
+    probe = backcopy.head_probe(model, ids, copy)
     uniform = np.mean([1 / (t + 1) for t in range(2, 24)])  # query t sees t + 1 keys
     assert backcopy.even_share(24) == pytest.approx(uniform)
     for key in ("bos", "self", "previous"):
