@@ -10,6 +10,8 @@ to read at the other positions; in their models it parks that attention on BOS (
 state), and BOS grows a large residual norm. This is the organism search's cheapest test of its
 language side: if the organism's language model (:func:`.build.build_model`'s Llama, any size)
 grows no BOS sink on the task built to grow one, it will not grow one on the world's text either.
+``--family`` swaps the Llama for GPT-NeoX (rotary, plain GELU MLP) or GPT-2 (learned absolute
+positions, plain GELU MLP, as in Guo et al.'s models), to tell the architecture's part from the budget's.
 
 The probe reports, per layer and head, where the attention of the positions after the first two
 goes: to BOS, to the token itself, and to the token before it (the copy head's target), plus the
@@ -29,7 +31,7 @@ import torch
 
 from ..models.compat import text_attention
 from ..tokens.sinks import activation
-from .build import build_model, build_tokenizer
+from .build import LM_FAMILIES, build_model, build_tokenizer
 from .search import log_rows
 from .train import optimise, train_language_model_only
 
@@ -147,6 +149,7 @@ def run(
     layers: int,
     width: int,
     heads: int,
+    family: str,
     steps: int,
     batch: int,
     length: int,
@@ -158,7 +161,7 @@ def run(
     """Train a language model of that size on BB from scratch; the probe on held-out rows every ``every`` steps."""
     tokenizer = build_tokenizer()
     chain = world_chain(tokenizer, seed)
-    model = build_model(tokenizer, seed=seed, lm_layers=layers, lm_width=width, lm_heads=heads)
+    model = build_model(tokenizer, seed=seed, lm_layers=layers, lm_width=width, lm_heads=heads, lm_family=family)
     train_language_model_only(model)
     rows = held_out(chain, tokenizer.bos_token_id, length, seed)
 
@@ -208,13 +211,14 @@ def summary(log: Path) -> str:
         bos = np.array(last["bos"])  # [layers, heads]
         layer, head = np.unravel_index(bos.argmax(), bos.shape)
         heads = f"{r['heads']} head" + "s" * (r["heads"] != 1)
+        family = "" if r.get("family", "llama") == "llama" else f" ({r['family']})"
         split = (
             "–"
             if "bos_copy" not in last
             else f"{last['bos_copy'][layer][head]:.3f} / {last['bos_other'][layer][head]:.3f}"
         )
         rows.append(
-            f"| {r['layers']} x {r['width']}, {heads} | {r['steps']} | {r['batch']} x {r['length']} "
+            f"| {r['layers']} x {r['width']}, {heads}{family} | {r['steps']} | {r['batch']} x {r['length']} "
             f"| {r['steps'] * r['batch'] * r['length'] / 1e6:.0f} M | {r['lr']:g} / {r['wd']:g} | {row['minutes']:.0f} "
             f"| {last['validation_loss']:.3f} ({ideal:.3f}) "
             f"| {layer}.{head}: {bos[layer, head]:.3f} ({even_share(r['length']):.3f}); {split} "
@@ -229,6 +233,7 @@ def main(argv=None) -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--family", choices=LM_FAMILIES, default="llama", help="the language model's architecture")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--length", type=int, default=128, help="tokens per row, BOS included")
@@ -244,7 +249,8 @@ def main(argv=None) -> None:
         print(summary(args.log))
         return
     torch.set_num_threads(args.threads)
-    recipe = {k: getattr(args, k) for k in ("layers", "width", "heads", "steps", "batch", "length", "lr", "wd", "seed")}
+    names = ("layers", "width", "heads", "family", "steps", "batch", "length", "lr", "wd", "seed")
+    recipe = {k: getattr(args, k) for k in names}
     start = time.time()
     history = run(**recipe, every=args.every)
     row = {"recipe": recipe, "minutes": round((time.time() - start) / 60, 1), "history": history}

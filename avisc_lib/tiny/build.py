@@ -13,6 +13,8 @@ from tokenizers.models import WordLevel
 from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
+    GPT2Config,
+    GPTNeoXConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -84,6 +86,43 @@ def build_processor(cls_token: bool = True) -> LlavaProcessor:
     )
 
 
+LM_FAMILIES = ("llama", "gpt_neox", "gpt2")
+
+
+def text_config(tokenizer: PreTrainedTokenizerFast, layers: int, width: int, heads: int, family: str = "llama"):
+    """The language model's config: ``layers`` blocks of ``width`` split into ``heads``, MLP twice as wide.
+
+    ``family``: "llama" (rotary positions, RMSNorm, gated SiLU MLP, no biases: LLaVA-1.5's and the
+    embedded model's), "gpt_neox" (rotary on every dimension, LayerNorm, plain GELU MLP, biases,
+    sequential residual) or "gpt2" (learned absolute positions, LayerNorm, plain GELU MLP, biases),
+    the architecture of Guo et al.'s Bigram-Backcopy models.
+    """
+    if family not in LM_FAMILIES:
+        raise ValueError(f"unknown language-model family {family!r}; choose one of {', '.join(LM_FAMILIES)}")
+    if width % heads:
+        raise ValueError(f"the language model's width {width} does not split into {heads} heads")
+    tokens = {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": False,
+    }
+    if family == "gpt2":
+        return GPT2Config(n_embd=width, n_inner=2 * width, n_layer=layers, n_head=heads, n_positions=256, **tokens)
+    size = {
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": 256,
+    }
+    if family == "gpt_neox":
+        rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}
+        return GPTNeoXConfig(rope_parameters=rope, use_parallel_residual=False, **size, **tokens)
+    return LlamaConfig(num_key_value_heads=heads, head_dim=width // heads, **size, **tokens)
+
+
 def feature_strategy(cls_token: bool) -> str:
     """LLaVA's ``vision_feature_select_strategy``: drop the CLS token ("default") or keep all ("full")."""
     return "default" if cls_token else "full"
@@ -96,12 +135,14 @@ def build_model(
     lm_layers: int = 4,
     lm_width: int = 128,
     lm_heads: int = 4,
+    lm_family: str = "llama",
 ) -> LlavaForConditionalGeneration:
     """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded).
 
     ``vision``: another tower's config (8-px patches), e.g. one from the organism search; a SigLIP
     tower has no CLS token, so all of its tokens go to the language model. ``lm_layers``, ``lm_width``
     and ``lm_heads`` size the language model (MLP twice as wide); the defaults are the embedded model's.
+    ``lm_family`` picks its architecture (:func:`text_config`); LLaVA-1.5's is Llama.
     """
     vision = vision or CLIPVisionConfig(
         hidden_size=128,
@@ -117,22 +158,7 @@ def build_model(
             f"the tiny LLaVA takes {IMAGE_SIZE}-px images in {PATCH_SIZE}-px patches, "
             f"got {vision.image_size} / {vision.patch_size}"
         )
-    if lm_width % lm_heads:
-        raise ValueError(f"the language model's width {lm_width} does not split into {lm_heads} heads")
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=lm_width,
-        intermediate_size=2 * lm_width,
-        num_hidden_layers=lm_layers,
-        num_attention_heads=lm_heads,
-        num_key_value_heads=lm_heads,
-        head_dim=lm_width // lm_heads,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
+    text = text_config(tokenizer, lm_layers, lm_width, lm_heads, lm_family)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avisc_lib.tiny import backcopy
-from avisc_lib.tiny.build import build_model, build_tokenizer
+from avisc_lib.tiny.build import build_model, build_tokenizer, text_config
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +75,50 @@ def test_build_model_sets_the_number_of_heads():
         build_model(build_tokenizer(), lm_layers=1, lm_width=64, lm_heads=3)
 
 
-def test_head_probe_measures_uniform_attention_exactly(chain):
+def test_text_config_builds_each_family_at_the_asked_size():
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer, lm_layers=2, lm_width=64, lm_heads=2).eval()
-    lm = model.model.language_model
-    with torch.no_grad():  # layer 0 attends uniformly over the causal prefix
+    for family, lm_class, blocks in (
+        ("llama", "LlamaModel", "layers"),
+        ("gpt_neox", "GPTNeoXModel", "layers"),
+        ("gpt2", "GPT2Model", "h"),
+    ):
+        lm = build_model(tokenizer, lm_layers=3, lm_width=64, lm_heads=2, lm_family=family).model.language_model
+        assert type(lm).__name__ == lm_class and len(getattr(lm, blocks)) == 3
+        config = lm.config
+        assert (config.hidden_size, config.num_attention_heads, config.vocab_size) == (64, 2, len(tokenizer))
+    neox = text_config(tokenizer, 1, 64, 2, "gpt_neox")
+    assert (
+        neox.rope_parameters["partial_rotary_factor"] == 1.0
+        and not neox.use_parallel_residual
+        and neox.intermediate_size == 128
+    )
+    assert text_config(tokenizer, 1, 64, 2, "gpt2").n_inner == 128
+    with pytest.raises(ValueError, match="unknown language-model family 'mamba'; choose one of llama, gpt_neox, gpt2"):
+        text_config(tokenizer, 1, 64, 2, "mamba")
+
+
+def zero_first_queries(lm, family: str) -> None:
+    """Zero layer 0's queries (weights and biases), so that its heads attend uniformly over the causal prefix."""
+    if family == "llama":
         lm.layers[0].self_attn.q_proj.weight.zero_()
+    elif family == "gpt2":  # c_attn: a Conv1D over [q | k | v]
+        width = lm.config.hidden_size
+        lm.h[0].attn.c_attn.weight[:, :width].zero_()
+        lm.h[0].attn.c_attn.bias[:width].zero_()
+    else:  # query_key_value: per head [q, k, v]
+        qkv = lm.layers[0].attention.query_key_value
+        heads = lm.config.num_attention_heads
+        qkv.weight.view(heads, 3, -1, qkv.in_features)[:, 0].zero_()
+        qkv.bias.view(heads, 3, -1)[:, 0].zero_()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt_neox", "gpt2"])
+def test_head_probe_measures_uniform_attention_exactly(chain, family):
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, lm_layers=2, lm_width=64, lm_heads=2, lm_family=family).eval()
+    lm = model.model.language_model
+    with torch.no_grad():
+        zero_first_queries(lm, family)
     ids = backcopy.bb_batch(chain, tokenizer.bos_token_id, 0, 2, 24, 0)["input_ids"]
     copy = chain.copy_positions(ids)
     probe = backcopy.head_probe(model, ids, copy)
@@ -97,16 +135,17 @@ def test_head_probe_measures_uniform_attention_exactly(chain):
     assert lm.config._attn_implementation == "sdpa"  # restored after the eager pass
 
 
-def test_cli_trains_and_logs_one_row(tmp_path):
+@pytest.mark.parametrize(("family", "named"), [("llama", ""), ("gpt2", " (gpt2)")])
+def test_cli_trains_and_logs_one_row(tmp_path, family, named):
     log = tmp_path / "bb.jsonl"
     command = [sys.executable, "-m", "avisc_lib.tiny.backcopy", "--layers", "1", "--width", "64", "--heads", "2"]
-    command += ["--steps", "4", "--every", "2", "--batch", "4", "--length", "16", "--log", str(log)]
+    command += ["--steps", "4", "--every", "2", "--batch", "4", "--length", "16", "--family", family, "--log", str(log)]
     subprocess.run(command, check=True, capture_output=True, text=True)
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
-    assert row["recipe"]["heads"] == 2 and row["recipe"]["batch"] == 4
+    assert row["recipe"]["heads"] == 2 and row["recipe"]["batch"] == 4 and row["recipe"]["family"] == family
     assert [h["step"] for h in row["history"]] == [2, 4]
     assert len(row["history"][-1]["bos"]) == 1 and len(row["history"][-1]["bos"][0]) == 2
     table = subprocess.run(command[:3] + ["--summary", "--log", str(log)], check=True, capture_output=True, text=True)
     lines = table.stdout.strip().splitlines()
-    assert len(lines) == 3 and lines[2].startswith("| 1 x 64, 2 heads | 4 | 4 x 16 |")
+    assert len(lines) == 3 and lines[2].startswith(f"| 1 x 64, 2 heads{named} | 4 | 4 x 16 |")
     assert lines[2].count("|") == lines[0].count("|") and " / " in lines[2].split("|")[8]
