@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import torch
 from transformers import PreTrainedModel
 
+from ..models.compat import decoder_layers
+
 
 @contextmanager
 def layer_inputs(
@@ -19,7 +21,7 @@ def layer_inputs(
     dict ``layer -> hidden``. Forward pre-hooks, removed on exit (exceptions included).
     """
     records: dict[int, torch.Tensor] = {}
-    decoder_layers = model.get_decoder().layers
+    blocks = decoder_layers(model)
 
     def hook(index: int):
         def record(module, args, kwargs):
@@ -31,7 +33,7 @@ def layer_inputs(
 
         return record
 
-    hooks = [decoder_layers[i].register_forward_pre_hook(hook(i), with_kwargs=True) for i in layers]
+    hooks = [blocks[i].register_forward_pre_hook(hook(i), with_kwargs=True) for i in layers]
     try:
         yield records
     finally:

@@ -46,6 +46,16 @@ def text_attention(model: PreTrainedModel, name: str) -> Iterator[None]:
         model.set_attn_implementation({key: previous})
 
 
+def decoder_layers(model: PreTrainedModel) -> torch.nn.ModuleList:
+    """The language model's decoder blocks, in order.
+
+    Why: Llama-family decoders (LLaVA-1.5's, InstructBLIP's Vicuna, GPT-NeoX) hold them as ``layers``,
+    GPT-2 as ``h``; transformers has no common accessor. Remove when it gains one.
+    """
+    decoder = model.get_decoder()
+    return decoder.layers if hasattr(decoder, "layers") else decoder.h
+
+
 def text_config_key(model: PreTrainedModel) -> str:
     """Name of the sub-config holding the language model's config ("text_config" for LLaVA/InstructBLIP)."""
     text = model.config.get_text_config()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import row
+from conftest import Case, row
 
 from avisc_lib.hooks.capture import image_attention, last_query_probs, record_last_query_attention
 from avisc_lib.hooks.stack import DISPATCHER
+from avisc_lib.tiny.build import build_model, build_processor
 
 
 def eager_image_attention(case, inputs) -> torch.Tensor:
@@ -27,6 +28,34 @@ def test_matches_eager_on_a_left_padded_batch(case):
     assert got.shape == (4, layers, n_image) and got.dtype == torch.float32
     for b in range(4):
         torch.testing.assert_close(got[b], eager_image_attention(case, row(inputs, b)), atol=1e-5, rtol=0)
+
+
+def eager_language_model_attention(case, inputs) -> torch.Tensor:
+    """:func:`eager_image_attention` from the language model itself, called on the embeddings LLaVA
+    hands it (LLaVA's own forward cannot return GPT-2's attentions: its output class has no field
+    for GPT-2's ``cross_attentions``)."""
+    lm = case.eager.model.language_model
+    seen = {}
+    hook = lm.register_forward_pre_hook(lambda module, args, kwargs: seen.update(kwargs), with_kwargs=True)
+    with torch.no_grad():
+        case.eager(**inputs)
+        hook.remove()
+        attentions = lm(inputs_embeds=seen["inputs_embeds"], output_attentions=True).attentions
+    image = inputs["input_ids"][0] == case.model.config.image_token_id
+    return torch.stack([a[0, :, -1].float().mean(0)[image] for a in attentions])
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "gpt2"])
+def test_matches_eager_with_other_language_model_families(family):
+    """The organism search's other families (GPT-2: learned absolute positions, blocks named ``h``)
+    go through the same dispatcher; left-padded rows get the positions they would have alone."""
+    processor = build_processor()
+    model = build_model(processor.tokenizer, lm_layers=2, lm_width=64, lm_heads=2, lm_family=family).eval()
+    case = Case(family, model, processor)
+    inputs = case.batch(3)
+    got = image_attention(model, inputs)
+    for b in range(3):
+        torch.testing.assert_close(got[b], eager_language_model_attention(case, row(inputs, b)), atol=1e-5, rtol=0)
 
 
 def test_padding_changes_nothing_but_is_not_ignored(llava_case):
