@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,12 @@ import torch
 
 from ..models.compat import text_attention
 from ..tokens.sinks import activation
-from .build import LM_FAMILIES, build_model, build_tokenizer
+from .build import LM_FAMILIES, LMSize, build_model, build_tokenizer
 from .search import log_rows
 from .train import optimise, train_language_model_only
 
 LOG = Path("results/organism/backcopy_log.jsonl")  # relative to the repository root
+LM_FIELDS = [f.name for f in fields(LMSize)]  # a log row's recipe holds these, then the training settings
 
 
 @dataclass(frozen=True)
@@ -146,10 +147,7 @@ def head_probe(model, input_ids: torch.Tensor, copy: torch.Tensor | None = None)
 
 
 def run(
-    layers: int,
-    width: int,
-    heads: int,
-    family: str,
+    lm: LMSize,
     steps: int,
     batch: int,
     length: int,
@@ -158,10 +156,10 @@ def run(
     seed: int,
     every: int,
 ) -> list[dict]:
-    """Train a language model of that size on BB from scratch; the probe on held-out rows every ``every`` steps."""
+    """Train language model ``lm`` on BB from scratch; the probe on held-out rows every ``every`` steps."""
     tokenizer = build_tokenizer()
     chain = world_chain(tokenizer, seed)
-    model = build_model(tokenizer, seed=seed, lm_layers=layers, lm_width=width, lm_heads=heads, lm_family=family)
+    model = build_model(tokenizer, seed=seed, lm=lm)
     train_language_model_only(model)
     rows = held_out(chain, tokenizer.bos_token_id, length, seed)
 
@@ -210,15 +208,15 @@ def summary(log: Path) -> str:
         ideal = ideal_loss(chain, held_out(chain, tokenizer.bos_token_id, r["length"], r["seed"])["input_ids"])
         bos = np.array(last["bos"])  # [layers, heads]
         layer, head = np.unravel_index(bos.argmax(), bos.shape)
-        heads = f"{r['heads']} head" + "s" * (r["heads"] != 1)
-        family = "" if r.get("family", "llama") == "llama" else f" ({r['family']})"
+        lm = LMSize(**{k: r[k] for k in LM_FIELDS if k in r})
+        heads = f"{lm.heads} head" + "s" * (lm.heads != 1)
         split = (
             "–"
             if "bos_copy" not in last
             else f"{last['bos_copy'][layer][head]:.3f} / {last['bos_other'][layer][head]:.3f}"
         )
         rows.append(
-            f"| {r['layers']} x {r['width']}, {heads}{family} | {r['steps']} | {r['batch']} x {r['length']} "
+            f"| {lm.layers} x {lm.width}, {heads}{lm.architecture} | {r['steps']} | {r['batch']} x {r['length']} "
             f"| {r['steps'] * r['batch'] * r['length'] / 1e6:.0f} M | {r['lr']:g} / {r['wd']:g} | {row['minutes']:.0f} "
             f"| {last['validation_loss']:.3f} ({ideal:.3f}) "
             f"| {layer}.{head}: {bos[layer, head]:.3f} ({even_share(r['length']):.3f}); {split} "
@@ -234,6 +232,7 @@ def main(argv=None) -> None:
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--family", choices=LM_FAMILIES, default="llama", help="the language model's architecture")
+    ap.add_argument("--rope-theta", type=float, default=LMSize.rope_theta, help="the rotary base (rotary families)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--length", type=int, default=128, help="tokens per row, BOS included")
@@ -249,10 +248,11 @@ def main(argv=None) -> None:
         print(summary(args.log))
         return
     torch.set_num_threads(args.threads)
-    names = ("layers", "width", "heads", "family", "steps", "batch", "length", "lr", "wd", "seed")
-    recipe = {k: getattr(args, k) for k in names}
+    training = ("steps", "batch", "length", "lr", "wd", "seed")
+    lm = LMSize(**{k: getattr(args, k) for k in LM_FIELDS})
+    recipe = asdict(lm) | {k: getattr(args, k) for k in training}
     start = time.time()
-    history = run(**recipe, every=args.every)
+    history = run(lm, **{k: recipe[k] for k in training}, every=args.every)
     row = {"recipe": recipe, "minutes": round((time.time() - start) / 60, 1), "history": history}
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("a") as f:

@@ -7,6 +7,8 @@ projector, Llama language model), only small: 1.13 M parameters (1,133,568), 64x
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordLevel
@@ -89,18 +91,52 @@ def build_processor(cls_token: bool = True) -> LlavaProcessor:
 LM_FAMILIES = ("llama", "gpt_neox", "gpt2")
 
 
-def text_config(tokenizer: PreTrainedTokenizerFast, layers: int, width: int, heads: int, family: str = "llama"):
-    """The language model's config: ``layers`` blocks of ``width`` split into ``heads``, MLP twice as wide.
+@dataclass(frozen=True)
+class LMSize:
+    """A language model: ``layers`` blocks of ``width`` split into ``heads`` (MLP twice as wide), of
+    architecture ``family`` with rotary base ``rope_theta`` (:func:`text_config`); the defaults are the
+    embedded model's."""
 
-    ``family``: "llama" (rotary positions, RMSNorm, gated SiLU MLP, no biases: LLaVA-1.5's and the
+    layers: int = 4
+    width: int = 128
+    heads: int = 4
+    family: str = "llama"
+    rope_theta: float = 10000.0
+
+    def __post_init__(self):
+        if self.family not in LM_FAMILIES:
+            raise ValueError(f"unknown language-model family {self.family!r}; choose one of {', '.join(LM_FAMILIES)}")
+        if self.width % self.heads:
+            raise ValueError(f"the language model's width {self.width} does not split into {self.heads} heads")
+        if self.family == "gpt2" and self.rope_theta != LMSize.rope_theta:
+            raise ValueError("GPT-2 learns absolute positions: it has no rotary base to set")
+
+    @property
+    def architecture(self) -> str:
+        """``", gpt2"``, ``", rope 1e+06"``: the family and rotary base where they are not the embedded model's."""
+        family = f", {self.family}" if self.family != LMSize.family else ""
+        return family + (f", rope {self.rope_theta:g}" if self.rope_theta != LMSize.rope_theta else "")
+
+    @property
+    def name(self) -> str:
+        """``lm8x256``, then ``h2`` for a head count other than 4, ``-gpt2`` for a family other than
+        Llama and ``-rope1e+06`` for another rotary base; ``""`` for the embedded language model."""
+        if self == LMSize():
+            return ""
+        heads = f"h{self.heads}" if self.heads != 4 else ""
+        family = f"-{self.family}" if self.family != "llama" else ""
+        rope = f"-rope{self.rope_theta:g}" if self.rope_theta != LMSize.rope_theta else ""
+        return f"lm{self.layers}x{self.width}{heads}{family}{rope}"
+
+
+def text_config(tokenizer: PreTrainedTokenizerFast, lm: LMSize):
+    """The language model's config.
+
+    ``lm.family``: "llama" (rotary positions, RMSNorm, gated SiLU MLP, no biases: LLaVA-1.5's and the
     embedded model's), "gpt_neox" (rotary on every dimension, LayerNorm, plain GELU MLP, biases,
     sequential residual) or "gpt2" (learned absolute positions, LayerNorm, plain GELU MLP, biases),
     the architecture of Guo et al.'s Bigram-Backcopy models.
     """
-    if family not in LM_FAMILIES:
-        raise ValueError(f"unknown language-model family {family!r}; choose one of {', '.join(LM_FAMILIES)}")
-    if width % heads:
-        raise ValueError(f"the language model's width {width} does not split into {heads} heads")
     tokens = {
         "vocab_size": len(tokenizer),
         "pad_token_id": tokenizer.pad_token_id,
@@ -108,19 +144,24 @@ def text_config(tokenizer: PreTrainedTokenizerFast, layers: int, width: int, hea
         "eos_token_id": tokenizer.eos_token_id,
         "tie_word_embeddings": False,
     }
-    if family == "gpt2":
-        return GPT2Config(n_embd=width, n_inner=2 * width, n_layer=layers, n_head=heads, n_positions=256, **tokens)
+    if lm.family == "gpt2":
+        return GPT2Config(
+            n_embd=lm.width, n_inner=2 * lm.width, n_layer=lm.layers, n_head=lm.heads, n_positions=256, **tokens
+        )
     size = {
-        "hidden_size": width,
-        "intermediate_size": 2 * width,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
+        "hidden_size": lm.width,
+        "intermediate_size": 2 * lm.width,
+        "num_hidden_layers": lm.layers,
+        "num_attention_heads": lm.heads,
         "max_position_embeddings": 256,
     }
-    if family == "gpt_neox":
-        rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0}
+    rope = {"rope_type": "default", "rope_theta": lm.rope_theta}
+    if lm.family == "gpt_neox":
+        rope["partial_rotary_factor"] = 1.0
         return GPTNeoXConfig(rope_parameters=rope, use_parallel_residual=False, **size, **tokens)
-    return LlamaConfig(num_key_value_heads=heads, head_dim=width // heads, **size, **tokens)
+    return LlamaConfig(
+        num_key_value_heads=lm.heads, head_dim=lm.width // lm.heads, rope_parameters=rope, **size, **tokens
+    )
 
 
 def feature_strategy(cls_token: bool) -> str:
@@ -132,17 +173,13 @@ def build_model(
     tokenizer: PreTrainedTokenizerFast,
     seed: int = 0,
     vision: CLIPVisionConfig | SiglipVisionConfig | None = None,
-    lm_layers: int = 4,
-    lm_width: int = 128,
-    lm_heads: int = 4,
-    lm_family: str = "llama",
+    lm: LMSize = LMSize(),
 ) -> LlavaForConditionalGeneration:
     """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded).
 
     ``vision``: another tower's config (8-px patches), e.g. one from the organism search; a SigLIP
-    tower has no CLS token, so all of its tokens go to the language model. ``lm_layers``, ``lm_width``
-    and ``lm_heads`` size the language model (MLP twice as wide); the defaults are the embedded model's.
-    ``lm_family`` picks its architecture (:func:`text_config`); LLaVA-1.5's is Llama.
+    tower has no CLS token, so all of its tokens go to the language model. ``lm``: the language
+    model's size and architecture (the default: the embedded model's Llama).
     """
     vision = vision or CLIPVisionConfig(
         hidden_size=128,
@@ -158,7 +195,7 @@ def build_model(
             f"the tiny LLaVA takes {IMAGE_SIZE}-px images in {PATCH_SIZE}-px patches, "
             f"got {vision.image_size} / {vision.patch_size}"
         )
-    text = text_config(tokenizer, lm_layers, lm_width, lm_heads, lm_family)
+    text = text_config(tokenizer, lm)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,

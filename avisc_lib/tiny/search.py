@@ -48,7 +48,7 @@ from transformers import (
 
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, WorldConfig, make_scene, object_tokens, patch_labels
-from .build import LM_FAMILIES, build_model, build_processor
+from .build import LM_FAMILIES, LMSize, build_model, build_processor
 from .data import pixel_values
 from .organism import language_profile, organism_table
 from .train import NO_TEXT, TextStage, TowerHeads, lr_schedule, run_lm_stage, run_text_stage
@@ -319,27 +319,6 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
     return {"recipe": asdict(recipe), "minutes": round(state["seconds"] / 60, 2), "history": state["history"]}
 
 
-@dataclass(frozen=True)
-class LMSize:
-    """The language side's language model: ``layers`` x ``width`` with ``heads`` attention heads,
-    of architecture ``family`` (:func:`.build.text_config`)."""
-
-    layers: int = 4
-    width: int = 128
-    heads: int = 4
-    family: str = "llama"
-
-    @property
-    def name(self) -> str:
-        """``lm8x256``, with ``h2`` appended for a head count other than 4 and ``-gpt2`` for a family other
-        than Llama; ``""`` for the embedded language model."""
-        if self == EMBEDDED_LM:
-            return ""
-        heads = f"h{self.heads}" if self.heads != 4 else ""
-        family = f"-{self.family}" if self.family != "llama" else ""
-        return f"lm{self.layers}x{self.width}{heads}{family}"
-
-
 EMBEDDED_LM = LMSize()
 
 
@@ -365,15 +344,7 @@ def train_language_side(
         )
     tower = tower_class[recipe.tower].from_pretrained(tower_dir)
     processor = build_processor(cls_token=recipe.tower == "clip")
-    model = build_model(
-        processor.tokenizer,
-        seed=seed,
-        vision=tower.config,
-        lm_layers=lm.layers,
-        lm_width=lm.width,
-        lm_heads=lm.heads,
-        lm_family=lm.family,
-    )
+    model = build_model(processor.tokenizer, seed=seed, vision=tower.config, lm=lm)
     model.model.vision_tower.load_state_dict(tower.state_dict())
     settings = argparse.Namespace(steps1=steps1, steps2=steps2, bs=32, seed=seed, texture=recipe.texture)
     items = Q.existence_set("validation", 300, world=recipe.world)
@@ -444,8 +415,7 @@ def lm_size(row: dict) -> str:
     """`` (LM 8 x 256)`` for a language side whose language model is not the embedded one, else ``""``."""
     lm = LMSize(**row.get("lm", {}))
     heads = f", {lm.heads} head{'s' * (lm.heads != 1)}" if lm.heads != EMBEDDED_LM.heads else ""
-    family = f", {lm.family}" if lm.family != EMBEDDED_LM.family else ""
-    return "" if lm == EMBEDDED_LM else f" (LM {lm.layers} x {lm.width}{heads}{family})"
+    return "" if lm == EMBEDDED_LM else f" (LM {lm.layers} x {lm.width}{heads}{lm.architecture})"
 
 
 def text_steps(row: dict) -> str:
@@ -521,10 +491,11 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--lm-family", choices=LM_FAMILIES, default="llama", help="the language side's language-model architecture"
     )
+    ap.add_argument("--lm-rope-theta", type=float, default=LMSize.rope_theta, help="the rotary base (rotary families)")
     ap.add_argument("--organism-scenes", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    lm = LMSize(args.lm_layers, args.lm_width, args.lm_heads, args.lm_family)
+    lm = LMSize(args.lm_layers, args.lm_width, args.lm_heads, args.lm_family, args.lm_rope_theta)
     if args.profile:
         model_dir = args.work / args.profile / model_folder(TextStage.from_args(args), lm)
         if not (model_dir / "config.json").is_file():

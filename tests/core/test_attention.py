@@ -8,7 +8,7 @@ from conftest import Case, row
 
 from avisc_lib.hooks.capture import image_attention, last_query_probs, record_last_query_attention
 from avisc_lib.hooks.stack import DISPATCHER
-from avisc_lib.tiny.build import build_model, build_processor
+from avisc_lib.tiny.build import LMSize, build_model, build_processor
 
 
 def eager_image_attention(case, inputs) -> torch.Tensor:
@@ -50,7 +50,7 @@ def test_matches_eager_with_other_language_model_families(family):
     """The organism search's other families (GPT-2: learned absolute positions, blocks named ``h``)
     go through the same dispatcher; left-padded rows get the positions they would have alone."""
     processor = build_processor()
-    model = build_model(processor.tokenizer, lm_layers=2, lm_width=64, lm_heads=2, lm_family=family).eval()
+    model = build_model(processor.tokenizer, lm=LMSize(2, 64, 2, family)).eval()
     case = Case(family, model, processor)
     inputs = case.batch(3)
     got = image_attention(model, inputs)

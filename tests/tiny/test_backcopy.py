@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avisc_lib.tiny import backcopy
-from avisc_lib.tiny.build import build_model, build_tokenizer, text_config
+from avisc_lib.tiny.build import LMSize, build_model, build_tokenizer, text_config
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +68,17 @@ def test_batch_starts_with_bos_and_labels_every_token(chain):
     assert torch.equal(again["input_ids"], batch["input_ids"])
 
 
-def test_build_model_sets_the_number_of_heads():
-    text = build_model(build_tokenizer(), lm_layers=1, lm_width=64, lm_heads=2).config.text_config
+def test_build_model_sets_the_number_of_heads_and_the_rotary_base():
+    text = build_model(build_tokenizer(), lm=LMSize(1, 64, 2, rope_theta=1e6)).config.text_config
     assert (text.num_attention_heads, text.num_key_value_heads, text.head_dim) == (2, 2, 32)
+    assert text.rope_parameters["rope_theta"] == 1e6
+    assert build_model(build_tokenizer()).config.text_config.rope_parameters["rope_theta"] == 10000.0
     with pytest.raises(ValueError, match="width 64 does not split into 3 heads"):
-        build_model(build_tokenizer(), lm_layers=1, lm_width=64, lm_heads=3)
+        LMSize(1, 64, 3)
+    with pytest.raises(ValueError, match="GPT-2 learns absolute positions"):
+        LMSize(family="gpt2", rope_theta=1e6)
+    names = [LMSize().name, LMSize(2, 64, 1).name, LMSize(family="gpt2").name, LMSize(rope_theta=1e6).name]
+    assert names == ["", "lm2x64h1", "lm4x128-gpt2", "lm4x128-rope1e+06"]
 
 
 def test_text_config_builds_each_family_at_the_asked_size():
@@ -82,19 +88,19 @@ def test_text_config_builds_each_family_at_the_asked_size():
         ("gpt_neox", "GPTNeoXModel", "layers"),
         ("gpt2", "GPT2Model", "h"),
     ):
-        lm = build_model(tokenizer, lm_layers=3, lm_width=64, lm_heads=2, lm_family=family).model.language_model
+        lm = build_model(tokenizer, lm=LMSize(3, 64, 2, family)).model.language_model
         assert type(lm).__name__ == lm_class and len(getattr(lm, blocks)) == 3
         config = lm.config
         assert (config.hidden_size, config.num_attention_heads, config.vocab_size) == (64, 2, len(tokenizer))
-    neox = text_config(tokenizer, 1, 64, 2, "gpt_neox")
+    neox = text_config(tokenizer, LMSize(1, 64, 2, "gpt_neox"))
     assert (
         neox.rope_parameters["partial_rotary_factor"] == 1.0
         and not neox.use_parallel_residual
         and neox.intermediate_size == 128
     )
-    assert text_config(tokenizer, 1, 64, 2, "gpt2").n_inner == 128
+    assert text_config(tokenizer, LMSize(1, 64, 2, "gpt2")).n_inner == 128
     with pytest.raises(ValueError, match="unknown language-model family 'mamba'; choose one of llama, gpt_neox, gpt2"):
-        text_config(tokenizer, 1, 64, 2, "mamba")
+        LMSize(family="mamba")
 
 
 def zero_first_queries(lm, family: str) -> None:
@@ -115,7 +121,7 @@ def zero_first_queries(lm, family: str) -> None:
 @pytest.mark.parametrize("family", ["llama", "gpt_neox", "gpt2"])
 def test_head_probe_measures_uniform_attention_exactly(chain, family):
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer, lm_layers=2, lm_width=64, lm_heads=2, lm_family=family).eval()
+    model = build_model(tokenizer, lm=LMSize(2, 64, 2, family)).eval()
     lm = model.model.language_model
     with torch.no_grad():
         zero_first_queries(lm, family)
@@ -135,17 +141,20 @@ def test_head_probe_measures_uniform_attention_exactly(chain, family):
     assert lm.config._attn_implementation == "sdpa"  # restored after the eager pass
 
 
-@pytest.mark.parametrize(("family", "named"), [("llama", ""), ("gpt2", " (gpt2)")])
-def test_cli_trains_and_logs_one_row(tmp_path, family, named):
+@pytest.mark.parametrize(
+    ("architecture", "named"), [(["--rope-theta", "1e6"], ", rope 1e+06"), (["--family", "gpt2"], ", gpt2")]
+)
+def test_cli_trains_and_logs_one_row(tmp_path, architecture, named):
     log = tmp_path / "bb.jsonl"
     command = [sys.executable, "-m", "avisc_lib.tiny.backcopy", "--layers", "1", "--width", "64", "--heads", "2"]
-    command += ["--steps", "4", "--every", "2", "--batch", "4", "--length", "16", "--family", family, "--log", str(log)]
+    command += ["--steps", "4", "--every", "2", "--batch", "4", "--length", "16", "--log", str(log), *architecture]
     subprocess.run(command, check=True, capture_output=True, text=True)
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
-    assert row["recipe"]["heads"] == 2 and row["recipe"]["batch"] == 4 and row["recipe"]["family"] == family
+    assert row["recipe"]["heads"] == 2 and row["recipe"]["batch"] == 4
+    assert LMSize(**{k: row["recipe"][k] for k in backcopy.LM_FIELDS}).architecture == named
     assert [h["step"] for h in row["history"]] == [2, 4]
     assert len(row["history"][-1]["bos"]) == 1 and len(row["history"][-1]["bos"][0]) == 2
-    table = subprocess.run(command[:3] + ["--summary", "--log", str(log)], check=True, capture_output=True, text=True)
+    table = subprocess.run([*command[:3], "--summary", "--log", str(log)], check=True, capture_output=True, text=True)
     lines = table.stdout.strip().splitlines()
     assert len(lines) == 3 and lines[2].startswith(f"| 1 x 64, 2 heads{named} | 4 | 4 x 16 |")
     assert lines[2].count("|") == lines[0].count("|") and " / " in lines[2].split("|")[8]

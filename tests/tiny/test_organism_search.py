@@ -115,7 +115,7 @@ def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, t
     assert row["steps_text"] == steps_text and len(row["text"]) == steps_text
     assert all(len(h["phi_bos"]) == lm.layers for h in row["text"])
     assert [layer["layer"] for layer in row["profile"]] == list(range(lm.layers))
-    assert row["lm"] == {"layers": lm.layers, "width": lm.width, "heads": lm.heads, "family": lm.family}
+    assert search.LMSize(**row["lm"]) == lm
     assert row["organism"]["n_questions"] == 4 and 0 <= row["organism"]["top5_share"] <= 1
     saved = tmp_path / "t" / folder
     model = LlavaForConditionalGeneration.from_pretrained(saved)
@@ -174,11 +174,13 @@ def test_language_summary_has_one_row_per_run(tmp_path):
         {"tower": "t", "text_stage": {"steps": 3000, "pack": 256, "lr": 3e-3}, "lm": {"layers": 8, "width": 256}},
         {"tower": "t", "lm": {"layers": 4, "width": 128, "heads": 1}},
         {"tower": "t", "lm": {"layers": 4, "width": 128, "heads": 4, "family": "gpt2"}},
+        {"tower": "t", "lm": {"layers": 4, "width": 128, "heads": 2, "rope_theta": 1e6}},
     ]
     log.write_text("".join(json.dumps({"minutes": 50, **row, "organism": organism}) + "\n" for row in rows))
     lines = search.language_summary(log).splitlines()
-    assert len(lines) == 6 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
+    assert len(lines) == 7 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
     assert lines[3].startswith("| t (LM 8 x 256) | 3000 (pack256, lr0.003) | 50 |")
     assert lines[4].startswith("| t (LM 4 x 128, 1 head) | 0 | 50 |")
     assert lines[5].startswith("| t (LM 4 x 128, gpt2) | 0 | 50 |")
+    assert lines[6].startswith("| t (LM 4 x 128, 2 heads, rope 1e+06) | 0 | 50 |")
     assert "+0.030 [+0.000, +0.065]" in lines[2] and lines[2].count("|") == lines[0].count("|")
