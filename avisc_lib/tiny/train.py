@@ -242,7 +242,8 @@ def packed_text(tokenizer, split: str, row: int, pack: int, rng: np.random.Gener
 def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
     """Whether BOS is a sink in text-only ``batch``, per language-model layer.
 
-    ``bos_attention``: head-mean attention that real positions after BOS pay to it; ``phi_bos``:
+    ``bos_attention``: head-mean attention that real positions after BOS pay to it (``bos_top_head``:
+    the largest of the heads' shares, where one dormant head among several shows); ``phi_bos``:
     the largest |x / rms(x)| entering the layer at BOS (a massive activation makes it approach
     sqrt(width)); ``phi_other``: the same, maximised over the other real tokens of each row.
     """
@@ -254,11 +255,12 @@ def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
             output_hidden_states=True,
         )
     real = batch["attention_mask"].bool()[:, 1:]  # [B, L-1]
-    probe = {"bos_attention": [], "phi_bos": [], "phi_other": []}
+    probe = {"bos_attention": [], "bos_top_head": [], "phi_bos": [], "phi_other": []}
     for attention, hidden in zip(out.attentions, out.hidden_states):
-        to_bos = attention.mean(1)[:, 1:, 0]  # [B, L-1]
+        to_bos = attention[:, :, 1:, 0].transpose(1, 2)[real]  # [real positions, H]
         phi = activation(hidden).amax(-1)  # [B, L]
-        probe["bos_attention"].append(round(float(to_bos[real].mean()), 4))
+        probe["bos_attention"].append(round(float(to_bos.mean()), 4))
+        probe["bos_top_head"].append(round(float(to_bos.mean(0).max()), 4))
         probe["phi_bos"].append(round(float(phi[:, 0].mean()), 3))
         probe["phi_other"].append(round(float(phi[:, 1:].masked_fill(~real, 0).amax(1).mean()), 3))
     return probe

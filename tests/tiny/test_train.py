@@ -90,6 +90,8 @@ def test_text_probe_reads_bos_attention_and_activations():
     assert all(len(v) == 4 for v in probe.values())
     uniform = sum(1 / (t + 1) for t in range(1, 32)) / 31  # query t sees t + 1 keys
     assert probe["bos_attention"][0] == pytest.approx(uniform, abs=1e-4)
+    assert probe["bos_top_head"][0] == pytest.approx(uniform, abs=1e-4)
+    assert all(top >= mean for top, mean in zip(probe["bos_top_head"], probe["bos_attention"]))
     assert probe["phi_bos"][0] == pytest.approx(128**0.5, rel=1e-3) and probe["phi_other"][0] < 6
     assert lm.config._attn_implementation == "sdpa"  # restored after the eager pass
 
