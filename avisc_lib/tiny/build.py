@@ -94,14 +94,16 @@ LM_FAMILIES = ("llama", "gpt_neox", "gpt2")
 @dataclass(frozen=True)
 class LMSize:
     """A language model: ``layers`` blocks of ``width`` split into ``heads`` (MLP twice as wide), of
-    architecture ``family`` with rotary base ``rope_theta`` (:func:`text_config`); the defaults are the
-    embedded model's."""
+    architecture ``family`` with rotary base ``rope_theta`` and, for Llama, biases on the attention
+    projections if ``attention_bias`` (as Qwen2 has; the other families always have them) (:func:`text_config`);
+    the defaults are the embedded model's."""
 
     layers: int = 4
     width: int = 128
     heads: int = 4
     family: str = "llama"
     rope_theta: float = 10000.0
+    attention_bias: bool = False
 
     def __post_init__(self):
         if self.family not in LM_FAMILIES:
@@ -110,23 +112,27 @@ class LMSize:
             raise ValueError(f"the language model's width {self.width} does not split into {self.heads} heads")
         if self.family == "gpt2" and self.rope_theta != LMSize.rope_theta:
             raise ValueError("GPT-2 learns absolute positions: it has no rotary base to set")
+        if self.attention_bias and self.family != "llama":
+            raise ValueError(f"{self.family} always has attention biases; attention_bias sets Llama's")
 
     @property
     def architecture(self) -> str:
-        """``", gpt2"``, ``", rope 1e+06"``: the family and rotary base where they are not the embedded model's."""
+        """``", gpt2"``, ``", rope 1e+06"``, ``", attention bias"``: what differs from the embedded model's."""
         family = f", {self.family}" if self.family != LMSize.family else ""
-        return family + (f", rope {self.rope_theta:g}" if self.rope_theta != LMSize.rope_theta else "")
+        rope = f", rope {self.rope_theta:g}" if self.rope_theta != LMSize.rope_theta else ""
+        return family + rope + (", attention bias" if self.attention_bias else "")
 
     @property
     def name(self) -> str:
         """``lm8x256``, then ``h2`` for a head count other than 4, ``-gpt2`` for a family other than
-        Llama and ``-rope1e+06`` for another rotary base; ``""`` for the embedded language model."""
+        Llama, ``-rope1e+06`` for another rotary base and ``-bias`` for attention biases; ``""`` for the
+        embedded language model."""
         if self == LMSize():
             return ""
         heads = f"h{self.heads}" if self.heads != 4 else ""
         family = f"-{self.family}" if self.family != "llama" else ""
         rope = f"-rope{self.rope_theta:g}" if self.rope_theta != LMSize.rope_theta else ""
-        return f"lm{self.layers}x{self.width}{heads}{family}{rope}"
+        return f"lm{self.layers}x{self.width}{heads}{family}{rope}" + ("-bias" if self.attention_bias else "")
 
 
 def text_config(tokenizer: PreTrainedTokenizerFast, lm: LMSize):
@@ -160,7 +166,12 @@ def text_config(tokenizer: PreTrainedTokenizerFast, lm: LMSize):
         rope["partial_rotary_factor"] = 1.0
         return GPTNeoXConfig(rope_parameters=rope, use_parallel_residual=False, **size, **tokens)
     return LlamaConfig(
-        num_key_value_heads=lm.heads, head_dim=lm.width // lm.heads, rope_parameters=rope, **size, **tokens
+        num_key_value_heads=lm.heads,
+        head_dim=lm.width // lm.heads,
+        rope_parameters=rope,
+        attention_bias=lm.attention_bias,
+        **size,
+        **tokens,
     )
 
 

@@ -492,10 +492,13 @@ def main(argv=None) -> None:
         "--lm-family", choices=LM_FAMILIES, default="llama", help="the language side's language-model architecture"
     )
     ap.add_argument("--lm-rope-theta", type=float, default=LMSize.rope_theta, help="the rotary base (rotary families)")
+    ap.add_argument("--lm-attention-bias", action="store_true", help="biases on Llama's attention projections")
     ap.add_argument("--organism-scenes", type=int, default=100)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    lm = LMSize(args.lm_layers, args.lm_width, args.lm_heads, args.lm_family, args.lm_rope_theta)
+    lm = LMSize(
+        args.lm_layers, args.lm_width, args.lm_heads, args.lm_family, args.lm_rope_theta, args.lm_attention_bias
+    )
     if args.profile:
         model_dir = args.work / args.profile / model_folder(TextStage.from_args(args), lm)
         if not (model_dir / "config.json").is_file():

@@ -77,8 +77,12 @@ def test_build_model_sets_the_number_of_heads_and_the_rotary_base():
         LMSize(1, 64, 3)
     with pytest.raises(ValueError, match="GPT-2 learns absolute positions"):
         LMSize(family="gpt2", rope_theta=1e6)
-    names = [LMSize().name, LMSize(2, 64, 1).name, LMSize(family="gpt2").name, LMSize(rope_theta=1e6).name]
-    assert names == ["", "lm2x64h1", "lm4x128-gpt2", "lm4x128-rope1e+06"]
+    with pytest.raises(ValueError, match="gpt2 always has attention biases"):
+        LMSize(family="gpt2", attention_bias=True)
+    biased = build_model(build_tokenizer(), lm=LMSize(1, 64, 2, attention_bias=True)).model.language_model
+    assert biased.layers[0].self_attn.q_proj.bias is not None
+    sizes = [LMSize(), LMSize(2, 64, 1), LMSize(family="gpt2"), LMSize(rope_theta=1e6), LMSize(attention_bias=True)]
+    assert [lm.name for lm in sizes] == ["", "lm2x64h1", "lm4x128-gpt2", "lm4x128-rope1e+06", "lm4x128-bias"]
 
 
 def test_text_config_builds_each_family_at_the_asked_size():
@@ -142,7 +146,8 @@ def test_head_probe_measures_uniform_attention_exactly(chain, family):
 
 
 @pytest.mark.parametrize(
-    ("architecture", "named"), [(["--rope-theta", "1e6"], ", rope 1e+06"), (["--family", "gpt2"], ", gpt2")]
+    ("architecture", "named"),
+    [(["--rope-theta", "1e6", "--attention-bias"], ", rope 1e+06, attention bias"), (["--family", "gpt2"], ", gpt2")],
 )
 def test_cli_trains_and_logs_one_row(tmp_path, architecture, named):
     log = tmp_path / "bb.jsonl"
