@@ -4,6 +4,7 @@
     python -m avisc_lib.tiny.search --only cls-w256-d6    # one variant
     python -m avisc_lib.tiny.search --list                # the grid and what is done
     python -m avisc_lib.tiny.search --language NAME       # LLaVA stages on a searched tower + the organism table
+    python -m avisc_lib.tiny.search --measure NAME        # that table again, on --organism-scenes, no training
     python -m avisc_lib.tiny.search --summary             # both logs as markdown tables
 
 This is the first half of the model-organism search: large ViTs trained long on global objectives
@@ -353,12 +354,13 @@ def train_language_side(
     history = {stage: run_lm_stage(model, processor, stage, settings, items) for stage in (1, 2)}
     minutes = round((time.time() - start) / 60, 2)
     model.eval()
-    out = work / model_folder(text, lm)
+    out = work / model_folder(text, lm, seed)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return {
         "tower": recipe.name,
         "lm": asdict(lm),
+        "seed": seed,
         "steps_text": text.steps,
         "text_stage": asdict(text),
         "text": text_history,
@@ -371,9 +373,29 @@ def train_language_side(
     }
 
 
-def model_folder(text: TextStage, lm: LMSize = EMBEDDED_LM) -> str:
-    """Where a language side is saved, named for its text stage and any language-model size but the embedded one."""
-    return "-".join(filter(None, ["model" if not text.steps else f"model-{text.name}", lm.name]))
+def model_folder(text: TextStage, lm: LMSize = EMBEDDED_LM, seed: int = 0) -> str:
+    """Where a language side is saved, named for its text stage, any language-model size but the embedded
+    one, and any seed but 0."""
+    stage = "model" if not text.steps else f"model-{text.name}"
+    return "-".join(filter(None, [stage, lm.name, f"seed{seed}" if seed else ""]))
+
+
+def load_language_side(work: Path, tower: str, text: TextStage, lm: LMSize, seed: int):
+    """The language side ``--language`` saved for this tower, text stage, language model and seed:
+    ``(model, processor, recipe)``; exits naming the folder when there is none."""
+    model_dir = work / tower / model_folder(text, lm, seed)
+    if not (model_dir / "config.json").is_file():
+        raise SystemExit(f"no language side at {model_dir}; run --language {tower} first")
+    recipe = Recipe(**json.loads((work / tower / "recipe.json").read_text()))
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir).eval()
+    return model, AutoProcessor.from_pretrained(model_dir), recipe
+
+
+def log_row(log: Path, row: dict) -> None:
+    """Append one JSON line to a search log, creating its folder."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def log_rows(log: Path) -> list[dict]:
@@ -412,16 +434,25 @@ def summary(log: Path) -> str:
 
 
 def lm_size(row: dict) -> str:
-    """`` (LM 8 x 256)`` for a language side whose language model is not the embedded one, else ``""``."""
+    """`` (LM 8 x 256)`` for a language side whose language model is not the embedded one, `` (seed 1)`` for
+    one whose seed is not 0, both when both hold, else ``""``."""
     lm = LMSize(**row.get("lm", {}))
     heads = f", {lm.heads} head{'s' * (lm.heads != 1)}" if lm.heads != EMBEDDED_LM.heads else ""
-    return "" if lm == EMBEDDED_LM else f" (LM {lm.layers} x {lm.width}{heads}{lm.architecture})"
+    size = "" if lm == EMBEDDED_LM else f"LM {lm.layers} x {lm.width}{heads}{lm.architecture}"
+    seed = f"seed {row['seed']}" if row.get("seed") else ""
+    named = ", ".join(filter(None, [size, seed]))
+    return f" ({named})" if named else ""
 
 
 def text_steps(row: dict) -> str:
     """A language-side row's text stage: its steps, then its settings off their defaults."""
     text = TextStage(**row.get("text_stage", {"steps": row.get("steps_text", 0)}))
     return f"{text.steps}" + (f" ({', '.join(text.settings)})" if text.settings else "")
+
+
+def minutes(row: dict) -> str:
+    """A language-side row's training minutes; ``remeasured`` for a row that only measured a saved one."""
+    return "remeasured" if row.get("remeasured") else f"{row['minutes']:.0f}"
 
 
 def language_summary(log: Path) -> str:
@@ -438,7 +469,7 @@ def language_summary(log: Path) -> str:
     for row in log_rows(log):
         o = row["organism"]
         rows.append(
-            f"| {row['tower']}{lm_size(row)} | {text_steps(row)} | {row['minutes']:.0f} | {o['n_questions']} "
+            f"| {row['tower']}{lm_size(row)} | {text_steps(row)} | {minutes(row)} | {o['n_questions']} "
             f"| {o['top5_share']:.3f} | {o['blind_on_background']:.3f} | {o['sink_images']:.2f} "
             f"| {o['keep_blind_minus_random']:+.3f} | {o['zero_blind_minus_random']:+.3f} "
             f"| {interval(o['avisc_minus_greedy'])} | {interval(o['avisc_minus_random_mask'])} "
@@ -475,6 +506,12 @@ def main(argv=None) -> None:
         metavar="TOWER",
         help="print the per-layer language profile of the model trained on this tower (with --steps-text)",
     )
+    ap.add_argument(
+        "--measure",
+        metavar="TOWER",
+        help="measure the organism table of the language side saved for this tower on --organism-scenes "
+        "(with the --language flags that trained it) and log it to --lm-log",
+    )
     ap.add_argument("--lm-log", type=Path, default=LM_LOG)
     ap.add_argument("--steps1", type=int, default=200)
     ap.add_argument("--steps2", type=int, default=2000)
@@ -493,21 +530,25 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--lm-rope-theta", type=float, default=LMSize.rope_theta, help="the rotary base (rotary families)")
     ap.add_argument("--lm-attention-bias", action="store_true", help="biases on Llama's attention projections")
-    ap.add_argument("--organism-scenes", type=int, default=100)
+    ap.add_argument("--organism-scenes", type=int, default=100, help="held-out scenes: 2 questions each per split")
+    ap.add_argument("--seed", type=int, default=0, help="the language side's seed (initialisation and data order)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     lm = LMSize(
         args.lm_layers, args.lm_width, args.lm_heads, args.lm_family, args.lm_rope_theta, args.lm_attention_bias
     )
+    text = TextStage.from_args(args)
     if args.profile:
-        model_dir = args.work / args.profile / model_folder(TextStage.from_args(args), lm)
-        if not (model_dir / "config.json").is_file():
-            raise SystemExit(f"no language side at {model_dir}; run --language {args.profile} first")
-        recipe = Recipe(**json.loads((args.work / args.profile / "recipe.json").read_text()))
-        model = LlavaForConditionalGeneration.from_pretrained(model_dir).eval()
-        processor = AutoProcessor.from_pretrained(model_dir)
+        model, processor, recipe = load_language_side(args.work, args.profile, text, lm, args.seed)
         for row in language_profile(model, processor, world=recipe.world):
             print(json.dumps(row))
+        return
+    if args.measure:
+        model, processor, recipe = load_language_side(args.work, args.measure, text, lm, args.seed)
+        table = organism_table(model, processor, args.organism_scenes, world=recipe.world)
+        row = {"tower": recipe.name, "lm": asdict(lm), "seed": args.seed, "text_stage": asdict(text)}
+        log_row(args.lm_log, row | {"remeasured": True, "organism": table})
+        print(json.dumps(table, indent=1))
         return
     if args.language:
         tower_dir = args.work / args.language / "tower"
@@ -519,12 +560,11 @@ def main(argv=None) -> None:
             args.steps1,
             args.steps2,
             args.organism_scenes,
-            text=TextStage.from_args(args),
+            seed=args.seed,
+            text=text,
             lm=lm,
         )
-        args.lm_log.parent.mkdir(parents=True, exist_ok=True)
-        with args.lm_log.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        log_row(args.lm_log, row)
         print(json.dumps(row["organism"], indent=1))
         return
     names = {r.name: r for r in GRID}
@@ -546,10 +586,7 @@ def main(argv=None) -> None:
             continue
         if args.steps:
             recipe = replace(recipe, steps=args.steps)
-        row = train(recipe, args.work / recipe.name, min(args.every, recipe.steps), args.measure_scenes)
-        args.log.parent.mkdir(parents=True, exist_ok=True)
-        with args.log.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        log_row(args.log, train(recipe, args.work / recipe.name, min(args.every, recipe.steps), args.measure_scenes))
         print(f"logged {recipe.name} to {args.log}", flush=True)
 
 

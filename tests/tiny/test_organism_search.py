@@ -129,6 +129,23 @@ def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, t
     assert model(**inputs).logits.isfinite().all()
 
 
+@pytest.mark.slow
+def test_measure_cli_reproduces_the_saved_language_side(tmp_path):
+    search.train(SMALL, tmp_path / "t", every=2, measure_n=4)
+    lm = search.LMSize(2, 64, heads=1)
+    row = search.train_language_side(tmp_path / "t" / "tower", tmp_path / "t", 1, 1, scenes=2, seed=1, lm=lm)
+    assert row["seed"] == 1 and (tmp_path / "t" / "model-lm2x64h1-seed1" / "config.json").is_file()
+    log = tmp_path / "lm.jsonl"
+    flags = ["--lm-layers", "2", "--lm-width", "64", "--lm-heads", "1", "--organism-scenes", "2", "--threads", "1"]
+    command = [sys.executable, "-m", "avisc_lib.tiny.search", "--work", str(tmp_path), "--lm-log", str(log)]
+    subprocess.run(command + ["--measure", "t", "--seed", "1", *flags], check=True, capture_output=True, text=True)
+    (measured,) = search.log_rows(log)
+    assert measured["remeasured"] and measured["seed"] == 1 and search.LMSize(**measured["lm"]) == lm
+    assert measured["organism"] == row["organism"]  # same scenes, same saved model, seeded decoding
+    other_seed = subprocess.run(command + ["--measure", "t", *flags], capture_output=True, text=True)
+    assert other_seed.returncode != 0 and "model-lm2x64h1; run --language t first" in other_seed.stderr
+
+
 def test_profile_cli_names_a_missing_language_side(tmp_path):
     command = [sys.executable, "-m", "avisc_lib.tiny.search", "--profile", "nope", "--work", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -175,10 +192,14 @@ def test_language_summary_has_one_row_per_run(tmp_path):
         {"tower": "t", "lm": {"layers": 4, "width": 128, "heads": 1}},
         {"tower": "t", "lm": {"layers": 4, "width": 128, "heads": 4, "family": "gpt2"}},
         {"tower": "t", "lm": {"layers": 4, "width": 128, "heads": 2, "rope_theta": 1e6}},
+        {"tower": "t", "seed": 2, "lm": {"family": "gpt2"}},
+        {"tower": "t", "seed": 1, "remeasured": True},
     ]
     log.write_text("".join(json.dumps({"minutes": 50, **row, "organism": organism}) + "\n" for row in rows))
     lines = search.language_summary(log).splitlines()
-    assert len(lines) == 7 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
+    assert len(lines) == 9 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
+    assert lines[7].startswith("| t (LM 4 x 128, gpt2, seed 2) | 0 | 50 |")
+    assert lines[8].startswith("| t (seed 1) | 0 | remeasured | 200 |")
     assert lines[3].startswith("| t (LM 8 x 256) | 3000 (pack256, lr0.003) | 50 |")
     assert lines[4].startswith("| t (LM 4 x 128, 1 head) | 0 | 50 |")
     assert lines[5].startswith("| t (LM 4 x 128, gpt2) | 0 | 50 |")
