@@ -515,13 +515,7 @@ def main(argv=None) -> None:
     ap.add_argument("--lm-log", type=Path, default=LM_LOG)
     ap.add_argument("--steps1", type=int, default=200)
     ap.add_argument("--steps2", type=int, default=2000)
-    ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1")
-    ap.add_argument("--text-pack", type=int, default=0, help="pack text documents into rows of this many tokens")
-    ap.add_argument(
-        "--text-noise", type=int, default=0, help="up to this many random words before each packed document"
-    )
-    ap.add_argument("--text-lr", type=float, default=TextStage.lr, help="the text stage's learning rate")
-    ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")
+    TextStage.add_arguments(ap)
     ap.add_argument("--lm-layers", type=int, default=4, help="the language side's language-model depth")
     ap.add_argument("--lm-width", type=int, default=128, help="the language side's language-model width")
     ap.add_argument("--lm-heads", type=int, default=4, help="the language side's attention heads per layer")

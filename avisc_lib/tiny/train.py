@@ -37,6 +37,7 @@ from ..models.compat import text_attention
 from ..tokens.sinks import activation
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, WorldConfig, make_scene, patch_labels
+from .bigram import bb_batch, world_chain
 from .build import PATCH_SIZE, build_model, build_processor
 from .data import existence_report, pixel_values, training_batch, yes_no_margin
 
@@ -194,14 +195,32 @@ def text_document(scene, rng: np.random.Generator) -> str:
 
 
 def text_batch(
-    tokenizer, step: int, bs: int, seed: int, split: str = "train", pack: int = 0, noise: int = 0
+    tokenizer,
+    step: int,
+    bs: int,
+    seed: int,
+    split: str = "train",
+    pack: int = 0,
+    noise: int = 0,
+    backcopy: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Text-only documents (BOS first, as always), with every real token a label.
 
     ``pack`` = 0: one document per row, right-padded. ``pack`` > 0: each row is a stream of documents
     cut at ``pack`` tokens (BOS only at its start), as language models are pretrained on packed text,
-    with up to ``noise`` random words before each document (:func:`packed_text`).
+    with up to ``noise`` random words before each document (:func:`packed_text`); the last
+    ``round(backcopy * bs)`` rows are then Bigram-Backcopy rows of ``pack`` tokens over the world's
+    vocabulary instead (:func:`.bigram.bb_batch`, chain seeded by ``seed``).
     """
+    n_bb = round(backcopy * bs)
+    if n_bb:
+        if not pack:
+            raise ValueError("Bigram-Backcopy rows are mixed into packed text: set a text pack length too")
+        bb = bb_batch(world_chain(tokenizer, seed), tokenizer.bos_token_id, step, n_bb, pack, seed)
+        if n_bb == bs:
+            return bb
+        text = text_batch(tokenizer, step, bs - n_bb, seed, split, pack, noise)
+        return {key: torch.cat([text[key], bb[key]]) for key in bb}
     rng = np.random.default_rng([seed, 3, step])
     if not pack:
         scenes = [make_scene(split, STAGE_OFFSET["text"] + step * bs + i) for i in range(bs)]
@@ -268,27 +287,53 @@ def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 
 @dataclass(frozen=True)
 class TextStage:
-    """The text-only pretraining stage (``steps`` = 0: none); ``pack`` and ``noise`` as in :func:`text_batch`."""
+    """The text-only pretraining stage (``steps`` = 0: none); ``pack``, ``noise`` and ``backcopy`` (the
+    share of each batch's rows that are Bigram-Backcopy rows) as in :func:`text_batch`."""
 
     steps: int = 0
     pack: int = 0
     noise: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.01
+    backcopy: float = 0.0
+
+    @staticmethod
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        """The ``--steps-text`` and ``--text-*`` flags that :meth:`from_args` reads."""
+        ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1 (0: none)")
+        ap.add_argument(
+            "--text-pack",
+            type=int,
+            default=0,
+            help="pack text documents into rows of this many tokens (0: one document per row)",
+        )
+        ap.add_argument(
+            "--text-noise", type=int, default=0, help="up to this many random words before each packed document"
+        )
+        ap.add_argument("--text-lr", type=float, default=TextStage.lr, help="the text stage's learning rate")
+        ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")
+        ap.add_argument(
+            "--text-backcopy",
+            type=float,
+            default=TextStage.backcopy,
+            help="the share of the text stage's rows that are Bigram-Backcopy rows (packed text only)",
+        )
 
     @classmethod
     def from_args(cls, args) -> TextStage:
-        return cls(args.steps_text, args.text_pack, args.text_noise, args.text_lr, args.text_wd)
+        return cls(args.steps_text, args.text_pack, args.text_noise, args.text_lr, args.text_wd, args.text_backcopy)
 
     def __post_init__(self):
-        if self.noise and not self.pack:
-            raise ValueError("text noise goes between packed documents: set a text pack length too")
+        if (self.noise or self.backcopy) and not self.pack:
+            raise ValueError("text noise and Bigram-Backcopy rows go with packed text: set a text pack length too")
+        if not 0 <= self.backcopy <= 1:
+            raise ValueError(f"the Bigram-Backcopy share is a fraction of the rows, not {self.backcopy}")
 
     @property
     def settings(self) -> list[str]:
         """Each setting that differs from its default, e.g. ``["pack256", "lr0.003"]``."""
         default = TextStage()
-        fields = (("pack", "pack"), ("noise", "noise"), ("lr", "lr"), ("wd", "weight_decay"))
+        fields = (("pack", "pack"), ("noise", "noise"), ("lr", "lr"), ("wd", "weight_decay"), ("bb", "backcopy"))
         return [f"{short}{getattr(self, f):g}" for short, f in fields if getattr(self, f) != getattr(default, f)]
 
     @property
@@ -309,18 +354,23 @@ def train_language_model_only(model) -> None:
 def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> list[dict]:
     """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images.
 
-    Every 1000 steps: the held-out loss and :func:`text_probe` on held-out documents.
+    Every 1000 steps: the held-out loss and :func:`text_probe` on held-out documents (text only, so
+    that runs with and without Bigram-Backcopy rows compare), and with ``text.backcopy`` > 0 also
+    :func:`text_probe` on 64 held-out Bigram-Backcopy rows (keys prefixed ``bb_``).
     """
     train_language_model_only(model)
-    held_out = text_batch(
-        processor.tokenizer, 0, 64 if text.pack else 256, seed, split="validation", pack=text.pack, noise=text.noise
-    )
+    tokenizer = processor.tokenizer
+    held_out = text_batch(tokenizer, 0, 64 if text.pack else 256, seed, "validation", text.pack, text.noise)
+    if text.backcopy:
+        held_out_bb = bb_batch(world_chain(tokenizer, seed), tokenizer.bos_token_id, 0, 64, text.pack, seed + 1)
 
     @torch.no_grad()
     def validation() -> dict:
         model.eval()
         loss = model(**held_out).loss.item()
         probe = text_probe(model, held_out)
+        if text.backcopy:
+            probe |= {f"bb_{key}": value for key, value in text_probe(model, held_out_bb).items()}
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
 
@@ -330,7 +380,7 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
         model.parameters(),
         text.steps,
         text.lr,
-        lambda step: text_batch(processor.tokenizer, step, bs, seed, pack=text.pack, noise=text.noise),
+        lambda step: text_batch(tokenizer, step, bs, seed, pack=text.pack, noise=text.noise, backcopy=text.backcopy),
         lambda b: model(**b).loss,
         "text stage (LM)",
         on_eval=validation,
@@ -371,15 +421,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps0", type=int, default=1500)
     ap.add_argument("--steps1", type=int, default=200)
     ap.add_argument("--steps2", type=int, default=2000)
-    ap.add_argument("--steps-text", type=int, default=0, help="text-only LM pretraining before stage 1 (0: none)")
-    ap.add_argument(
-        "--text-pack", type=int, default=0, help="pack text documents into rows of this many tokens (0: one per row)"
-    )
-    ap.add_argument(
-        "--text-noise", type=int, default=0, help="up to this many random words before each packed document"
-    )
-    ap.add_argument("--text-lr", type=float, default=TextStage.lr, help="the text stage's learning rate")
-    ap.add_argument("--text-wd", type=float, default=TextStage.weight_decay, help="the text stage's weight decay")
+    TextStage.add_arguments(ap)
     ap.add_argument("--bs0", type=int, default=64)
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)

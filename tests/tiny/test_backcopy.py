@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from avisc_lib.tiny import backcopy
+from avisc_lib.tiny import backcopy, bigram
 from avisc_lib.tiny.build import LMSize, build_model, build_tokenizer, text_config
 
 
 @pytest.fixture(scope="module")
 def chain():
-    return backcopy.make_chain(np.arange(10, 40), seed=3)
+    return bigram.make_chain(np.arange(10, 40), seed=3)
 
 
 def test_sequences_copy_after_triggers_and_follow_the_chain_elsewhere(chain):
@@ -38,20 +38,20 @@ def test_triggers_are_the_bigram_chains_most_frequent_tokens(chain):
     assert set(np.argsort(-counts)[:3]) == set(chain.triggers)
 
 
-def ideal(chain: backcopy.Chain) -> float:
-    return backcopy.ideal_loss(chain, backcopy.bb_batch(chain, bos=1, step=0, bs=3, length=17, seed=0)["input_ids"])
+def ideal(chain: bigram.Chain) -> float:
+    return bigram.ideal_loss(chain, bigram.bb_batch(chain, bos=1, step=0, bs=3, length=17, seed=0)["input_ids"])
 
 
 def test_ideal_loss_counts_the_first_token_and_each_choice():
     tokens, rows = np.arange(5, 13), np.arange(8)
-    cycle = backcopy.Chain(tokens, np.roll(rows, -1)[:, None], np.ones((8, 1)), frozenset({2}))
+    cycle = bigram.Chain(tokens, np.roll(rows, -1)[:, None], np.ones((8, 1)), frozenset({2}))
     assert ideal(cycle) == pytest.approx(np.log(8) / 16)  # only the first token is uncertain
-    coin = backcopy.Chain(tokens, np.stack([rows, np.roll(rows, -1)], 1), np.full((8, 2), 0.5), frozenset())
+    coin = bigram.Chain(tokens, np.stack([rows, np.roll(rows, -1)], 1), np.full((8, 2), 0.5), frozenset())
     assert ideal(coin) == pytest.approx((np.log(8) + 15 * np.log(2)) / 16)
 
 
 def test_copy_positions_are_the_triggers_from_position_two(chain):
-    ids = backcopy.bb_batch(chain, bos=1, step=0, bs=4, length=64, seed=0)["input_ids"]
+    ids = bigram.bb_batch(chain, bos=1, step=0, bs=4, length=64, seed=0)["input_ids"]
     copy = chain.copy_positions(ids)
     assert not copy[:, :2].any() and copy.any()
     for b, t in copy.nonzero().tolist():
@@ -61,10 +61,10 @@ def test_copy_positions_are_the_triggers_from_position_two(chain):
 
 
 def test_batch_starts_with_bos_and_labels_every_token(chain):
-    batch = backcopy.bb_batch(chain, bos=1, step=4, bs=3, length=16, seed=0)
+    batch = bigram.bb_batch(chain, bos=1, step=4, bs=3, length=16, seed=0)
     assert batch["input_ids"].shape == (3, 16) and (batch["input_ids"][:, 0] == 1).all()
     assert torch.equal(batch["labels"], batch["input_ids"])
-    again = backcopy.bb_batch(chain, bos=1, step=4, bs=3, length=16, seed=0)
+    again = bigram.bb_batch(chain, bos=1, step=4, bs=3, length=16, seed=0)
     assert torch.equal(again["input_ids"], batch["input_ids"])
 
 
@@ -129,7 +129,7 @@ def test_head_probe_measures_uniform_attention_exactly(chain, family):
     lm = model.model.language_model
     with torch.no_grad():
         zero_first_queries(lm, family)
-    ids = backcopy.bb_batch(chain, tokenizer.bos_token_id, 0, 2, 24, 0)["input_ids"]
+    ids = bigram.bb_batch(chain, tokenizer.bos_token_id, 0, 2, 24, 0)["input_ids"]
     copy = chain.copy_positions(ids)
     probe = backcopy.head_probe(model, ids, copy)
     uniform = np.mean([1 / (t + 1) for t in range(2, 24)])  # query t sees t + 1 keys

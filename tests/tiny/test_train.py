@@ -57,6 +57,30 @@ def test_text_stage_names_its_settings_off_their_defaults():
     assert train.TextStage(3000, pack=256, weight_decay=0.1).name == "text3000-pack256-wd0.1"
     assert train.TextStage(1, lr=1e-5).settings == ["lr1e-05"]
     assert train.TextStage(1, pack=64, noise=16).name == "text1-pack64-noise16"
+    assert train.TextStage(1, pack=64, backcopy=0.25).name == "text1-pack64-bb0.25"
+    with pytest.raises(ValueError, match="packed text"):
+        train.TextStage(1, backcopy=0.25)
+    with pytest.raises(ValueError, match="a fraction of the rows, not 1.5"):
+        train.TextStage(1, pack=64, backcopy=1.5)
+
+
+def test_backcopy_rows_replace_the_last_rows_of_a_packed_batch():
+    from avisc_lib.tiny.bigram import world_chain
+    from avisc_lib.tiny.build import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    plain = train.text_batch(tokenizer, 2, 3, seed=0, pack=64)
+    mixed = train.text_batch(tokenizer, 2, 4, seed=0, pack=64, backcopy=0.25)
+    assert all(mixed[k].shape == (4, 64) for k in ("input_ids", "attention_mask", "labels"))
+    assert torch.equal(mixed["input_ids"][:3], plain["input_ids"])  # the text rows of a 3-row batch
+    assert mixed["attention_mask"].all() and torch.equal(mixed["labels"], mixed["input_ids"])
+    bb = mixed["input_ids"][3]
+    assert bb[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in bb  # no documents in it
+    chain = world_chain(tokenizer, seed=0)
+    assert chain.copy_positions(bb[None]).sum() > 5  # triggers, and the copies after them
+    assert torch.equal(train.text_batch(tokenizer, 2, 4, seed=0, pack=64, backcopy=1.0)["input_ids"][:1], bb[None])
+    with pytest.raises(ValueError, match="packed text"):
+        train.text_batch(tokenizer, 0, 4, seed=0, backcopy=0.5)
 
 
 def test_packed_text_rows_are_full_streams_with_one_bos():
@@ -105,3 +129,17 @@ def test_text_stage_trains_only_the_language_model(tmp_path):
     stage0, text = (torch.load(tmp_path / f"stage{s}.pt", weights_only=True) for s in (0, "text"))
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k in text if not torch.equal(text[k], stage0[k])}
     assert changed == {"model.language_model", "lm_head.weight"}
+
+
+def test_text_stage_with_backcopy_rows_probes_both_kinds_of_row():
+    from avisc_lib.tiny.build import build_model, build_processor
+
+    processor = build_processor()
+    model = build_model(processor.tokenizer)
+    stage = train.TextStage(2, pack=48, backcopy=0.5)
+    (last,) = train.run_text_stage(model, processor, stage, bs=4, seed=0)
+    assert last["step"] == 2 and len(last["bos_attention"]) == len(last["bb_bos_attention"]) == 4
+    assert last["bb_phi_bos"] == last["phi_bos"]  # BOS sees only itself, whatever follows it
+    assert last["bb_bos_attention"] != last["bos_attention"]  # measured on other rows
+    (plain,) = train.run_text_stage(build_model(processor.tokenizer), processor, train.TextStage(2, pack=48), 4, 0)
+    assert not any(key.startswith("bb_") for key in plain)
