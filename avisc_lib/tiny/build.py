@@ -127,12 +127,15 @@ class LMSize:
         """``lm8x256``, then ``h2`` for a head count other than 4, ``-gpt2`` for a family other than
         Llama, ``-rope1e+06`` for another rotary base and ``-bias`` for attention biases; ``""`` for the
         embedded language model."""
-        if self == LMSize():
+        if self == EMBEDDED_LM:
             return ""
-        heads = f"h{self.heads}" if self.heads != 4 else ""
+        heads = f"h{self.heads}" if self.heads != EMBEDDED_LM.heads else ""
         family = f"-{self.family}" if self.family != "llama" else ""
         rope = f"-rope{self.rope_theta:g}" if self.rope_theta != LMSize.rope_theta else ""
         return f"lm{self.layers}x{self.width}{heads}{family}{rope}" + ("-bias" if self.attention_bias else "")
+
+
+EMBEDDED_LM = LMSize()  # the embedded tiny model's language model
 
 
 def text_config(tokenizer: PreTrainedTokenizerFast, lm: LMSize):
@@ -184,7 +187,7 @@ def build_model(
     tokenizer: PreTrainedTokenizerFast,
     seed: int = 0,
     vision: CLIPVisionConfig | SiglipVisionConfig | None = None,
-    lm: LMSize = LMSize(),
+    lm: LMSize = EMBEDDED_LM,
 ) -> LlavaForConditionalGeneration:
     """A randomly initialised tiny LLaVA matching ``tokenizer`` (seeded).
 

@@ -49,7 +49,7 @@ from transformers import (
 
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, WorldConfig, make_scene, object_tokens, patch_labels
-from .build import LM_FAMILIES, LMSize, build_model, build_processor
+from .build import EMBEDDED_LM, LM_FAMILIES, LMSize, build_model, build_processor
 from .data import pixel_values
 from .organism import language_profile, organism_table
 from .train import NO_TEXT, TextStage, TowerHeads, lr_schedule, run_lm_stage, run_text_stage
@@ -318,9 +318,6 @@ def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENE
     tower.save_pretrained(work / "tower", safe_serialization=True)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe)))
     return {"recipe": asdict(recipe), "minutes": round(state["seconds"] / 60, 2), "history": state["history"]}
-
-
-EMBEDDED_LM = LMSize()
 
 
 def train_language_side(
