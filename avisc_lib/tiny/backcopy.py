@@ -30,18 +30,13 @@ import torch
 
 from ..models.compat import text_attention
 from ..tokens.sinks import activation
-from .bigram import Chain, bb_batch, ideal_loss, world_chain
+from .bigram import bb_batch, held_out_rows, ideal_loss, world_chain
 from .build import LM_FAMILIES, LMSize, build_model, build_tokenizer
 from .search import log_row, log_rows
 from .train import optimise, train_language_model_only
 
 LOG = Path("results/organism/backcopy_log.jsonl")  # relative to the repository root
 LM_FIELDS = [f.name for f in fields(LMSize)]  # a log row's recipe holds these, then the training settings
-
-
-def held_out(chain: Chain, bos: int, length: int, seed: int) -> dict[str, torch.Tensor]:
-    """The 64 rows every probe of a run measures (seeded apart from the training rows)."""
-    return bb_batch(chain, bos, 0, 64, length, seed + 1)
 
 
 @torch.no_grad()
@@ -90,7 +85,7 @@ def run(
     chain = world_chain(tokenizer, seed)
     model = build_model(tokenizer, seed=seed, lm=lm)
     train_language_model_only(model)
-    rows = held_out(chain, tokenizer.bos_token_id, length, seed)
+    rows = held_out_rows(chain, tokenizer.bos_token_id, length, seed)
 
     def validation() -> dict:
         model.eval()
@@ -134,7 +129,7 @@ def summary(log: Path) -> str:
     for row in log_rows(log):
         r, last = row["recipe"], row["history"][-1]
         chain = world_chain(tokenizer, r["seed"])
-        ideal = ideal_loss(chain, held_out(chain, tokenizer.bos_token_id, r["length"], r["seed"])["input_ids"])
+        ideal = ideal_loss(chain, held_out_rows(chain, tokenizer.bos_token_id, r["length"], r["seed"])["input_ids"])
         bos = np.array(last["bos"])  # [layers, heads]
         layer, head = np.unravel_index(bos.argmax(), bos.shape)
         lm = LMSize(**{k: r[k] for k in LM_FIELDS if k in r})

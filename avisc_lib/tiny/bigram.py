@@ -8,6 +8,7 @@ parks that attention on BOS. :mod:`.backcopy` trains language models on it alone
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,8 +74,10 @@ def make_chain(tokens: np.ndarray, seed: int = 0, fanout: int = 4, n_triggers: i
     return Chain(np.asarray(tokens), successors, probs, triggers)
 
 
+@functools.cache
 def world_chain(tokenizer, seed: int) -> Chain:
-    """The chain over the tiny world's vocabulary (special tokens excluded) that a run trains on."""
+    """The chain over the tiny world's vocabulary (special tokens excluded) that a run trains on
+    (built once per tokenizer and seed: the text stage asks for it at every step)."""
     return make_chain(np.array([i for i in range(len(tokenizer)) if i not in tokenizer.all_special_ids]), seed)
 
 
@@ -83,3 +86,8 @@ def bb_batch(chain: Chain, bos: int, step: int, bs: int, length: int, seed: int)
     rng = np.random.default_rng([seed, step])
     ids = torch.tensor(np.stack([np.concatenate([[bos], chain.sample(rng, length - 1)]) for _ in range(bs)]))
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+
+def held_out_rows(chain: Chain, bos: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """The 64 rows every probe of a run measures (seeded apart from the training rows)."""
+    return bb_batch(chain, bos, 0, 64, length, seed + 1)

@@ -37,7 +37,7 @@ from ..models.compat import text_attention
 from ..tokens.sinks import activation
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, WorldConfig, make_scene, patch_labels
-from .bigram import bb_batch, world_chain
+from .bigram import bb_batch, held_out_rows, world_chain
 from .build import PATCH_SIZE, build_model, build_processor
 from .data import existence_report, pixel_values, training_batch, yes_no_margin
 
@@ -362,7 +362,7 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
     tokenizer = processor.tokenizer
     held_out = text_batch(tokenizer, 0, 64 if text.pack else 256, seed, "validation", text.pack, text.noise)
     if text.backcopy:
-        held_out_bb = bb_batch(world_chain(tokenizer, seed), tokenizer.bos_token_id, 0, 64, text.pack, seed + 1)
+        held_out_bb = held_out_rows(world_chain(tokenizer, seed), tokenizer.bos_token_id, text.pack, seed)
 
     @torch.no_grad()
     def validation() -> dict:

@@ -78,6 +78,7 @@ def test_backcopy_rows_replace_the_last_rows_of_a_packed_batch():
     assert bb[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in bb  # no documents in it
     chain = world_chain(tokenizer, seed=0)
     assert chain.copy_positions(bb[None]).sum() > 5  # triggers, and the copies after them
+    assert world_chain(tokenizer, seed=0) is chain  # built once, not at every training step
     assert torch.equal(train.text_batch(tokenizer, 2, 4, seed=0, pack=64, backcopy=1.0)["input_ids"][:1], bb[None])
     with pytest.raises(ValueError, match="packed text"):
         train.text_batch(tokenizer, 0, 4, seed=0, backcopy=0.5)
