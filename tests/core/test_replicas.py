@@ -247,19 +247,36 @@ def test_4bit_decode_on_cpu(name, folders, cpu_kernel):
     assert embed_prompt(model, batch).features.isfinite().all()
 
 
+def packed_gemv_reference(A, B, out=None, transposed_A=False, transposed_B=False, state=None):
+    """``A`` [..., K] times a 4-bit weight in bitsandbytes' CPU packed layout, with bf16 products.
+
+    Written from the layout ``_convert_weight_packed_for_cpu`` makes (bitsandbytes 0.50.2): B [N, K/2]
+    holds, per block of 32 output rows and per pair of input columns, their 64 codes row by row, the
+    first 32 in low nibbles and the last 32 in high ones; ``state.absmax`` is [K / blocksize, N] in bf16. It stands in
+    for the AVX512-BF16 kernel on hosts that lack it, so the packed path is checked everywhere.
+    """
+    n, k = state.shape
+    nibbles = torch.cat([B.reshape(-1, 32) & 0xF, B.reshape(-1, 32) >> 4], dim=-1)  # [N/32 * K/2, 64]
+    codes = nibbles.reshape(n // 32, k // 2, 32, 2).transpose(1, 2).reshape(n, k).long()  # [N, K]
+    scale = state.absmax.T.repeat_interleave(state.blocksize, dim=1)  # [N, K]
+    weight = (state.code.to(torch.bfloat16)[codes] * scale).to(torch.bfloat16)
+    return (A.to(torch.bfloat16) @ weight.T).to(A.dtype)
+
+
 @needs_bnb
 @pytest.mark.parametrize("name", EXPECTED)
 def test_4bit_cpu_kernels_agree(name, folders, monkeypatch):
-    """The AVX512-BF16 kernel (bf16 products) gives the dequantizing path's logits, in float16.
+    """The packed path (bf16 products) gives the dequantizing path's logits, in float16.
 
-    Only where bitsandbytes has that kernel: elsewhere the packed weight goes to the generic
-    kernel, which reads it in the unpacked layout (the decode test above still checks the repacking).
+    Where the CPU has AVX512-BF16, bitsandbytes' own kernel runs; elsewhere it registers none and
+    :func:`packed_gemv_reference` reads the packed weights in its place, so that on every host the
+    repacking of each layer our loaders make, and the calls that reach it, are checked.
     """
-    from bitsandbytes.functional import has_avx512bf16
+    from bitsandbytes import functional
     from bitsandbytes.nn import modules
 
-    if not has_avx512bf16():
-        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes registers no packed 4-bit kernel here")
+    if not functional.has_avx512bf16():
+        monkeypatch.setattr(functional, "gemv_4bit", packed_gemv_reference)
     logits = {}
     for kernel, available in CPU_KERNELS.items():
         monkeypatch.setattr(modules, "has_avx512bf16", lambda available=available: available)
@@ -268,6 +285,21 @@ def test_4bit_cpu_kernels_agree(name, folders, monkeypatch):
         assert linear4bit_packing(model) == {available}
     torch.testing.assert_close(logits["avx512_bf16"], logits["dequantize"], rtol=0, atol=2e-2)
     assert torch.equal(logits["avx512_bf16"].argmax(-1), logits["dequantize"].argmax(-1))
+
+
+@needs_bnb
+def test_packed_gemv_reference_reads_the_packed_layout():
+    """The stand-in above against bitsandbytes' dequantization of the same weight, before packing."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu, dequantize_4bit, quantize_4bit
+
+    torch.manual_seed(0)
+    weight, a = torch.randn(64, 128), torch.randn(3, 128)
+    qweight, state = quantize_4bit(weight, blocksize=64, quant_type="nf4")
+    expected = a @ dequantize_4bit(qweight, state).T
+    packed, packed_state = _convert_weight_packed_for_cpu(qweight, state)
+    got = packed_gemv_reference(a, packed, state=packed_state)
+    # bf16 products: within 1 % of the largest output (a misread layout is off by the outputs' own size)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0.01 * expected.abs().max().item())
 
 
 @needs_bnb
