@@ -49,18 +49,22 @@ TEXT_TURNS = 3  # question turns per text-only document
 PACK_DOCS = 64  # scene indices reserved per packed text row
 
 
-def lr_schedule(step: int, total: int, warmup: int = 100) -> float:
-    """Linear warm-up then cosine decay, as a multiplier of the base learning rate."""
+def lr_schedule(step: int, total: int, warmup: int = 100, decay: bool = True) -> float:
+    """Linear warm-up, then cosine decay (or constant: ``decay`` off), as a multiplier of the base learning rate."""
     if step < warmup:
         return (step + 1) / warmup
+    if not decay:
+        return 1.0
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def optimise(params, steps: int, lr: float, batch_fn, loss_fn, desc: str, on_eval=None, every=250, weight_decay=0.01):
-    """The shared loop: AdamW(0.9, 0.98), warm-up + cosine, grad-clip 1.0."""
+def optimise(
+    params, steps: int, lr: float, batch_fn, loss_fn, desc: str, on_eval=None, every=250, weight_decay=0.01, decay=True
+):
+    """The shared loop: AdamW(0.9, 0.98), warm-up + cosine (or constant: ``decay`` off), grad-clip 1.0."""
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, steps, decay=decay))
     history = []
     bar = tqdm(range(steps), desc=desc, mininterval=5)
     for step in bar:
@@ -288,7 +292,8 @@ def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 @dataclass(frozen=True)
 class TextStage:
     """The text-only pretraining stage (``steps`` = 0: none); ``pack``, ``noise`` and ``backcopy`` (the
-    share of each batch's rows that are Bigram-Backcopy rows) as in :func:`text_batch`."""
+    share of each batch's rows that are Bigram-Backcopy rows) as in :func:`text_batch`; ``decay`` off
+    keeps the learning rate constant after the warm-up."""
 
     steps: int = 0
     pack: int = 0
@@ -296,6 +301,7 @@ class TextStage:
     lr: float = 1e-3
     weight_decay: float = 0.01
     backcopy: float = 0.0
+    decay: bool = True
 
     @staticmethod
     def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -318,10 +324,23 @@ class TextStage:
             default=TextStage.backcopy,
             help="the share of the text stage's rows that are Bigram-Backcopy rows (packed text only)",
         )
+        ap.add_argument(
+            "--text-constant-lr",
+            action="store_true",
+            help="keep the text stage's learning rate constant after the warm-up (default: cosine decay)",
+        )
 
     @classmethod
     def from_args(cls, args) -> TextStage:
-        return cls(args.steps_text, args.text_pack, args.text_noise, args.text_lr, args.text_wd, args.text_backcopy)
+        return cls(
+            args.steps_text,
+            args.text_pack,
+            args.text_noise,
+            args.text_lr,
+            args.text_wd,
+            args.text_backcopy,
+            not args.text_constant_lr,
+        )
 
     def __post_init__(self):
         if (self.noise or self.backcopy) and not self.pack:
@@ -331,10 +350,11 @@ class TextStage:
 
     @property
     def settings(self) -> list[str]:
-        """Each setting that differs from its default, e.g. ``["pack256", "lr0.003"]``."""
+        """Each setting that differs from its default, e.g. ``["pack256", "lr0.003", "constant"]``."""
         default = TextStage()
         fields = (("pack", "pack"), ("noise", "noise"), ("lr", "lr"), ("wd", "weight_decay"), ("bb", "backcopy"))
-        return [f"{short}{getattr(self, f):g}" for short, f in fields if getattr(self, f) != getattr(default, f)]
+        numbers = [f"{short}{getattr(self, f):g}" for short, f in fields if getattr(self, f) != getattr(default, f)]
+        return numbers + ([] if self.decay else ["constant"])
 
     @property
     def name(self) -> str:
@@ -386,6 +406,7 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
         on_eval=validation,
         every=1000,
         weight_decay=text.weight_decay,
+        decay=text.decay,
     )
 
 

@@ -1,5 +1,6 @@
 """The staged trainer runs end to end, checkpoints, resumes, and is deterministic for a seed."""
 
+import argparse
 import json
 
 import pytest
@@ -32,6 +33,8 @@ def test_lr_schedule_warms_up_then_decays():
     assert train.lr_schedule(0, 1000) == 0.01
     assert train.lr_schedule(99, 1000) == 1.0
     assert train.lr_schedule(999, 1000) < 0.01
+    assert train.lr_schedule(0, 1000, decay=False) == 0.01
+    assert train.lr_schedule(999, 1000, decay=False) == 1.0
 
 
 def test_text_documents_answer_from_their_caption():
@@ -58,10 +61,31 @@ def test_text_stage_names_its_settings_off_their_defaults():
     assert train.TextStage(1, lr=1e-5).settings == ["lr1e-05"]
     assert train.TextStage(1, pack=64, noise=16).name == "text1-pack64-noise16"
     assert train.TextStage(1, pack=64, backcopy=0.25).name == "text1-pack64-bb0.25"
+    assert train.TextStage(1, lr=3e-3, decay=False).name == "text1-lr0.003-constant"
     with pytest.raises(ValueError, match="packed text"):
         train.TextStage(1, backcopy=0.25)
     with pytest.raises(ValueError, match="a fraction of the rows, not 1.5"):
         train.TextStage(1, pack=64, backcopy=1.5)
+
+
+def test_text_flags_make_the_text_stage():
+    ap = argparse.ArgumentParser()
+    train.TextStage.add_arguments(ap)
+    assert train.TextStage.from_args(ap.parse_args([])) == train.NO_TEXT
+    args = ap.parse_args(
+        [
+            "--steps-text",
+            "30",
+            "--text-pack",
+            "64",
+            "--text-lr",
+            "3e-3",
+            "--text-backcopy",
+            "0.25",
+            "--text-constant-lr",
+        ]
+    )
+    assert train.TextStage.from_args(args) == train.TextStage(30, pack=64, lr=3e-3, backcopy=0.25, decay=False)
 
 
 def test_backcopy_rows_replace_the_last_rows_of_a_packed_batch():
