@@ -168,3 +168,14 @@ def test_text_stage_with_backcopy_rows_probes_both_kinds_of_row():
     assert last["bb_bos_attention"] != last["bos_attention"]  # measured on other rows
     (plain,) = train.run_text_stage(build_model(processor.tokenizer), processor, train.TextStage(2, pack=48), 4, 0)
     assert not any(key.startswith("bb_") for key in plain)
+
+
+def test_text_stage_hands_its_schedule_and_weight_decay_to_the_optimiser(monkeypatch):
+    from avisc_lib.tiny.build import build_model, build_processor
+
+    seen = {}
+    monkeypatch.setattr(train, "optimise", lambda *args, **kwargs: seen.update(kwargs) or [])
+    processor = build_processor()
+    stage = train.TextStage(2, pack=48, weight_decay=0.1, decay=False)
+    train.run_text_stage(build_model(processor.tokenizer), processor, stage, bs=4, seed=0)
+    assert seen["decay"] is False and seen["weight_decay"] == 0.1
