@@ -293,7 +293,8 @@ def text_probe(model, batch: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 class TextStage:
     """The text-only pretraining stage (``steps`` = 0: none); ``pack``, ``noise`` and ``backcopy`` (the
     share of each batch's rows that are Bigram-Backcopy rows) as in :func:`text_batch`; ``decay`` off
-    keeps the learning rate constant after the warm-up."""
+    keeps the learning rate constant after the warm-up; the first ``backcopy_first`` steps are all
+    Bigram-Backcopy rows (a curriculum: a model that has grown a sink, then text)."""
 
     steps: int = 0
     pack: int = 0
@@ -302,6 +303,7 @@ class TextStage:
     weight_decay: float = 0.01
     backcopy: float = 0.0
     decay: bool = True
+    backcopy_first: int = 0
 
     @staticmethod
     def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -329,6 +331,12 @@ class TextStage:
             action="store_true",
             help="keep the text stage's learning rate constant after the warm-up (default: cosine decay)",
         )
+        ap.add_argument(
+            "--text-backcopy-first",
+            type=int,
+            default=TextStage.backcopy_first,
+            help="the text stage's first steps whose rows are all Bigram-Backcopy rows (packed text only)",
+        )
 
     @classmethod
     def from_args(cls, args) -> TextStage:
@@ -340,19 +348,29 @@ class TextStage:
             args.text_wd,
             args.text_backcopy,
             not args.text_constant_lr,
+            args.text_backcopy_first,
         )
 
     def __post_init__(self):
-        if (self.noise or self.backcopy) and not self.pack:
+        if (self.noise or self.backcopy or self.backcopy_first) and not self.pack:
             raise ValueError("text noise and Bigram-Backcopy rows go with packed text: set a text pack length too")
         if not 0 <= self.backcopy <= 1:
             raise ValueError(f"the Bigram-Backcopy share is a fraction of the rows, not {self.backcopy}")
+        if not 0 <= self.backcopy_first <= self.steps:
+            raise ValueError(f"{self.backcopy_first} Bigram-Backcopy steps do not fit a {self.steps}-step text stage")
 
     @property
     def settings(self) -> list[str]:
-        """Each setting that differs from its default, e.g. ``["pack256", "lr0.003", "constant"]``."""
+        """Each setting that differs from its default, e.g. ``["pack256", "lr0.003", "bbfirst1000", "constant"]``."""
         default = TextStage()
-        fields = (("pack", "pack"), ("noise", "noise"), ("lr", "lr"), ("wd", "weight_decay"), ("bb", "backcopy"))
+        fields = (
+            ("pack", "pack"),
+            ("noise", "noise"),
+            ("lr", "lr"),
+            ("wd", "weight_decay"),
+            ("bb", "backcopy"),
+            ("bbfirst", "backcopy_first"),
+        )
         numbers = [f"{short}{getattr(self, f):g}" for short, f in fields if getattr(self, f) != getattr(default, f)]
         return numbers + ([] if self.decay else ["constant"])
 
@@ -360,6 +378,10 @@ class TextStage:
     def name(self) -> str:
         """``text3000-pack256-lr0.003``: the steps, then :attr:`settings`."""
         return "-".join([f"text{self.steps}", *self.settings])
+
+    def backcopy_share(self, step: int) -> float:
+        """The share of ``step``'s rows that are Bigram-Backcopy rows."""
+        return 1.0 if step < self.backcopy_first else self.backcopy
 
 
 NO_TEXT = TextStage()
@@ -375,13 +397,14 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
     """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images.
 
     Every 1000 steps: the held-out loss and :func:`text_probe` on held-out documents (text only, so
-    that runs with and without Bigram-Backcopy rows compare), and with ``text.backcopy`` > 0 also
-    :func:`text_probe` on 64 held-out Bigram-Backcopy rows (keys prefixed ``bb_``).
+    that runs with and without Bigram-Backcopy rows compare), and where the stage has Bigram-Backcopy
+    rows also :func:`text_probe` on 64 held-out ones (keys prefixed ``bb_``).
     """
     train_language_model_only(model)
     tokenizer = processor.tokenizer
     held_out = text_batch(tokenizer, 0, 64 if text.pack else 256, seed, "validation", text.pack, text.noise)
-    if text.backcopy:
+    with_backcopy = bool(text.backcopy or text.backcopy_first)
+    if with_backcopy:
         held_out_bb = held_out_rows(world_chain(tokenizer, seed), tokenizer.bos_token_id, text.pack, seed)
 
     @torch.no_grad()
@@ -389,10 +412,14 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
         model.eval()
         loss = model(**held_out).loss.item()
         probe = text_probe(model, held_out)
-        if text.backcopy:
+        if with_backcopy:
             probe |= {f"bb_{key}": value for key, value in text_probe(model, held_out_bb).items()}
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
+
+    def batch(step: int) -> dict[str, torch.Tensor]:
+        share = text.backcopy_share(step)
+        return text_batch(tokenizer, step, bs, seed, pack=text.pack, noise=text.noise, backcopy=share)
 
     torch.manual_seed(seed + 3)
     model.train()
@@ -400,7 +427,7 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
         model.parameters(),
         text.steps,
         text.lr,
-        lambda step: text_batch(tokenizer, step, bs, seed, pack=text.pack, noise=text.noise, backcopy=text.backcopy),
+        batch,
         lambda b: model(**b).loss,
         "text stage (LM)",
         on_eval=validation,

@@ -62,10 +62,15 @@ def test_text_stage_names_its_settings_off_their_defaults():
     assert train.TextStage(1, pack=64, noise=16).name == "text1-pack64-noise16"
     assert train.TextStage(1, pack=64, backcopy=0.25).name == "text1-pack64-bb0.25"
     assert train.TextStage(1, lr=3e-3, decay=False).name == "text1-lr0.003-constant"
+    assert train.TextStage(9, pack=64, backcopy_first=4).name == "text9-pack64-bbfirst4"
     with pytest.raises(ValueError, match="packed text"):
         train.TextStage(1, backcopy=0.25)
     with pytest.raises(ValueError, match="a fraction of the rows, not 1.5"):
         train.TextStage(1, pack=64, backcopy=1.5)
+    with pytest.raises(ValueError, match="packed text"):
+        train.TextStage(9, backcopy_first=4)
+    with pytest.raises(ValueError, match="10 Bigram-Backcopy steps do not fit a 9-step"):
+        train.TextStage(9, pack=64, backcopy_first=10)
 
 
 def test_text_flags_make_the_text_stage():
@@ -83,9 +88,12 @@ def test_text_flags_make_the_text_stage():
             "--text-backcopy",
             "0.25",
             "--text-constant-lr",
+            "--text-backcopy-first",
+            "10",
         ]
     )
-    assert train.TextStage.from_args(args) == train.TextStage(30, pack=64, lr=3e-3, backcopy=0.25, decay=False)
+    expected = train.TextStage(30, pack=64, lr=3e-3, backcopy=0.25, decay=False, backcopy_first=10)
+    assert train.TextStage.from_args(args) == expected
 
 
 def test_backcopy_rows_replace_the_last_rows_of_a_packed_batch():
@@ -179,3 +187,17 @@ def test_text_stage_hands_its_schedule_and_weight_decay_to_the_optimiser(monkeyp
     stage = train.TextStage(2, pack=48, weight_decay=0.1, decay=False)
     train.run_text_stage(build_model(processor.tokenizer), processor, stage, bs=4, seed=0)
     assert seen["decay"] is False and seen["weight_decay"] == 0.1
+
+
+def test_backcopy_first_steps_train_on_backcopy_rows_alone(monkeypatch):
+    from avisc_lib.tiny.build import build_model, build_processor
+
+    seen = {}
+    monkeypatch.setattr(train, "optimise", lambda params, steps, lr, batch_fn, *a, **k: seen.update(batch=batch_fn))
+    processor = build_processor()
+    stage = train.TextStage(4, pack=48, backcopy=0.25, backcopy_first=2)
+    assert [stage.backcopy_share(step) for step in range(4)] == [1.0, 1.0, 0.25, 0.25]
+    train.run_text_stage(build_model(processor.tokenizer), processor, stage, bs=4, seed=0)
+    eos = processor.tokenizer.eos_token_id
+    documents = [int((seen["batch"](step)["input_ids"] == eos).any(1).sum()) for step in range(4)]
+    assert documents == [0, 0, 3, 3]  # rows holding text documents: none, then all but the BB row
