@@ -27,6 +27,7 @@ from transformers.integrations.sdpa_attention import repeat_kv
 from ..hooks import stack
 from ..hooks.edit import visible_keys
 from ..hooks.layers import layer_inputs
+from ..models.compat import decoder_layers
 from ..models.inputs import Prompt
 from ..scores import plausibility_cut
 from ..tokens import sinks
@@ -142,6 +143,12 @@ def only(model: PreTrainedModel, prompt: Prompt, *, layer: int = ONLY_LAYER) -> 
     variant = ONLY_VARIANTS.get(model.config.model_type)
     if variant is None:
         raise ValueError(f"ONLY is defined for model types {sorted(ONLY_VARIANTS)}, got {model.config.model_type!r}")
+    block = decoder_layers(model)[-1]
+    if not hasattr(getattr(block, "self_attn", None), "o_proj"):
+        raise ValueError(
+            f"ONLY reads Llama-style decoder layers (self_attn.o_proj, input_layernorm, mlp, norm); "
+            f"this language model's are {type(block).__name__}"
+        )
     device = model.get_input_embeddings().weight.device
     branch = OnlyBranch()
     bos = torch.zeros_like(prompt.image_mask)

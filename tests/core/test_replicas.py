@@ -255,6 +255,7 @@ def packed_gemv_reference(A, B, out=None, transposed_A=False, transposed_B=False
     first 32 in low nibbles and the last 32 in high ones; ``state.absmax`` is [K / blocksize, N] in bf16. It stands in
     for the AVX512-BF16 kernel on hosts that lack it, so the packed path is checked everywhere.
     """
+    assert out is None and not transposed_A and not transposed_B  # what ``matmul_4bit`` passes on this path
     n, k = state.shape
     nibbles = torch.cat([B.reshape(-1, 32) & 0xF, B.reshape(-1, 32) >> 4], dim=-1)  # [N/32 * K/2, 64]
     codes = nibbles.reshape(n // 32, k // 2, 32, 2).transpose(1, 2).reshape(n, k).long()  # [N, K]

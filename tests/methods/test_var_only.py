@@ -7,13 +7,14 @@ import math
 
 import pytest
 import torch
-from conftest import eager_scores, row
+from conftest import Case, eager_scores, row
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from avisc_lib.methods.only import only, only_scores
 from avisc_lib.methods.var import var
 from avisc_lib.models import compat
 from avisc_lib.models.inputs import embed_prompt
+from avisc_lib.tiny.build import LMSize, build_model, build_processor
 
 REFERENCE = "test_reference_var_eager"
 STATE: dict = {}
@@ -264,6 +265,15 @@ def test_only_neutral_scores_keep_greedy():
 def test_only_score_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         only_scores(torch.zeros(1, 3), torch.zeros(1, 3), **kwargs)
+
+
+def test_only_names_the_layers_it_cannot_read():
+    """A GPT-2 language model (the organism search's other family) has no o_proj or input_layernorm."""
+    processor = build_processor()
+    model = build_model(processor.tokenizer, lm=LMSize(2, 64, 2, "gpt2")).eval()
+    prompt = embed_prompt(model, Case("gpt2", model, processor).batch(1))
+    with pytest.raises(ValueError, match="Llama-style decoder layers .* GPT2Block"), only(model, prompt):
+        pass
 
 
 def test_only_layer_error(llava_case):
