@@ -352,7 +352,7 @@ class TextStage:
         )
 
     def __post_init__(self):
-        if (self.noise or self.backcopy or self.backcopy_first) and not self.pack:
+        if (self.noise or self.has_backcopy) and not self.pack:
             raise ValueError("text noise and Bigram-Backcopy rows go with packed text: set a text pack length too")
         if not 0 <= self.backcopy <= 1:
             raise ValueError(f"the Bigram-Backcopy share is a fraction of the rows, not {self.backcopy}")
@@ -379,6 +379,11 @@ class TextStage:
         """``text3000-pack256-lr0.003``: the steps, then :attr:`settings`."""
         return "-".join([f"text{self.steps}", *self.settings])
 
+    @property
+    def has_backcopy(self) -> bool:
+        """Whether any of the stage's rows are Bigram-Backcopy rows."""
+        return bool(self.backcopy or self.backcopy_first)
+
     def backcopy_share(self, step: int) -> float:
         """The share of ``step``'s rows that are Bigram-Backcopy rows."""
         return 1.0 if step < self.backcopy_first else self.backcopy
@@ -403,8 +408,7 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
     train_language_model_only(model)
     tokenizer = processor.tokenizer
     held_out = text_batch(tokenizer, 0, 64 if text.pack else 256, seed, "validation", text.pack, text.noise)
-    with_backcopy = bool(text.backcopy or text.backcopy_first)
-    if with_backcopy:
+    if text.has_backcopy:
         held_out_bb = held_out_rows(world_chain(tokenizer, seed), tokenizer.bos_token_id, text.pack, seed)
 
     @torch.no_grad()
@@ -412,7 +416,7 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
         model.eval()
         loss = model(**held_out).loss.item()
         probe = text_probe(model, held_out)
-        if with_backcopy:
+        if text.has_backcopy:
             probe |= {f"bb_{key}": value for key, value in text_probe(model, held_out_bb).items()}
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
