@@ -158,6 +158,7 @@ def main(argv=None) -> None:
     ap.add_argument("--family", choices=LM_FAMILIES, default="llama", help="the language model's architecture")
     ap.add_argument("--rope-theta", type=float, default=LMSize.rope_theta, help="the rotary base (rotary families)")
     ap.add_argument("--attention-bias", action="store_true", help="biases on Llama's attention projections")
+    ap.add_argument("--dropout", type=float, help="every dropout the model has (default: the family's; GPT-2's 0.1)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--length", type=int, default=128, help="tokens per row, BOS included")

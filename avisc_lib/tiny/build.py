@@ -95,8 +95,9 @@ LM_FAMILIES = ("llama", "gpt_neox", "gpt2")
 class LMSize:
     """A language model: ``layers`` blocks of ``width`` split into ``heads`` (MLP twice as wide), of
     architecture ``family`` with rotary base ``rope_theta`` and, for Llama, biases on the attention
-    projections if ``attention_bias`` (as Qwen2 has; the other families always have them) (:func:`text_config`);
-    the defaults are the embedded model's."""
+    projections if ``attention_bias`` (as Qwen2 has; the other families always have them), with ``dropout``
+    wherever the family has it (None: the family's default, 0.1 for GPT-2, none for the others)
+    (:func:`text_config`); the defaults are the embedded model's."""
 
     layers: int = 4
     width: int = 128
@@ -104,6 +105,7 @@ class LMSize:
     family: str = "llama"
     rope_theta: float = 10000.0
     attention_bias: bool = False
+    dropout: float | None = None
 
     def __post_init__(self):
         if self.family not in LM_FAMILIES:
@@ -114,25 +116,31 @@ class LMSize:
             raise ValueError("GPT-2 learns absolute positions: it has no rotary base to set")
         if self.attention_bias and self.family != "llama":
             raise ValueError(f"{self.family} always has attention biases; attention_bias sets Llama's")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout is a probability below 1, not {self.dropout}")
 
     @property
     def architecture(self) -> str:
-        """``", gpt2"``, ``", rope 1e+06"``, ``", attention bias"``: what differs from the embedded model's."""
+        """``", gpt2"``, ``", rope 1e+06"``, ``", attention bias"``, ``", dropout 0"``: what differs from the
+        embedded model's."""
         family = f", {self.family}" if self.family != LMSize.family else ""
         rope = f", rope {self.rope_theta:g}" if self.rope_theta != LMSize.rope_theta else ""
-        return family + rope + (", attention bias" if self.attention_bias else "")
+        dropout = f", dropout {self.dropout:g}" if self.dropout is not None else ""
+        return family + rope + (", attention bias" if self.attention_bias else "") + dropout
 
     @property
     def name(self) -> str:
         """``lm8x256``, then ``h2`` for a head count other than 4, ``-gpt2`` for a family other than
-        Llama, ``-rope1e+06`` for another rotary base and ``-bias`` for attention biases; ``""`` for the
-        embedded language model."""
+        Llama, ``-rope1e+06`` for another rotary base, ``-bias`` for attention biases and ``-drop0`` for a
+        dropout set; ``""`` for the embedded language model."""
         if self == EMBEDDED_LM:
             return ""
         heads = f"h{self.heads}" if self.heads != EMBEDDED_LM.heads else ""
         family = f"-{self.family}" if self.family != "llama" else ""
         rope = f"-rope{self.rope_theta:g}" if self.rope_theta != LMSize.rope_theta else ""
-        return f"lm{self.layers}x{self.width}{heads}{family}{rope}" + ("-bias" if self.attention_bias else "")
+        bias = "-bias" if self.attention_bias else ""
+        dropout = f"-drop{self.dropout:g}" if self.dropout is not None else ""
+        return f"lm{self.layers}x{self.width}{heads}{family}{rope}{bias}{dropout}"
 
 
 EMBEDDED_LM = LMSize()  # the embedded tiny model's language model
@@ -144,7 +152,9 @@ def text_config(tokenizer: PreTrainedTokenizerFast, lm: LMSize):
     ``lm.family``: "llama" (rotary positions, RMSNorm, gated SiLU MLP, no biases: LLaVA-1.5's and the
     embedded model's), "gpt_neox" (rotary on every dimension, LayerNorm, plain GELU MLP, biases,
     sequential residual) or "gpt2" (learned absolute positions, LayerNorm, plain GELU MLP, biases),
-    the architecture of Guo et al.'s Bigram-Backcopy models.
+    the architecture of Guo et al.'s Bigram-Backcopy models. ``lm.dropout`` sets every dropout the
+    family has: GPT-2's on embeddings, attention and residuals, GPT-NeoX's on attention and residuals,
+    Llama's on attention.
     """
     tokens = {
         "vocab_size": len(tokenizer),
@@ -153,10 +163,11 @@ def text_config(tokenizer: PreTrainedTokenizerFast, lm: LMSize):
         "eos_token_id": tokenizer.eos_token_id,
         "tie_word_embeddings": False,
     }
+    names = {"gpt2": ["embd_pdrop", "attn_pdrop", "resid_pdrop"], "gpt_neox": ["attention_dropout", "hidden_dropout"]}
+    dropout = {} if lm.dropout is None else dict.fromkeys(names.get(lm.family, ["attention_dropout"]), lm.dropout)
     if lm.family == "gpt2":
-        return GPT2Config(
-            n_embd=lm.width, n_inner=2 * lm.width, n_layer=lm.layers, n_head=lm.heads, n_positions=256, **tokens
-        )
+        size = {"n_embd": lm.width, "n_inner": 2 * lm.width, "n_layer": lm.layers, "n_head": lm.heads}
+        return GPT2Config(n_positions=256, **size, **dropout, **tokens)
     size = {
         "hidden_size": lm.width,
         "intermediate_size": 2 * lm.width,
@@ -167,13 +178,14 @@ def text_config(tokenizer: PreTrainedTokenizerFast, lm: LMSize):
     rope = {"rope_type": "default", "rope_theta": lm.rope_theta}
     if lm.family == "gpt_neox":
         rope["partial_rotary_factor"] = 1.0
-        return GPTNeoXConfig(rope_parameters=rope, use_parallel_residual=False, **size, **tokens)
+        return GPTNeoXConfig(rope_parameters=rope, use_parallel_residual=False, **size, **dropout, **tokens)
     return LlamaConfig(
         num_key_value_heads=lm.heads,
         head_dim=lm.width // lm.heads,
         rope_parameters=rope,
         attention_bias=lm.attention_bias,
         **size,
+        **dropout,
         **tokens,
     )
 

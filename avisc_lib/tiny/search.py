@@ -22,14 +22,16 @@ number of patches, training length and weight decay. Nothing targets norms or at
 
 Every variant writes one JSON line to ``--log`` when it finishes (recipe, minutes, the measures
 at each checkpoint); a rerun skips the variants already logged, and an interrupted variant
-resumes from its last checkpoint under ``--work``.
+resumes from its last checkpoint under ``--work``. ``--language`` checkpoints each of its stages
+every 250 steps (beside the model folder it saves, ``<folder>.checkpoints``): rerunning the same
+command resumes it, and the checkpoints go once its row is logged.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -52,7 +54,7 @@ from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, WorldConfig, mak
 from .build import EMBEDDED_LM, LM_FAMILIES, LMSize, build_model, build_processor
 from .data import pixel_values
 from .organism import language_profile, organism_table
-from .train import NO_TEXT, TextStage, TowerHeads, lr_schedule, run_lm_stage, run_text_stage
+from .train import NO_TEXT, Checkpoint, TextStage, TowerHeads, optimise, run_lm_stage, run_text_stage
 
 LOG = Path("results/organism/tower_log.jsonl")  # relative to the repository root
 LM_LOG = Path("results/organism/lm_log.jsonl")
@@ -271,53 +273,34 @@ def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> 
 
 # ------------------------------------------------------------------------------------- training
 def train(recipe: Recipe, work: Path, every: int, measure_n: int = MEASURE_SCENES) -> dict:
-    """Train the recipe's tower (resuming from ``work``), measuring every ``every`` steps."""
+    """Train the recipe's tower (resuming from ``work``), measuring and checkpointing every ``every`` steps."""
     tower, heads = build_tower(recipe), Heads(recipe.width)
-    params = list(tower.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, recipe.steps))
-    ckpt, state = work / "checkpoint.pt", {"step": 0, "history": [], "seconds": 0.0}
-    if ckpt.exists():
-        saved = torch.load(ckpt, weights_only=False)
-        for module, key in ((tower, "tower"), (heads, "heads"), (opt, "opt"), (sched, "sched")):
-            module.load_state_dict(saved[key])
-        state = saved["state"]
-    start = time.time() - state["seconds"]
-    for step in range(state["step"], recipe.steps):
-        base = step * recipe.batch
-        batch = targets([make_scene("train", base + i, recipe.world) for i in range(recipe.batch)], recipe.patch)
-        value = loss(recipe, tower, heads, batch)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        if (step + 1) % every == 0 or step + 1 == recipe.steps:
-            tower.eval()
-            state["history"].append(
-                {"step": step + 1, "loss": round(value.item(), 4), **measure(tower, recipe, measure_n)}
-            )
-            tower.train()
-            state.update(step=step + 1, seconds=time.time() - start)
-            work.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {
-                    "tower": tower.state_dict(),
-                    "heads": heads.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "state": state,
-                },
-                ckpt,
-            )
-            print(
-                f"[{recipe.name}] step {step + 1}: loss {value.item():.3f}, last layer "
-                f"{json.dumps(state['history'][-1]['layers'][-1])}",
-                flush=True,
-            )
+
+    def batch(step: int) -> dict:
+        scenes = [make_scene("train", step * recipe.batch + i, recipe.world) for i in range(recipe.batch)]
+        return targets(scenes, recipe.patch)
+
+    def on_eval() -> dict:
+        tower.eval()
+        row = measure(tower, recipe, measure_n)
+        tower.train()
+        return row
+
+    history = optimise(
+        list(tower.parameters()) + list(heads.parameters()),
+        recipe.steps,
+        recipe.lr,
+        batch,
+        lambda b: loss(recipe, tower, heads, b),
+        recipe.name,
+        on_eval=on_eval,
+        every=every,
+        weight_decay=recipe.weight_decay,
+        checkpoint=Checkpoint(work / "checkpoint.pt", nn.ModuleDict({"tower": tower, "heads": heads}), every),
+    )
     tower.save_pretrained(work / "tower", safe_serialization=True)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe)))
-    return {"recipe": asdict(recipe), "minutes": round(state["seconds"] / 60, 2), "history": state["history"]}
+    return {"recipe": asdict(recipe), "minutes": round(history[-1]["seconds"] / 60, 2), "history": history}
 
 
 def train_language_side(
@@ -346,12 +329,17 @@ def train_language_side(
     model.model.vision_tower.load_state_dict(tower.state_dict())
     settings = argparse.Namespace(steps1=steps1, steps2=steps2, bs=32, seed=seed, texture=recipe.texture)
     items = Q.existence_set("validation", 300, world=recipe.world)
-    start = time.time()
-    text_history = run_text_stage(model, processor, text, settings.bs, seed) if text.steps else []
-    history = {stage: run_lm_stage(model, processor, stage, settings, items) for stage in (1, 2)}
-    minutes = round((time.time() - start) / 60, 2)
-    model.eval()
     out = work / model_folder(text, lm, seed)
+    checkpoints = checkpoint_folder(out)
+    text_history = []
+    if text.steps:
+        text_history = run_text_stage(model, processor, text, settings.bs, seed, checkpoints / "text.pt")
+    history = {
+        stage: run_lm_stage(model, processor, stage, settings, items, checkpoints / f"stage{stage}.pt")
+        for stage in (1, 2)
+    }
+    minutes = round(sum(h[-1]["seconds"] for h in (text_history, *history.values()) if h) / 60, 2)
+    model.eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return {
@@ -375,6 +363,11 @@ def model_folder(text: TextStage, lm: LMSize = EMBEDDED_LM, seed: int = 0) -> st
     one, and any seed but 0."""
     stage = "model" if not text.steps else f"model-{text.name}"
     return "-".join(filter(None, [stage, lm.name, f"seed{seed}" if seed else ""]))
+
+
+def checkpoint_folder(model_dir: Path) -> Path:
+    """Where the language side saved in ``model_dir`` keeps its stages' checkpoints while it trains."""
+    return model_dir.with_name(model_dir.name + ".checkpoints")
 
 
 def load_language_side(work: Path, tower: str, text: TextStage, lm: LMSize, seed: int):
@@ -521,12 +514,21 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--lm-rope-theta", type=float, default=LMSize.rope_theta, help="the rotary base (rotary families)")
     ap.add_argument("--lm-attention-bias", action="store_true", help="biases on Llama's attention projections")
+    ap.add_argument(
+        "--lm-dropout", type=float, help="every dropout the language model has (default: the family's; GPT-2's 0.1)"
+    )
     ap.add_argument("--organism-scenes", type=int, default=100, help="held-out scenes: 2 questions each per split")
     ap.add_argument("--seed", type=int, default=0, help="the language side's seed (initialisation and data order)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     lm = LMSize(
-        args.lm_layers, args.lm_width, args.lm_heads, args.lm_family, args.lm_rope_theta, args.lm_attention_bias
+        args.lm_layers,
+        args.lm_width,
+        args.lm_heads,
+        args.lm_family,
+        args.lm_rope_theta,
+        args.lm_attention_bias,
+        args.lm_dropout,
     )
     text = TextStage.from_args(args)
     if args.profile:
@@ -556,6 +558,7 @@ def main(argv=None) -> None:
             lm=lm,
         )
         log_row(args.lm_log, row)
+        shutil.rmtree(checkpoint_folder(args.work / args.language / model_folder(text, lm, args.seed)))
         print(json.dumps(row["organism"], indent=1))
         return
     names = {r.name: r for r in GRID}

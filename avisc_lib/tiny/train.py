@@ -58,15 +58,60 @@ def lr_schedule(step: int, total: int, warmup: int = 100, decay: bool = True) ->
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+@dataclass
+class Checkpoint:
+    """Where :func:`optimise` saves ``module`` with its optimiser, schedule, history and torch RNG every
+    ``every`` steps and at the end, and resumes from: a killed run continues where it stopped, and
+    (batches being functions of the step) ends with the weights of an uninterrupted one."""
+
+    path: Path
+    module: nn.Module
+    every: int = 250
+
+    def save(self, step: int, opt, sched, history: list[dict], seconds: float) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"module": self.module.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+        state |= {"step": step, "history": history, "seconds": seconds, "rng": torch.get_rng_state()}
+        partial = self.path.with_name(self.path.name + ".partial")
+        torch.save(state, partial)
+        partial.replace(self.path)  # a kill mid-save leaves the previous checkpoint whole
+
+    def load(self, opt, sched) -> dict:
+        """Restore the saved state into ``module``, ``opt`` and ``sched``: ``{"step", "history", "seconds"}``
+        (step 0 when nothing is saved)."""
+        if not self.path.exists():
+            return {"step": 0, "history": [], "seconds": 0.0}
+        saved = torch.load(self.path, weights_only=True)
+        self.module.load_state_dict(saved["module"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        torch.set_rng_state(saved["rng"])
+        return {key: saved[key] for key in ("step", "history", "seconds")}
+
+
 def optimise(
-    params, steps: int, lr: float, batch_fn, loss_fn, desc: str, on_eval=None, every=250, weight_decay=0.01, decay=True
+    params,
+    steps: int,
+    lr: float,
+    batch_fn,
+    loss_fn,
+    desc: str,
+    on_eval=None,
+    every=250,
+    weight_decay=0.01,
+    decay=True,
+    checkpoint: Checkpoint | None = None,
 ):
-    """The shared loop: AdamW(0.9, 0.98), warm-up + cosine (or constant: ``decay`` off), grad-clip 1.0."""
+    """The shared loop: AdamW(0.9, 0.98), warm-up + cosine (or constant: ``decay`` off), grad-clip 1.0.
+
+    Each ``on_eval`` row gets the step, the loss and the seconds spent so far; with a ``checkpoint``
+    the loop resumes from it and saves to it."""
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, steps, decay=decay))
-    history = []
-    bar = tqdm(range(steps), desc=desc, mininterval=5)
+    state = checkpoint.load(opt, sched) if checkpoint else {"step": 0, "history": [], "seconds": 0.0}
+    history, start = state["history"], time.time() - state["seconds"]
+    bar = tqdm(range(state["step"], steps), desc=desc, mininterval=5, initial=state["step"], total=steps)
     for step in bar:
         loss = loss_fn(batch_fn(step))
         opt.zero_grad(set_to_none=True)
@@ -77,7 +122,10 @@ def optimise(
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if on_eval is not None and ((step + 1) % every == 0 or step + 1 == steps):
             history.append({"step": step + 1, "loss": loss.item(), **on_eval()})
+            history[-1]["seconds"] = round(time.time() - start, 1)
             tqdm.write(f"[{desc}] step {step + 1}: " + json.dumps(history[-1]))
+        if checkpoint is not None and ((step + 1) % checkpoint.every == 0 or step + 1 == steps):
+            checkpoint.save(step + 1, opt, sched, history, time.time() - start)
     return history
 
 
@@ -398,7 +446,7 @@ def train_language_model_only(model) -> None:
         p.requires_grad = name.startswith(("model.language_model.", "lm_head."))
 
 
-def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> list[dict]:
+def run_text_stage(model, processor, text: TextStage, bs: int, seed: int, checkpoint: Path | None = None) -> list[dict]:
     """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images.
 
     Every 1000 steps: the held-out loss and :func:`text_probe` on held-out documents (text only, so
@@ -438,6 +486,7 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int) -> lis
         every=1000,
         weight_decay=text.weight_decay,
         decay=text.decay,
+        checkpoint=Checkpoint(checkpoint, model) if checkpoint else None,
     )
 
 
@@ -448,7 +497,9 @@ def lm_eval(model, processor, items) -> dict[str, float]:
     return {k: round(v, 4) for k, v in report.items()}
 
 
-def run_lm_stage(model, processor, stage: int, args, items) -> list[dict]:
+def run_lm_stage(model, processor, stage: int, args, items, checkpoint: Path | None = None) -> list[dict]:
+    """LLaVA stage 1 (projector on captions) or 2 (projector + LM on every question family), validated on
+    ``items`` every 250 steps; with a ``checkpoint`` path it saves there as often and resumes from it."""
     trainable = {1: ["multi_modal_projector"], 2: ["multi_modal_projector", "language_model"]}[stage]
     for name, p in model.named_parameters():
         p.requires_grad = any(f".{t}." in f".{name}" for t in trainable)
@@ -463,6 +514,7 @@ def run_lm_stage(model, processor, stage: int, args, items) -> list[dict]:
         lambda b: model(**b).loss,
         f"stage {stage} ({'projector' if stage == 1 else 'projector + LM'})",
         on_eval=lambda: lm_eval(model, processor, items),
+        checkpoint=Checkpoint(checkpoint, model) if checkpoint else None,
     )
 
 

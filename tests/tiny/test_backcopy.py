@@ -107,6 +107,22 @@ def test_text_config_builds_each_family_at_the_asked_size():
         LMSize(family="mamba")
 
 
+def test_dropout_sets_every_dropout_of_each_family_and_names_itself():
+    tokenizer = build_tokenizer()
+    gpt2 = text_config(tokenizer, LMSize(1, 64, 2, "gpt2"))
+    assert (gpt2.embd_pdrop, gpt2.attn_pdrop, gpt2.resid_pdrop) == (0.1, 0.1, 0.1)  # the family's default
+    gpt2 = text_config(tokenizer, LMSize(1, 64, 2, "gpt2", dropout=0.0))
+    assert (gpt2.embd_pdrop, gpt2.attn_pdrop, gpt2.resid_pdrop) == (0.0, 0.0, 0.0)
+    neox = text_config(tokenizer, LMSize(1, 64, 2, "gpt_neox", dropout=0.2))
+    assert (neox.attention_dropout, neox.hidden_dropout) == (0.2, 0.2)
+    assert text_config(tokenizer, LMSize(1, 64, 2, dropout=0.2)).attention_dropout == 0.2
+    assert text_config(tokenizer, LMSize(1, 64, 2)).attention_dropout == 0.0
+    assert LMSize(family="gpt2", dropout=0.0).name == "lm4x128-gpt2-drop0"
+    assert LMSize(family="gpt2", dropout=0.0).architecture == ", gpt2, dropout 0"
+    with pytest.raises(ValueError, match="dropout is a probability below 1, not 1.5"):
+        LMSize(dropout=1.5)
+
+
 def zero_first_queries(lm, family: str) -> None:
     """Zero layer 0's queries (weights and biases), so that its heads attend uniformly over the causal prefix."""
     if family == "llama":

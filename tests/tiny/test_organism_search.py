@@ -1,11 +1,14 @@
 """Smoke run of the tower-recipe search (the organism search itself is not part of CI)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from avisc_lib.tiny import search
@@ -130,16 +133,43 @@ def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, t
 
 
 @pytest.mark.slow
-def test_measure_cli_reproduces_the_saved_language_side(tmp_path):
+def test_language_side_resumes_from_its_stage_checkpoints(tmp_path):
+    search.train(SMALL, tmp_path / "t", every=2, measure_n=4)
+    lm, text = search.LMSize(2, 64, heads=1, family="gpt2"), TextStage(2, 48)  # GPT-2: dropout draws from the RNG
+
+    def run():
+        return search.train_language_side(tmp_path / "t" / "tower", tmp_path / "t", 1, 2, 2, text=text, lm=lm)
+
+    whole = run()
+    saved = tmp_path / "t" / search.model_folder(text, lm)
+    checkpoints = search.checkpoint_folder(saved)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["stage1.pt", "stage2.pt", "text.pt"]
+    weights = load_file(saved / "model.safetensors")
+    (checkpoints / "stage2.pt").unlink()  # as if killed before stage 2 saved: text and stage 1 are reused
+    shutil.rmtree(saved)
+    finished = {name: (checkpoints / name).stat().st_mtime_ns for name in ("text.pt", "stage1.pt")}
+    again = run()
+    assert finished == {name: (checkpoints / name).stat().st_mtime_ns for name in finished}  # not trained again
+    assert (checkpoints / "stage2.pt").is_file()
+    assert all(torch.equal(weights[k], v) for k, v in load_file(saved / "model.safetensors").items())
+    assert again["text"] == whole["text"] and again["organism"] == whole["organism"]
+
+
+@pytest.mark.slow
+def test_language_and_measure_clis_train_then_reproduce_a_language_side(tmp_path):
     search.train(SMALL, tmp_path / "t", every=2, measure_n=4)
     lm = search.LMSize(2, 64, heads=1)
-    row = search.train_language_side(tmp_path / "t" / "tower", tmp_path / "t", 1, 1, scenes=2, seed=1, lm=lm)
-    assert row["seed"] == 1 and (tmp_path / "t" / "model-lm2x64h1-seed1" / "config.json").is_file()
     log = tmp_path / "lm.jsonl"
     flags = ["--lm-layers", "2", "--lm-width", "64", "--lm-heads", "1", "--organism-scenes", "2", "--threads", "1"]
     command = [sys.executable, "-m", "avisc_lib.tiny.search", "--work", str(tmp_path), "--lm-log", str(log)]
+    steps = ["--steps1", "1", "--steps2", "1"]
+    subprocess.run(command + ["--language", "t", "--seed", "1", *steps, *flags], check=True, capture_output=True)
+    (row,) = search.log_rows(log)
+    saved = tmp_path / "t" / "model-lm2x64h1-seed1"
+    assert row["seed"] == 1 and (saved / "config.json").is_file()
+    assert not search.checkpoint_folder(saved).exists()  # removed once the row is logged
     subprocess.run(command + ["--measure", "t", "--seed", "1", *flags], check=True, capture_output=True, text=True)
-    (measured,) = search.log_rows(log)
+    trained, measured = search.log_rows(log)
     assert measured["remeasured"] and measured["seed"] == 1 and search.LMSize(**measured["lm"]) == lm
     assert measured["organism"] == row["organism"]  # same scenes, same saved model, seeded decoding
     other_seed = subprocess.run(command + ["--measure", "t", *flags], capture_output=True, text=True)

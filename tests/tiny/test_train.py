@@ -29,6 +29,36 @@ def test_training_is_deterministic_and_resumable(tmp_path):
     assert all(torch.equal(a[k], again[k]) for k in a)
 
 
+def test_optimise_resumes_a_killed_run_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    def run(path, kill_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+
+        def batch(step):
+            if step == kill_at:
+                raise KeyboardInterrupt
+            return torch.randn(3, 4, generator=torch.Generator().manual_seed(step))
+
+        def loss(x):
+            return model(x).pow(2).mean()
+
+        checkpoint = train.Checkpoint(path, model, every=2)
+        history = train.optimise(
+            model.parameters(), 6, 1e-2, batch, loss, "t", lambda: {}, every=2, checkpoint=checkpoint
+        )
+        return model, history
+
+    whole, whole_history = run(tmp_path / "whole.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed.pt", kill_at=3)  # the checkpoint holds step 2
+    assert torch.load(tmp_path / "killed.pt", weights_only=True)["step"] == 2
+    resumed, history = run(tmp_path / "killed.pt")
+    assert all(torch.equal(a, b) for a, b in zip(whole.parameters(), resumed.parameters()))  # dropout's RNG too
+    assert [(h["step"], h["loss"]) for h in history] == [(h["step"], h["loss"]) for h in whole_history]
+    assert [h["step"] for h in history] == [2, 4, 6] and all(h["seconds"] >= 0 for h in history)
+    assert not list(tmp_path.glob("*.partial"))
+
+
 def test_lr_schedule_warms_up_then_decays():
     assert train.lr_schedule(0, 1000) == 0.01
     assert train.lr_schedule(99, 1000) == 1.0
