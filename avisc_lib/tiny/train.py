@@ -77,10 +77,7 @@ class Checkpoint:
         partial.replace(self.path)  # a kill mid-save leaves the previous checkpoint whole
 
     def load(self, opt, sched) -> dict:
-        """Restore the saved state into ``module``, ``opt`` and ``sched``: ``{"step", "history", "seconds"}``
-        (step 0 when nothing is saved)."""
-        if not self.path.exists():
-            return {"step": 0, "history": [], "seconds": 0.0}
+        """Restore the saved state into ``module``, ``opt`` and ``sched``: ``{"step", "history", "seconds"}``."""
         saved = torch.load(self.path, weights_only=True)
         self.module.load_state_dict(saved["module"])
         opt.load_state_dict(saved["opt"])
@@ -109,7 +106,9 @@ def optimise(
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, steps, decay=decay))
-    state = checkpoint.load(opt, sched) if checkpoint else {"step": 0, "history": [], "seconds": 0.0}
+    state = {"step": 0, "history": [], "seconds": 0.0}
+    if checkpoint is not None and checkpoint.path.exists():
+        state = checkpoint.load(opt, sched)
     history, start = state["history"], time.time() - state["seconds"]
     bar = tqdm(range(state["step"], steps), desc=desc, mininterval=5, initial=state["step"], total=steps)
     for step in bar:
