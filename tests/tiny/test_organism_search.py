@@ -158,22 +158,23 @@ def test_language_side_resumes_from_its_stage_checkpoints(tmp_path):
 @pytest.mark.slow
 def test_language_and_measure_clis_train_then_reproduce_a_language_side(tmp_path):
     search.train(SMALL, tmp_path / "t", every=2, measure_n=4)
-    lm = search.LMSize(2, 64, heads=1)
+    lm = search.LMSize(2, 64, heads=1, dropout=0.0)
     log = tmp_path / "lm.jsonl"
-    flags = ["--lm-layers", "2", "--lm-width", "64", "--lm-heads", "1", "--organism-scenes", "2", "--threads", "1"]
+    flags = ["--lm-layers", "2", "--lm-width", "64", "--lm-heads", "1", "--lm-dropout", "0"]
+    flags += ["--organism-scenes", "2", "--threads", "1"]
     command = [sys.executable, "-m", "avisc_lib.tiny.search", "--work", str(tmp_path), "--lm-log", str(log)]
     steps = ["--steps1", "1", "--steps2", "1"]
     subprocess.run(command + ["--language", "t", "--seed", "1", *steps, *flags], check=True, capture_output=True)
     (row,) = search.log_rows(log)
-    saved = tmp_path / "t" / "model-lm2x64h1-seed1"
-    assert row["seed"] == 1 and (saved / "config.json").is_file()
+    saved = tmp_path / "t" / "model-lm2x64h1-drop0-seed1"
+    assert row["seed"] == 1 and search.LMSize(**row["lm"]) == lm and (saved / "config.json").is_file()
     assert not search.checkpoint_folder(saved).exists()  # removed once the row is logged
     subprocess.run(command + ["--measure", "t", "--seed", "1", *flags], check=True, capture_output=True, text=True)
     trained, measured = search.log_rows(log)
     assert measured["remeasured"] and measured["seed"] == 1 and search.LMSize(**measured["lm"]) == lm
     assert measured["organism"] == row["organism"]  # same scenes, same saved model, seeded decoding
     other_seed = subprocess.run(command + ["--measure", "t", *flags], capture_output=True, text=True)
-    assert other_seed.returncode != 0 and "model-lm2x64h1; run --language t first" in other_seed.stderr
+    assert other_seed.returncode != 0 and "model-lm2x64h1-drop0; run --language t first" in other_seed.stderr
 
 
 def test_profile_cli_names_a_missing_language_side(tmp_path):
