@@ -11,7 +11,10 @@ measurement uses:
   shows no object pixel.
 * ``sink_images`` and ``sink_blind_jaccard`` (with ``..._chance``): VAR's visual sink tokens at a
   threshold scaled to the width (:func:`sink_tau`): the share of images with at least one, and
-  their Jaccard overlap with the blind set against random sets of the blind set's size.
+  their Jaccard overlap with the blind set against random sets of the blind set's size;
+  ``sinks_per_image`` and ``sinks_on_background`` (against ``background_tokens``, the share of
+  image tokens on background) say whether they are LLaVA's few background tokens or, say, the
+  whole background carrying BOS's dimension.
 * ``keep_blind_minus_random`` and ``zero_blind_minus_random``: yes/no accuracy of the first answer
   token (yes-logit > no-logit) when only the blind tokens are kept (or zeroed), minus the same
   with a random set of the same size.
@@ -116,6 +119,20 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((inter / union.clamp(min=1)).mean())
 
 
+def sink_placement(sinks: torch.Tensor, on_object: torch.Tensor) -> dict:
+    """How many sink tokens an image has and where: masks ``[B, N]`` of sink and object tokens.
+
+    ``sinks_per_image`` (mean over all images), ``sinks_on_background`` (share of sink tokens on
+    background; 0 without sinks) and ``background_tokens`` (the share a random token would have).
+    """
+    background = ~on_object
+    return {
+        "sinks_per_image": float(sinks.sum(1).float().mean()),
+        "sinks_on_background": float((sinks & background).sum() / sinks.sum().clamp(min=1)),
+        "background_tokens": float(background.float().mean()),
+    }
+
+
 def attention_rows(
     model: PreTrainedModel, processor: ProcessorMixin, n_scenes: int, seed: int = 0, world: WorldConfig = FLAT
 ) -> dict:
@@ -146,6 +163,7 @@ def attention_rows(
         "top5_share": float(stats["top5_share"].mean()),
         "blind_on_background": float((study.blind & ~on_object).sum() / blind_count.clamp(min=1)),
         "sink_images": float(sinks.any(1).float().mean()),
+        **sink_placement(sinks, on_object),
         "sink_blind_jaccard": jaccard(sinks, study.blind),
         "sink_blind_jaccard_chance": jaccard(sinks, chance),
         "keep_blind_minus_random": accuracy("keep blind only") - accuracy("keep random only (same size)"),

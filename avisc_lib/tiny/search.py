@@ -445,6 +445,17 @@ def minutes(row: dict) -> str:
     return "remeasured" if row.get("remeasured") else f"{row['minutes']:.0f}"
 
 
+def sink_cell(organism: dict) -> str:
+    """Sink tokens per image and their share on background (the background's share of tokens), or
+    ``–`` for rows logged before ``organism_table`` measured them."""
+    if "sinks_per_image" not in organism:
+        return "–"
+    return (
+        f"{organism['sinks_per_image']:.1f} ({organism['sinks_on_background']:.2f} of "
+        f"{organism['background_tokens']:.2f})"
+    )
+
+
 def language_summary(log: Path) -> str:
     """A markdown table of the language sides in ``log``: the organism table's rows per run."""
 
@@ -453,15 +464,15 @@ def language_summary(log: Path) -> str:
 
     rows = [
         "| tower | text steps | minutes | questions | top-5 share | blind on background | sink images "
-        "| keep blind - random | zero blind - random | AvisC - greedy | AvisC - random_mask "
-        "| greedy random / adversarial |\n" + "|---" * 12 + "|"
+        "| sinks / image (on background) | keep blind - random | zero blind - random | AvisC - greedy "
+        "| AvisC - random_mask | greedy random / adversarial |\n" + "|---" * 13 + "|"
     ]
     for row in log_rows(log):
         o = row["organism"]
         rows.append(
             f"| {row['tower']}{lm_size(row)} | {text_steps(row)} | {minutes(row)} | {o['n_questions']} "
             f"| {o['top5_share']:.3f} | {o['blind_on_background']:.3f} | {o['sink_images']:.2f} "
-            f"| {o['keep_blind_minus_random']:+.3f} | {o['zero_blind_minus_random']:+.3f} "
+            f"| {sink_cell(o)} | {o['keep_blind_minus_random']:+.3f} | {o['zero_blind_minus_random']:+.3f} "
             f"| {interval(o['avisc_minus_greedy'])} | {interval(o['avisc_minus_random_mask'])} "
             f"| {o['greedy_random']:.3f} / {o['greedy_adversarial']:.3f} |"
         )
@@ -558,7 +569,9 @@ def main(argv=None) -> None:
             lm=lm,
         )
         log_row(args.lm_log, row)
-        shutil.rmtree(checkpoint_folder(args.work / args.language / model_folder(text, lm, args.seed)))
+        checkpoints = checkpoint_folder(args.work / args.language / model_folder(text, lm, args.seed))
+        if checkpoints.exists():  # stages of 0 steps save none
+            shutil.rmtree(checkpoints)
         print(json.dumps(row["organism"], indent=1))
         return
     names = {r.name: r for r in GRID}

@@ -9,7 +9,14 @@ import torch
 
 from avisc_lib.hooks.capture import image_attention
 from avisc_lib.models.inputs import encode
-from avisc_lib.tiny.organism import OFFSETS, jaccard, language_profile, paired_difference, sink_tau
+from avisc_lib.tiny.organism import (
+    OFFSETS,
+    jaccard,
+    language_profile,
+    paired_difference,
+    sink_placement,
+    sink_tau,
+)
 from avisc_lib.tokens.sinks import activation
 from avisc_lib.world import questions as Q
 
@@ -31,6 +38,14 @@ def test_jaccard_rows():
     a = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
     b = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
     assert jaccard(a, b) == pytest.approx((1 / 3 + 0) / 2)
+
+
+def test_sink_placement_counts_sinks_and_their_background_share():
+    on_object = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    sinks = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0]], dtype=torch.bool)  # 2 on background, 1 on an object
+    placed = sink_placement(sinks, on_object)
+    assert placed == {"sinks_per_image": 1.5, "sinks_on_background": pytest.approx(2 / 3), "background_tokens": 0.625}
+    assert sink_placement(torch.zeros_like(sinks), on_object)["sinks_on_background"] == 0.0
 
 
 def test_language_profile_agrees_with_the_attention_reader(embedded_case):

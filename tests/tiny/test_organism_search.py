@@ -177,6 +177,16 @@ def test_language_and_measure_clis_train_then_reproduce_a_language_side(tmp_path
     assert other_seed.returncode != 0 and "model-lm2x64h1-drop0; run --language t first" in other_seed.stderr
 
 
+def test_language_side_of_zero_steps_logs_its_row(tmp_path):
+    """Stages of 0 steps save no checkpoint: the untrained language side is still measured and logged."""
+    search.train(SMALL, tmp_path / "t", every=2, measure_n=4)
+    log = tmp_path / "lm.jsonl"
+    flags = ["--steps1", "0", "--steps2", "0", "--lm-layers", "1", "--lm-width", "32", "--lm-heads", "1"]
+    search.main(["--work", str(tmp_path), "--lm-log", str(log), "--language", "t", "--organism-scenes", "1", *flags])
+    (row,) = search.log_rows(log)
+    assert row["stage2"] == [] and row["organism"]["n_questions"] == 2
+
+
 def test_profile_cli_names_a_missing_language_side(tmp_path):
     command = [sys.executable, "-m", "avisc_lib.tiny.search", "--profile", "nope", "--work", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -227,8 +237,12 @@ def test_language_summary_has_one_row_per_run(tmp_path):
         {"tower": "t", "seed": 1, "remeasured": True},
     ]
     log.write_text("".join(json.dumps({"minutes": 50, **row, "organism": organism}) + "\n" for row in rows))
+    placed = {"sinks_per_image": 36.21, "sinks_on_background": 0.966, "background_tokens": 0.795}
+    with log.open("a") as f:  # a row measured since organism_table counts sinks per image
+        f.write(json.dumps({"tower": "t", "minutes": 50, "organism": organism | placed}) + "\n")
     lines = search.language_summary(log).splitlines()
-    assert len(lines) == 9 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 |")
+    assert len(lines) == 10 and lines[2].startswith("| t | 8000 | 32 | 200 | 0.168 | 0.464 | 0.00 | – |")
+    assert "| 0.00 | 36.2 (0.97 of 0.80) | +0.050 |" in lines[9]
     assert lines[7].startswith("| t (LM 4 x 128, gpt2, seed 2) | 0 | 50 |")
     assert lines[8].startswith("| t (seed 1) | 0 | remeasured | 200 |")
     assert lines[3].startswith("| t (LM 8 x 256) | 3000 (pack256, lr0.003) | 50 |")
