@@ -182,7 +182,8 @@ def test_language_side_of_zero_steps_logs_its_row(tmp_path):
     search.train(SMALL, tmp_path / "t", every=2, measure_n=4)
     log = tmp_path / "lm.jsonl"
     flags = ["--steps1", "0", "--steps2", "0", "--lm-layers", "1", "--lm-width", "32", "--lm-heads", "1"]
-    search.main(["--work", str(tmp_path), "--lm-log", str(log), "--language", "t", "--organism-scenes", "1", *flags])
+    flags += ["--organism-scenes", "1", "--threads", "1"]  # conftest's thread count, kept for later tests
+    search.main(["--work", str(tmp_path), "--lm-log", str(log), "--language", "t", *flags])
     (row,) = search.log_rows(log)
     assert row["stage2"] == [] and row["organism"]["n_questions"] == 2
 
