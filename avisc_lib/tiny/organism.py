@@ -119,17 +119,21 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((inter / union.clamp(min=1)).mean())
 
 
+def background_share(tokens: torch.Tensor, on_object: torch.Tensor) -> float:
+    """Share of the tokens marked in ``tokens`` ``[B, N]`` whose patch shows no object (0 when none are)."""
+    return float((tokens & ~on_object).sum() / tokens.sum().clamp(min=1))
+
+
 def sink_placement(sinks: torch.Tensor, on_object: torch.Tensor) -> dict:
     """How many sink tokens an image has and where: masks ``[B, N]`` of sink and object tokens.
 
     ``sinks_per_image`` (mean over all images), ``sinks_on_background`` (share of sink tokens on
     background; 0 without sinks) and ``background_tokens`` (the share a random token would have).
     """
-    background = ~on_object
     return {
         "sinks_per_image": float(sinks.sum(1).float().mean()),
-        "sinks_on_background": float((sinks & background).sum() / sinks.sum().clamp(min=1)),
-        "background_tokens": float(background.float().mean()),
+        "sinks_on_background": background_share(sinks, on_object),
+        "background_tokens": float((~on_object).float().mean()),
     }
 
 
@@ -143,7 +147,6 @@ def attention_rows(
     grid = math.isqrt(study.blind.shape[1])
     on_object = torch.from_numpy(np.stack([object_tokens(s, grid) for s, _ in items]))
     stats = analysis.attention_summary(study.attention, study.blind, on_object)
-    blind_count = study.blind.sum()
     tau = sink_tau(model.config.get_text_config().hidden_size)
     sinks = torch.cat(
         [
@@ -161,7 +164,7 @@ def attention_rows(
         "n_questions": len(items),
         "tau": round(tau, 3),
         "top5_share": float(stats["top5_share"].mean()),
-        "blind_on_background": float((study.blind & ~on_object).sum() / blind_count.clamp(min=1)),
+        "blind_on_background": background_share(study.blind, on_object),
         "sink_images": float(sinks.any(1).float().mean()),
         **sink_placement(sinks, on_object),
         "sink_blind_jaccard": jaccard(sinks, study.blind),
