@@ -53,7 +53,7 @@ from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, WorldConfig, make_scene, object_tokens, patch_labels
 from .build import EMBEDDED_LM, LM_FAMILIES, LMSize, build_model, build_processor
 from .data import pixel_values
-from .organism import language_profile, organism_table
+from .organism import background_share, language_profile, organism_table
 from .train import NO_TEXT, Checkpoint, TextStage, TowerHeads, optimise, run_lm_stage, run_text_stage
 
 LOG = Path("results/organism/tower_log.jsonl")  # relative to the repository root
@@ -260,7 +260,7 @@ def measure(tower: CLIPVisionModel, recipe: Recipe, n: int = MEASURE_SCENES) -> 
                 "max_over_median": round(float((norms.max(1).values / median.squeeze(1)).mean()), 3),
                 "top_on_background": round(float(background[torch.arange(n), top].float().mean()), 3),
                 "outliers": round(float(outlier.sum(1).float().mean()), 3),
-                "outliers_on_background": round(float((outlier & background).sum() / outlier.sum().clamp(min=1)), 3),
+                "outliers_on_background": round(background_share(outlier, ~background), 3),
                 "cls_top5": None if recipe.tower == "siglip" else top5_share(cls_attention),
                 "received_top5": top5_share(received),
                 "received_top_on_background": round(
