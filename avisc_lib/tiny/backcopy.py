@@ -37,6 +37,7 @@ from .train import optimise, train_language_model_only
 
 LOG = Path("results/organism/backcopy_log.jsonl")  # relative to the repository root
 LM_FIELDS = [f.name for f in fields(LMSize)]  # a log row's recipe holds these, then the training settings
+TRAINING = ("steps", "batch", "length", "lr", "wd", "seed")
 
 
 @torch.no_grad()
@@ -130,28 +131,27 @@ def summary(log: Path) -> str:
         r, last = row["recipe"], row["history"][-1]
         chain = world_chain(tokenizer, r["seed"])
         ideal = ideal_loss(chain, held_out_rows(chain, tokenizer.bos_token_id, r["length"], r["seed"])["input_ids"])
-        bos = np.array(last["bos"])  # [layers, heads]
-        layer, head = np.unravel_index(bos.argmax(), bos.shape)
-        lm = LMSize(**{k: r[k] for k in LM_FIELDS if k in r})
-        heads = f"{lm.heads} head" + "s" * (lm.heads != 1)
+        layer, head = top_bos_head(last)
         split = (
             "–"
             if "bos_copy" not in last
             else f"{last['bos_copy'][layer][head]:.3f} / {last['bos_other'][layer][head]:.3f}"
         )
         rows.append(
-            f"| {lm.layers} x {lm.width}, {heads}{lm.architecture} | {r['steps']} | {r['batch']} x {r['length']} "
+            f"| {describe(r)} | {r['steps']} | {r['batch']} x {r['length']} "
             f"| {r['steps'] * r['batch'] * r['length'] / 1e6:.0f} M | {r['lr']:g} / {r['wd']:g} | {row['minutes']:.0f} "
             f"| {last['validation_loss']:.3f} ({ideal:.3f}) "
-            f"| {layer}.{head}: {bos[layer, head]:.3f} ({even_share(r['length']):.3f}); {split} "
+            f"| {layer}.{head}: {last['bos'][layer][head]:.3f} ({even_share(r['length']):.3f}); {split} "
             f"| {max(max(h) for h in last['previous']):.3f} "
             f"| {max(last['phi_bos']):.1f} / {max(last['phi_other']):.1f} |"
         )
     return "\n".join(rows)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def probe_parser(doc: str, log: Path, **defaults) -> argparse.ArgumentParser:
+    """The command line of a from-scratch language-model probe (this one and :mod:`.prose`): the
+    model's size and architecture, the training settings (``defaults`` override theirs) and the log."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
@@ -167,18 +167,40 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--log", type=Path, default=LOG)
+    ap.add_argument("--log", type=Path, default=log)
     ap.add_argument("--summary", action="store_true", help="print the log as a markdown table, then stop")
-    args = ap.parse_args(argv)
+    ap.set_defaults(**defaults)
+    return ap
+
+
+def recipe_of(args: argparse.Namespace) -> tuple[LMSize, dict]:
+    """The language model a probe's command line asks for, and the recipe its log row records."""
+    lm = LMSize(**{k: getattr(args, k) for k in LM_FIELDS})
+    return lm, asdict(lm) | {k: getattr(args, k) for k in TRAINING}
+
+
+def describe(recipe: dict) -> str:
+    """A logged recipe's language model, e.g. ``4 x 128, 2 heads, gpt2, dropout 0``."""
+    lm = LMSize(**{k: recipe[k] for k in LM_FIELDS if k in recipe})
+    return f"{lm.layers} x {lm.width}, {lm.heads} head" + "s" * (lm.heads != 1) + lm.architecture
+
+
+def top_bos_head(probe: dict) -> tuple[int, int]:
+    """(layer, head) of the head that gives BOS the largest share in a :func:`head_probe` result."""
+    bos = np.array(probe["bos"])  # [layers, heads]
+    layer, head = np.unravel_index(bos.argmax(), bos.shape)
+    return int(layer), int(head)
+
+
+def main(argv=None) -> None:
+    args = probe_parser(__doc__, LOG).parse_args(argv)
     if args.summary:
         print(summary(args.log))
         return
     torch.set_num_threads(args.threads)
-    training = ("steps", "batch", "length", "lr", "wd", "seed")
-    lm = LMSize(**{k: getattr(args, k) for k in LM_FIELDS})
-    recipe = asdict(lm) | {k: getattr(args, k) for k in training}
+    lm, recipe = recipe_of(args)
     start = time.time()
-    history = run(lm, **{k: recipe[k] for k in training}, every=args.every)
+    history = run(lm, **{k: recipe[k] for k in TRAINING}, every=args.every)
     row = {"recipe": recipe, "minutes": round((time.time() - start) / 60, 1), "history": history}
     log_row(args.log, row)
     print(f"logged to {args.log}")

@@ -1,0 +1,183 @@
+"""Does the organism's language model grow a BOS sink on natural English text?
+
+    python -m avisc_lib.tiny.prose --family gpt2 --dropout 0 --lr 3e-3 --wd 0.1
+    python -m avisc_lib.tiny.prose --summary    # the log as a markdown table
+
+On the world's templated text no language model of the organism search has grown a BOS sink, while
+the same models grow one on Bigram-Backcopy (:mod:`.backcopy`). This probe asks which of the two the
+world's text lacks: natural text or a bigger budget. It trains the organism's language model
+(:func:`.build.build_model`, any size and family) from scratch on English prose that every Python
+install carries, byte by byte, with the text stage's batch and row length, and probes where its heads
+look (:func:`.backcopy.head_probe`). Gu et al. (arXiv 2410.10781) see sinks emerge in small language
+models trained on natural text; if this one grows none at this budget either, the budget is short.
+
+The corpus: the standard library's docstrings (every ``.py`` file under the stdlib folder, tests
+and site-packages left out, in sorted path order) followed by ``pydoc_data.topics``. Its last 5 %
+is held out; training rows are BOS plus a window of the rest at a seeded random offset.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import pydoc_data.topics
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers.models import BPE
+from transformers import PreTrainedTokenizerFast
+
+from .backcopy import TRAINING, describe, even_share, head_probe, probe_parser, recipe_of, top_bos_head
+from .build import SPECIAL_TOKENS, LMSize, build_model
+from .search import log_row, log_rows
+from .train import optimise, train_language_model_only
+
+LOG = Path("results/organism/prose_log.jsonl")  # relative to the repository root
+HELD_OUT = 0.05  # the corpus's last share, for validation
+VALIDATION_ROWS = 64
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per byte (GPT-2's byte alphabet, no merges) after the world tokenizer's special
+    tokens, with BOS prepended as the world tokenizer does."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + sorted(alphabet))}
+    tk = Tokenizer(BPE(vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+        split_special_tokens=True,  # "<s>" in a docstring is four bytes, not BOS
+    )
+
+
+@functools.cache
+def corpus() -> str:
+    """The standard library's docstrings, then the pydoc topics (about 2.3 M characters on 3.11)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    docs = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        if "site-packages" in parts or any(p.startswith("test") for p in parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except SyntaxError:  # the stdlib ships a few deliberately broken files (lib2to3 fixtures)
+            continue
+        kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+        docs += [doc for node in ast.walk(tree) if isinstance(node, kinds) and (doc := ast.get_docstring(node))]
+    topics = pydoc_data.topics.topics
+    return "\n\n".join(docs + [topics[key] for key in sorted(topics)])
+
+
+@functools.cache
+def corpus_ids() -> np.ndarray:
+    """The corpus as byte-token ids [N] (no BOS)."""
+    return np.asarray(byte_tokenizer()(corpus(), add_special_tokens=False).input_ids, dtype=np.int64)
+
+
+def prose_rows(ids: np.ndarray, bos: int, bs: int, length: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """``bs`` rows of BOS + ``length - 1`` consecutive tokens of ``ids`` from random offsets; every
+    token a label."""
+    starts = rng.integers(0, len(ids) - length, bs)
+    windows = np.stack([ids[s : s + length - 1] for s in starts])
+    rows = torch.tensor(np.concatenate([np.full((bs, 1), bos), windows], axis=1))
+    return {"input_ids": rows, "attention_mask": torch.ones_like(rows), "labels": rows}
+
+
+def split(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) parts of ``ids``: the held-out part is the last :data:`HELD_OUT` share."""
+    cut = int(len(ids) * (1 - HELD_OUT))
+    return ids[:cut], ids[cut:]
+
+
+def run(lm: LMSize, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int) -> list[dict]:
+    """Train language model ``lm`` on the corpus from scratch; the loss and :func:`.backcopy.head_probe`
+    on :data:`VALIDATION_ROWS` held-out rows every ``every`` steps."""
+    tokenizer = byte_tokenizer()
+    model = build_model(tokenizer, seed=seed, lm=lm)
+    train_language_model_only(model)
+    train, held_out = split(corpus_ids())
+    bos = tokenizer.bos_token_id
+    rows = prose_rows(held_out, bos, VALIDATION_ROWS, length, np.random.default_rng([seed, 1]))
+
+    def validation() -> dict:
+        model.eval()
+        loss = model(**rows).loss.item()
+        probe = head_probe(model, rows["input_ids"])
+        model.train()
+        return {"validation_loss": round(loss, 4), **probe}
+
+    torch.manual_seed(seed)
+    model.train()
+    return optimise(
+        model.parameters(),
+        steps,
+        lr,
+        lambda step: prose_rows(train, bos, batch, length, np.random.default_rng([seed, 0, step])),
+        lambda b: model(**b).loss,
+        "prose (LM)",
+        on_eval=validation,
+        every=every,
+        weight_decay=wd,
+    )
+
+
+def summary(log: Path) -> str:
+    """A markdown table of the logged runs at their last probe: the held-out loss (nats per byte), the
+    head that gives BOS the largest share against the even share, the largest share any head gives
+    the previous token, and the largest |x / rms(x)| at BOS and elsewhere."""
+    header = (
+        "| language model | steps | batch x length | tokens (epochs) | lr / wd | minutes | held-out loss "
+        "| top BOS head (layer.head): share (even) | top previous-token share | phi at BOS / elsewhere |\n"
+        + "|---" * 10
+        + "|"
+    )
+    rows = [header]
+    for row in log_rows(log):
+        r, last = row["recipe"], row["history"][-1]
+        layer, head = top_bos_head(last)
+        tokens = r["steps"] * r["batch"] * r["length"]
+        rows.append(
+            f"| {describe(r)} | {r['steps']} | {r['batch']} x {r['length']} "
+            f"| {tokens / 1e6:.0f} M ({tokens / row['corpus']['train_tokens']:.0f}) | {r['lr']:g} / {r['wd']:g} "
+            f"| {row['minutes']:.0f} | {last['validation_loss']:.3f} "
+            f"| {layer}.{head}: {last['bos'][layer][head]:.3f} ({even_share(r['length']):.3f}) "
+            f"| {max(max(h) for h in last['previous']):.3f} "
+            f"| {max(last['phi_bos']):.1f} / {max(last['phi_other']):.1f} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    args = probe_parser(__doc__, LOG, length=256, lr=3e-3, wd=0.1).parse_args(argv)
+    if args.summary:
+        print(summary(args.log))
+        return
+    torch.set_num_threads(args.threads)
+    lm, recipe = recipe_of(args)
+    source = {
+        "characters": len(corpus()),
+        "sha256": hashlib.sha256(corpus().encode()).hexdigest(),
+        "train_tokens": len(split(corpus_ids())[0]),
+    }
+    start = time.time()
+    history = run(lm, **{k: recipe[k] for k in TRAINING}, every=args.every)
+    row = {"recipe": recipe, "corpus": source, "minutes": round((time.time() - start) / 60, 1), "history": history}
+    log_row(args.log, row)
+    print(f"logged to {args.log}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The natural-text probe of the organism's language model: byte tokens, corpus rows, the CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from avisc_lib.tiny import prose
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return prose.byte_tokenizer()
+
+
+def test_byte_tokens_round_trip_any_text_and_only_bos_is_added(tokenizer):
+    text = "Déjà vu: <s> and </s> are text here.\n\tß"
+    ids = tokenizer(text).input_ids
+    assert ids[0] == tokenizer.bos_token_id
+    assert len(ids) == 1 + len(text.encode())  # one token per byte, specials in the text split too
+    assert tokenizer.bos_token_id not in ids[1:] and tokenizer.eos_token_id not in ids[1:]
+    assert tokenizer.decode(ids[1:]) == text
+    assert tokenizer.convert_tokens_to_ids("<image>") != tokenizer.unk_token_id  # build_model needs it
+
+
+def test_rows_are_bos_then_consecutive_corpus_tokens():
+    ids = np.arange(100, 400)
+    rows = prose.prose_rows(ids, 1, 8, 16, np.random.default_rng(0))
+    assert rows["input_ids"].shape == (8, 16) and (rows["labels"] == rows["input_ids"]).all()
+    assert (rows["input_ids"][:, 0] == 1).all() and rows["attention_mask"].all()
+    assert (rows["input_ids"][:, 2:] - rows["input_ids"][:, 1:-1] == 1).all()  # one window each
+
+
+def test_the_held_out_part_is_the_corpus_tail():
+    train, held_out = prose.split(np.arange(1000))
+    assert len(held_out) == 50 and train[-1] + 1 == held_out[0]
+
+
+def test_cli_trains_on_the_corpus_and_logs_one_row(tmp_path):
+    log = tmp_path / "prose.jsonl"
+    command = [sys.executable, "-m", "avisc_lib.tiny.prose", "--layers", "1", "--width", "64", "--heads", "2"]
+    command += ["--family", "gpt2", "--steps", "4", "--every", "2", "--batch", "4", "--length", "32", "--log", str(log)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    (row,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert row["recipe"]["family"] == "gpt2" and row["recipe"]["length"] == 32
+    assert row["corpus"]["characters"] > 1_000_000 and len(row["corpus"]["sha256"]) == 64
+    assert [h["step"] for h in row["history"]] == [2, 4]
+    assert len(row["history"][-1]["bos"]) == 1 and len(row["history"][-1]["bos"][0]) == 2
+    table = subprocess.run([*command[:3], "--summary", "--log", str(log)], check=True, capture_output=True, text=True)
+    lines = table.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| 1 x 64, 2 heads, gpt2 | 4 | 4 x 32 |")
+    assert lines[2].count("|") == lines[0].count("|")
