@@ -71,27 +71,26 @@ def head_probe(model, input_ids: torch.Tensor, copy: torch.Tensor | None = None)
     return probe
 
 
-def run(
-    lm: LMSize,
+def train_and_probe(
+    model,
+    held_out: dict[str, torch.Tensor],
+    batch_fn,
+    desc: str,
     steps: int,
-    batch: int,
-    length: int,
     lr: float,
     wd: float,
     seed: int,
     every: int,
+    copy: torch.Tensor | None = None,
 ) -> list[dict]:
-    """Train language model ``lm`` on BB from scratch; the probe on held-out rows every ``every`` steps."""
-    tokenizer = build_tokenizer()
-    chain = world_chain(tokenizer, seed)
-    model = build_model(tokenizer, seed=seed, lm=lm)
+    """Train ``model``'s language model alone on ``batch_fn(step)``; every ``every`` steps the loss and
+    :func:`head_probe` on ``held_out`` rows (``copy`` [B, L]: their copy positions, if any)."""
     train_language_model_only(model)
-    rows = held_out_rows(chain, tokenizer.bos_token_id, length, seed)
 
     def validation() -> dict:
         model.eval()
-        loss = model(**rows).loss.item()
-        probe = head_probe(model, rows["input_ids"], chain.copy_positions(rows["input_ids"]))
+        loss = model(**held_out).loss.item()
+        probe = head_probe(model, held_out["input_ids"], copy)
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
 
@@ -101,12 +100,31 @@ def run(
         model.parameters(),
         steps,
         lr,
-        lambda step: bb_batch(chain, tokenizer.bos_token_id, step, batch, length, seed),
+        batch_fn,
         lambda b: model(**b).loss,
-        "bigram-backcopy (LM)",
+        desc,
         on_eval=validation,
         every=every,
         weight_decay=wd,
+    )
+
+
+def run(lm: LMSize, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int) -> list[dict]:
+    """Train language model ``lm`` on BB from scratch, probed on :func:`.bigram.held_out_rows`."""
+    tokenizer = build_tokenizer()
+    chain = world_chain(tokenizer, seed)
+    rows = held_out_rows(chain, tokenizer.bos_token_id, length, seed)
+    return train_and_probe(
+        build_model(tokenizer, seed=seed, lm=lm),
+        rows,
+        lambda step: bb_batch(chain, tokenizer.bos_token_id, step, batch, length, seed),
+        "bigram-backcopy (LM)",
+        steps,
+        lr,
+        wd,
+        seed,
+        every,
+        copy=chain.copy_positions(rows["input_ids"]),
     )
 
 

@@ -56,14 +56,20 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     tk.pre_tokenizer = pre_tokenizers.Whitespace()  # splits words from punctuation
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 1)])
     tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words, tidies " ." and " ,"
+    return named_specials(tk, padding_side="left")
+
+
+def named_specials(tk: Tokenizer, **kwargs) -> PreTrainedTokenizerFast:
+    """``tk`` as a transformers tokenizer whose pad, BOS, EOS, unknown and image tokens are
+    :data:`SPECIAL_TOKENS`; ``kwargs`` go to ``PreTrainedTokenizerFast``."""
     return PreTrainedTokenizerFast(
         tokenizer_object=tk,
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
-        padding_side="left",
         extra_special_tokens={"image_token": "<image>"},
+        **kwargs,
     )
 
 

@@ -30,19 +30,17 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
-from transformers import PreTrainedTokenizerFast
 
-from .backcopy import TRAINING, describe, even_share, head_probe, probe_parser, recipe_of, top_bos_head
-from .build import SPECIAL_TOKENS, LMSize, build_model
+from .backcopy import TRAINING, describe, even_share, probe_parser, recipe_of, top_bos_head, train_and_probe
+from .build import SPECIAL_TOKENS, LMSize, build_model, named_specials
 from .search import log_row, log_rows
-from .train import optimise, train_language_model_only
 
 LOG = Path("results/organism/prose_log.jsonl")  # relative to the repository root
 HELD_OUT = 0.05  # the corpus's last share, for validation
 VALIDATION_ROWS = 64
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
+def byte_tokenizer():
     """One token per byte (GPT-2's byte alphabet, no merges) after the world tokenizer's special
     tokens, with BOS prepended as the world tokenizer does."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -51,15 +49,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tk.decoder = decoders.ByteLevel()
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        extra_special_tokens={"image_token": "<image>"},
-        split_special_tokens=True,  # "<s>" in a docstring is four bytes, not BOS
-    )
+    return named_specials(tk, split_special_tokens=True)  # "<s>" in a docstring is four bytes, not BOS
 
 
 @functools.cache
@@ -103,34 +93,20 @@ def split(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(lm: LMSize, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int) -> list[dict]:
-    """Train language model ``lm`` on the corpus from scratch; the loss and :func:`.backcopy.head_probe`
-    on :data:`VALIDATION_ROWS` held-out rows every ``every`` steps."""
+    """Train language model ``lm`` on the corpus from scratch, probed on :data:`VALIDATION_ROWS` held-out rows."""
     tokenizer = byte_tokenizer()
-    model = build_model(tokenizer, seed=seed, lm=lm)
-    train_language_model_only(model)
     train, held_out = split(corpus_ids())
     bos = tokenizer.bos_token_id
-    rows = prose_rows(held_out, bos, VALIDATION_ROWS, length, np.random.default_rng([seed, 1]))
-
-    def validation() -> dict:
-        model.eval()
-        loss = model(**rows).loss.item()
-        probe = head_probe(model, rows["input_ids"])
-        model.train()
-        return {"validation_loss": round(loss, 4), **probe}
-
-    torch.manual_seed(seed)
-    model.train()
-    return optimise(
-        model.parameters(),
+    return train_and_probe(
+        build_model(tokenizer, seed=seed, lm=lm),
+        prose_rows(held_out, bos, VALIDATION_ROWS, length, np.random.default_rng([seed, 1])),
+        lambda step: prose_rows(train, bos, batch, length, np.random.default_rng([seed, 0, step])),
+        "prose (LM)",
         steps,
         lr,
-        lambda step: prose_rows(train, bos, batch, length, np.random.default_rng([seed, 0, step])),
-        lambda b: model(**b).loss,
-        "prose (LM)",
-        on_eval=validation,
-        every=every,
-        weight_decay=wd,
+        wd,
+        seed,
+        every,
     )
 
 
