@@ -1,7 +1,8 @@
 """Does the organism's language model grow a BOS sink on natural English text?
 
     python -m avisc_lib.tiny.prose --family gpt2 --dropout 0 --lr 3e-3 --wd 0.1
-    python -m avisc_lib.tiny.prose --summary    # the log as a markdown table
+    python -m avisc_lib.tiny.prose --corpus world ...  # the control: the world's chats in the same bytes
+    python -m avisc_lib.tiny.prose --summary           # the log as a markdown table
 
 On the world's templated text no language model of the organism search has grown a BOS sink, while
 the same models grow one on Bigram-Backcopy (:mod:`.backcopy`). This probe asks which of the two the
@@ -11,9 +12,12 @@ install carries, byte by byte, with the text stage's batch and row length, and p
 look (:func:`.backcopy.head_probe`). Gu et al. (arXiv 2410.10781) see sinks emerge in small language
 models trained on natural text; if this one grows none at this budget either, the budget is short.
 
-The corpus: the standard library's docstrings (every ``.py`` file under the stdlib folder, tests
-and site-packages left out, in sorted path order) followed by ``pydoc_data.topics``. Its last 5 %
-is held out; training rows are BOS plus a window of the rest at a seeded random offset.
+The corpus (``--corpus stdlib``): the standard library's docstrings (every ``.py`` file under the
+stdlib folder, tests and site-packages left out, in sorted path order) followed by
+``pydoc_data.topics``. Its control (``--corpus world``): as many characters of the world's chats,
+the text stage's documents, in the same byte tokens, which tells the text's part from the
+tokenisation's. A corpus's last 5 % is held out; training rows are BOS plus a window of the rest at
+a seeded random offset.
 """
 
 from __future__ import annotations
@@ -31,13 +35,16 @@ import torch
 from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
+from ..world.scenes import make_scene
 from .backcopy import TRAINING, describe, even_share, probe_parser, recipe_of, top_bos_head, train_and_probe
 from .build import SPECIAL_TOKENS, LMSize, build_model, named_specials
 from .search import log_row, log_rows
+from .train import STAGE_OFFSET, text_document
 
 LOG = Path("results/organism/prose_log.jsonl")  # relative to the repository root
 HELD_OUT = 0.05  # the corpus's last share, for validation
 VALIDATION_ROWS = 64
+WORLD_DOCUMENTS = 10_500
 
 
 def byte_tokenizer():
@@ -52,8 +59,7 @@ def byte_tokenizer():
     return named_specials(tk, split_special_tokens=True)  # "<s>" in a docstring is four bytes, not BOS
 
 
-@functools.cache
-def corpus() -> str:
+def stdlib_text() -> str:
     """The standard library's docstrings, then the pydoc topics (about 2.3 M characters on 3.11)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     docs = []
@@ -71,10 +77,29 @@ def corpus() -> str:
     return "\n\n".join(docs + [topics[key] for key in sorted(topics)])
 
 
+def world_text() -> str:
+    """The text stage's chats about :data:`WORLD_DOCUMENTS` training scenes, back to back as it packs
+    them (:func:`.train.text_document`; about as many characters as :func:`stdlib_text`)."""
+    rng = np.random.default_rng(0)
+    scenes = (make_scene("train", STAGE_OFFSET["text"] + i) for i in range(WORLD_DOCUMENTS))
+    return "".join(text_document(scene, rng) for scene in scenes)
+
+
+CORPORA = {"stdlib": stdlib_text, "world": world_text}
+
+
 @functools.cache
-def corpus_ids() -> np.ndarray:
-    """The corpus as byte-token ids [N] (no BOS)."""
-    return np.asarray(byte_tokenizer()(corpus(), add_special_tokens=False).input_ids, dtype=np.int64)
+def corpus(name: str) -> str:
+    """The text of corpus ``name`` (a key of :data:`CORPORA`)."""
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}; choose one of {', '.join(CORPORA)}")
+    return CORPORA[name]()
+
+
+@functools.cache
+def corpus_ids(name: str) -> np.ndarray:
+    """Corpus ``name`` as byte-token ids [N] (no BOS)."""
+    return np.asarray(byte_tokenizer()(corpus(name), add_special_tokens=False).input_ids, dtype=np.int64)
 
 
 def prose_rows(ids: np.ndarray, bos: int, bs: int, length: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -92,10 +117,12 @@ def split(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids[:cut], ids[cut:]
 
 
-def run(lm: LMSize, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int) -> list[dict]:
-    """Train language model ``lm`` on the corpus from scratch, probed on :data:`VALIDATION_ROWS` held-out rows."""
+def run(
+    lm: LMSize, text: str, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int
+) -> list[dict]:
+    """Train language model ``lm`` on corpus ``text`` from scratch, probed on :data:`VALIDATION_ROWS` held-out rows."""
     tokenizer = byte_tokenizer()
-    train, held_out = split(corpus_ids())
+    train, held_out = split(corpus_ids(text))
     bos = tokenizer.bos_token_id
     return train_and_probe(
         build_model(tokenizer, seed=seed, lm=lm),
@@ -115,9 +142,9 @@ def summary(log: Path) -> str:
     head that gives BOS the largest share against the even share, the largest share any head gives
     the previous token, and the largest |x / rms(x)| at BOS and elsewhere."""
     header = (
-        "| language model | steps | batch x length | tokens (epochs) | lr / wd | minutes | held-out loss "
+        "| corpus | language model | steps | batch x length | tokens (epochs) | lr / wd | minutes | held-out loss "
         "| top BOS head (layer.head): share (even) | top previous-token share | phi at BOS / elsewhere |\n"
-        + "|---" * 10
+        + "|---" * 11
         + "|"
     )
     rows = [header]
@@ -125,8 +152,9 @@ def summary(log: Path) -> str:
         r, last = row["recipe"], row["history"][-1]
         layer, head = top_bos_head(last)
         tokens = r["steps"] * r["batch"] * r["length"]
+        name = row["corpus"].get("name", "stdlib")  # the first row was logged before --corpus existed
         rows.append(
-            f"| {describe(r)} | {r['steps']} | {r['batch']} x {r['length']} "
+            f"| {name} | {describe(r)} | {r['steps']} | {r['batch']} x {r['length']} "
             f"| {tokens / 1e6:.0f} M ({tokens / row['corpus']['train_tokens']:.0f}) | {r['lr']:g} / {r['wd']:g} "
             f"| {row['minutes']:.0f} | {last['validation_loss']:.3f} "
             f"| {layer}.{head}: {last['bos'][layer][head]:.3f} ({even_share(r['length']):.3f}) "
@@ -137,19 +165,22 @@ def summary(log: Path) -> str:
 
 
 def main(argv=None) -> None:
-    args = probe_parser(__doc__, LOG, length=256, lr=3e-3, wd=0.1).parse_args(argv)
+    ap = probe_parser(__doc__, LOG, length=256, lr=3e-3, wd=0.1)
+    ap.add_argument("--corpus", choices=CORPORA, default="stdlib", help="English prose, or the world's chats as bytes")
+    args = ap.parse_args(argv)
     if args.summary:
         print(summary(args.log))
         return
     torch.set_num_threads(args.threads)
     lm, recipe = recipe_of(args)
     source = {
-        "characters": len(corpus()),
-        "sha256": hashlib.sha256(corpus().encode()).hexdigest(),
-        "train_tokens": len(split(corpus_ids())[0]),
+        "name": args.corpus,
+        "characters": len(corpus(args.corpus)),
+        "sha256": hashlib.sha256(corpus(args.corpus).encode()).hexdigest(),
+        "train_tokens": len(split(corpus_ids(args.corpus))[0]),
     }
     start = time.time()
-    history = run(lm, **{k: recipe[k] for k in TRAINING}, every=args.every)
+    history = run(lm, args.corpus, **{k: recipe[k] for k in TRAINING}, every=args.every)
     row = {"recipe": recipe, "corpus": source, "minutes": round((time.time() - start) / 60, 1), "history": history}
     log_row(args.log, row)
     print(f"logged to {args.log}")

@@ -1,5 +1,6 @@
 """The natural-text probe of the organism's language model: byte tokens, corpus rows, the CLI."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -33,22 +34,30 @@ def test_rows_are_bos_then_consecutive_corpus_tokens():
     assert (rows["input_ids"][:, 2:] - rows["input_ids"][:, 1:-1] == 1).all()  # one window each
 
 
+def test_an_unknown_corpus_is_named_in_the_error():
+    with pytest.raises(ValueError, match="unknown corpus 'wiki'.*stdlib, world"):
+        prose.corpus("wiki")
+
+
 def test_the_held_out_part_is_the_corpus_tail():
     train, held_out = prose.split(np.arange(1000))
     assert len(held_out) == 50 and train[-1] + 1 == held_out[0]
 
 
-def test_cli_trains_on_the_corpus_and_logs_one_row(tmp_path):
+@pytest.mark.parametrize(("corpus", "words"), [("stdlib", "the"), ("world", "ASSISTANT:")])
+def test_cli_trains_on_either_corpus_and_logs_one_row(tmp_path, corpus, words):
     log = tmp_path / "prose.jsonl"
     command = [sys.executable, "-m", "avisc_lib.tiny.prose", "--layers", "1", "--width", "64", "--heads", "2"]
     command += ["--family", "gpt2", "--steps", "4", "--every", "2", "--batch", "4", "--length", "32", "--log", str(log)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run([*command, "--corpus", corpus], check=True, capture_output=True, text=True)
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["recipe"]["family"] == "gpt2" and row["recipe"]["length"] == 32
-    assert row["corpus"]["characters"] > 1_000_000 and len(row["corpus"]["sha256"]) == 64
+    assert row["corpus"]["name"] == corpus and row["corpus"]["characters"] > 2_000_000
+    assert row["corpus"]["sha256"] == hashlib.sha256(prose.corpus(corpus).encode()).hexdigest()
+    assert words in prose.corpus(corpus)
     assert [h["step"] for h in row["history"]] == [2, 4]
     assert len(row["history"][-1]["bos"]) == 1 and len(row["history"][-1]["bos"][0]) == 2
     table = subprocess.run([*command[:3], "--summary", "--log", str(log)], check=True, capture_output=True, text=True)
     lines = table.stdout.strip().splitlines()
-    assert len(lines) == 3 and lines[2].startswith("| 1 x 64, 2 heads, gpt2 | 4 | 4 x 32 |")
+    assert len(lines) == 3 and lines[2].startswith(f"| {corpus} | 1 x 64, 2 heads, gpt2 | 4 | 4 x 32 |")
     assert lines[2].count("|") == lines[0].count("|")
