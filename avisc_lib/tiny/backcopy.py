@@ -21,7 +21,8 @@ largest |x / rms(x)| at BOS and elsewhere. A finished run writes one JSON line t
 from __future__ import annotations
 
 import argparse
-import time
+import hashlib
+import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -33,9 +34,10 @@ from ..tokens.sinks import activation
 from .bigram import bb_batch, held_out_rows, ideal_loss, world_chain
 from .build import LM_FAMILIES, LMSize, build_model, build_tokenizer
 from .search import log_row, log_rows
-from .train import optimise, train_language_model_only
+from .train import Checkpoint, optimise, train_language_model_only
 
 LOG = Path("results/organism/backcopy_log.jsonl")  # relative to the repository root
+WORK = Path("runs/organism/probes")
 LM_FIELDS = [f.name for f in fields(LMSize)]  # a log row's recipe holds these, then the training settings
 TRAINING = ("steps", "batch", "length", "lr", "wd", "seed")
 
@@ -81,10 +83,12 @@ def train_and_probe(
     wd: float,
     seed: int,
     every: int,
+    checkpoint: Path,
     copy: torch.Tensor | None = None,
 ) -> list[dict]:
     """Train ``model``'s language model alone on ``batch_fn(step)``; every ``every`` steps the loss and
-    :func:`head_probe` on ``held_out`` rows (``copy`` [B, L]: their copy positions, if any)."""
+    :func:`head_probe` on ``held_out`` rows (``copy`` [B, L]: their copy positions, if any). The run
+    saves itself to ``checkpoint`` every 250 steps and resumes from it."""
     train_language_model_only(model)
 
     def validation() -> dict:
@@ -106,10 +110,13 @@ def train_and_probe(
         on_eval=validation,
         every=every,
         weight_decay=wd,
+        checkpoint=Checkpoint(checkpoint, model),
     )
 
 
-def run(lm: LMSize, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int) -> list[dict]:
+def run(
+    lm: LMSize, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int, checkpoint: Path
+) -> list[dict]:
     """Train language model ``lm`` on BB from scratch, probed on :func:`.bigram.held_out_rows`."""
     tokenizer = build_tokenizer()
     chain = world_chain(tokenizer, seed)
@@ -124,6 +131,7 @@ def run(lm: LMSize, steps: int, batch: int, length: int, lr: float, wd: float, s
         wd,
         seed,
         every,
+        checkpoint,
         copy=chain.copy_positions(rows["input_ids"]),
     )
 
@@ -186,6 +194,7 @@ def probe_parser(doc: str, log: Path, **defaults) -> argparse.ArgumentParser:
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=Path, default=log)
+    ap.add_argument("--work", type=Path, default=WORK, help="where an unfinished run keeps its checkpoint")
     ap.add_argument("--summary", action="store_true", help="print the log as a markdown table, then stop")
     ap.set_defaults(**defaults)
     return ap
@@ -195,6 +204,20 @@ def recipe_of(args: argparse.Namespace) -> tuple[LMSize, dict]:
     """The language model a probe's command line asks for, and the recipe its log row records."""
     lm = LMSize(**{k: getattr(args, k) for k in LM_FIELDS})
     return lm, asdict(lm) | {k: getattr(args, k) for k in TRAINING}
+
+
+def logged_run(args: argparse.Namespace, recipe: dict, train, **extra) -> None:
+    """Run ``train(checkpoint)`` (the history) and log its row to ``args.log``: ``recipe``, ``extra``,
+    the minutes of training (summed over resumed sessions) and the history. An interrupted run resumes
+    from its checkpoint under ``args.work`` (named by the log and the recipe) when rerun; the
+    checkpoint goes once the row is logged."""
+    key = hashlib.sha256(json.dumps(recipe | extra, sort_keys=True).encode()).hexdigest()[:12]
+    checkpoint = args.work / f"{args.log.stem}-{key}.pt"
+    history = train(checkpoint)
+    row = {"recipe": recipe, **extra, "minutes": round(history[-1]["seconds"] / 60, 1), "history": history}
+    log_row(args.log, row)
+    checkpoint.unlink()
+    print(f"logged to {args.log}")
 
 
 def describe(recipe: dict) -> str:
@@ -217,11 +240,11 @@ def main(argv=None) -> None:
         return
     torch.set_num_threads(args.threads)
     lm, recipe = recipe_of(args)
-    start = time.time()
-    history = run(lm, **{k: recipe[k] for k in TRAINING}, every=args.every)
-    row = {"recipe": recipe, "minutes": round((time.time() - start) / 60, 1), "history": history}
-    log_row(args.log, row)
-    print(f"logged to {args.log}")
+    logged_run(
+        args,
+        recipe,
+        lambda checkpoint: run(lm, **{k: recipe[k] for k in TRAINING}, every=args.every, checkpoint=checkpoint),
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import functools
 import hashlib
 import pydoc_data.topics
 import sysconfig
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +35,9 @@ from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
 from ..world.scenes import make_scene
-from .backcopy import TRAINING, describe, even_share, probe_parser, recipe_of, top_bos_head, train_and_probe
+from .backcopy import TRAINING, describe, even_share, logged_run, probe_parser, recipe_of, top_bos_head, train_and_probe
 from .build import SPECIAL_TOKENS, LMSize, build_model, named_specials
-from .search import log_row, log_rows
+from .search import log_rows
 from .train import STAGE_OFFSET, text_document
 
 LOG = Path("results/organism/prose_log.jsonl")  # relative to the repository root
@@ -118,7 +117,16 @@ def split(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(
-    lm: LMSize, text: str, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int
+    lm: LMSize,
+    text: str,
+    steps: int,
+    batch: int,
+    length: int,
+    lr: float,
+    wd: float,
+    seed: int,
+    every: int,
+    checkpoint: Path,
 ) -> list[dict]:
     """Train language model ``lm`` on corpus ``text`` from scratch, probed on :data:`VALIDATION_ROWS` held-out rows."""
     tokenizer = byte_tokenizer()
@@ -134,6 +142,7 @@ def run(
         wd,
         seed,
         every,
+        checkpoint,
     )
 
 
@@ -179,11 +188,13 @@ def main(argv=None) -> None:
         "sha256": hashlib.sha256(corpus(args.corpus).encode()).hexdigest(),
         "train_tokens": len(split(corpus_ids(args.corpus))[0]),
     }
-    start = time.time()
-    history = run(lm, args.corpus, **{k: recipe[k] for k in TRAINING}, every=args.every)
-    row = {"recipe": recipe, "corpus": source, "minutes": round((time.time() - start) / 60, 1), "history": history}
-    log_row(args.log, row)
-    print(f"logged to {args.log}")
+    training = {k: recipe[k] for k in TRAINING}
+    logged_run(
+        args,
+        recipe,
+        lambda checkpoint: run(lm, args.corpus, **training, every=args.every, checkpoint=checkpoint),
+        corpus=source,
+    )
 
 
 if __name__ == "__main__":

@@ -169,7 +169,8 @@ def test_cli_trains_and_logs_one_row(tmp_path, architecture, named):
     log = tmp_path / "bb.jsonl"
     command = [sys.executable, "-m", "avisc_lib.tiny.backcopy", "--layers", "1", "--width", "64", "--heads", "2"]
     command += ["--steps", "4", "--every", "2", "--batch", "4", "--length", "16", "--log", str(log), *architecture]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run([*command, "--work", str(tmp_path / "work")], check=True, capture_output=True, text=True)
+    assert not any((tmp_path / "work").iterdir())  # the checkpoint goes once the row is logged
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["recipe"]["heads"] == 2 and row["recipe"]["batch"] == 4
     assert LMSize(**{k: row["recipe"][k] for k in backcopy.LM_FIELDS}).architecture == named
@@ -179,3 +180,21 @@ def test_cli_trains_and_logs_one_row(tmp_path, architecture, named):
     lines = table.stdout.strip().splitlines()
     assert len(lines) == 3 and lines[2].startswith(f"| 1 x 64, 2 heads{named} | 4 | 4 x 16 |")
     assert lines[2].count("|") == lines[0].count("|") and " / " in lines[2].split("|")[8]
+
+
+def test_a_probe_resumes_from_its_checkpoint_instead_of_training_again(tmp_path, chain):
+    tokenizer = build_tokenizer()
+    rows = bigram.bb_batch(chain, tokenizer.bos_token_id, 0, 2, 16, 0)
+    checkpoint = tmp_path / "probe.pt"
+
+    def train(batch_fn):
+        model = build_model(tokenizer, lm=LMSize(1, 32, 2, "gpt2"))
+        return backcopy.train_and_probe(model, rows, batch_fn, "probe", 4, 1e-3, 0.0, 0, 2, checkpoint)
+
+    history = train(lambda step: bigram.bb_batch(chain, tokenizer.bos_token_id, step, 2, 16, 0))
+    assert checkpoint.exists() and [h["step"] for h in history] == [2, 4]
+
+    def no_more_batches(step):
+        raise AssertionError(f"step {step} trained again")
+
+    assert train(no_more_batches) == history

@@ -49,7 +49,8 @@ def test_cli_trains_on_either_corpus_and_logs_one_row(tmp_path, corpus, words):
     log = tmp_path / "prose.jsonl"
     command = [sys.executable, "-m", "avisc_lib.tiny.prose", "--layers", "1", "--width", "64", "--heads", "2"]
     command += ["--family", "gpt2", "--steps", "4", "--every", "2", "--batch", "4", "--length", "32", "--log", str(log)]
-    subprocess.run([*command, "--corpus", corpus], check=True, capture_output=True, text=True)
+    subprocess.run([*command, "--corpus", corpus, "--work", str(tmp_path)], check=True, capture_output=True, text=True)
+    assert not list(tmp_path.glob("*.pt"))  # the checkpoint goes once the row is logged
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["recipe"]["family"] == "gpt2" and row["recipe"]["length"] == 32
     assert row["corpus"]["name"] == corpus and row["corpus"]["characters"] > 2_000_000
