@@ -15,7 +15,8 @@ positions, plain GELU MLP, as in Guo et al.'s models), to tell the architecture'
 
 The probe reports, per layer and head, where the attention of the positions after the first two
 goes: to BOS, to the token itself, and to the token before it (the copy head's target), plus the
-largest |x / rms(x)| at BOS and elsewhere. A finished run writes one JSON line to ``--log``.
+largest |x / rms(x)| at BOS and elsewhere. A finished run writes one JSON line to ``--log``; an
+interrupted one resumes from its checkpoint under ``--work`` when the same command is rerun.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ stdlib folder, tests and site-packages left out, in sorted path order) followed 
 ``pydoc_data.topics``. Its control (``--corpus world``): as many characters of the world's chats,
 the text stage's documents, in the same byte tokens, which tells the text's part from the
 tokenisation's. A corpus's last 5 % is held out; training rows are BOS plus a window of the rest at
-a seeded random offset.
+a seeded random offset. Runs log and resume as :mod:`.backcopy`'s do (``--log``, ``--work``).
 """
 
 from __future__ import annotations
