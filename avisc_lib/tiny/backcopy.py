@@ -79,17 +79,15 @@ def train_and_probe(
     held_out: dict[str, torch.Tensor],
     batch_fn,
     desc: str,
-    steps: int,
-    lr: float,
-    wd: float,
-    seed: int,
+    recipe: dict,
     every: int,
     checkpoint: Path,
     copy: torch.Tensor | None = None,
 ) -> list[dict]:
-    """Train ``model``'s language model alone on ``batch_fn(step)``; every ``every`` steps the loss and
-    :func:`head_probe` on ``held_out`` rows (``copy`` [B, L]: their copy positions, if any). The run
-    saves itself to ``checkpoint`` every 250 steps and resumes from it."""
+    """Train ``model``'s language model alone on ``batch_fn(step)`` for the ``recipe``'s steps, lr, wd
+    and seed; every ``every`` steps the loss and :func:`head_probe` on ``held_out`` rows (``copy``
+    [B, L]: their copy positions, if any). The run saves itself to ``checkpoint`` every 250 steps and
+    resumes from it."""
     train_language_model_only(model)
 
     def validation() -> dict:
@@ -99,38 +97,34 @@ def train_and_probe(
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
 
-    torch.manual_seed(seed)
+    torch.manual_seed(recipe["seed"])
     model.train()
     return optimise(
         model.parameters(),
-        steps,
-        lr,
+        recipe["steps"],
+        recipe["lr"],
         batch_fn,
         lambda b: model(**b).loss,
         desc,
         on_eval=validation,
         every=every,
-        weight_decay=wd,
+        weight_decay=recipe["wd"],
         checkpoint=Checkpoint(checkpoint, model),
     )
 
 
-def run(
-    lm: LMSize, steps: int, batch: int, length: int, lr: float, wd: float, seed: int, every: int, checkpoint: Path
-) -> list[dict]:
-    """Train language model ``lm`` on BB from scratch, probed on :func:`.bigram.held_out_rows`."""
-    tokenizer = build_tokenizer()
+def run(lm: LMSize, recipe: dict, every: int, checkpoint: Path) -> list[dict]:
+    """Train language model ``lm`` on BB from scratch (``recipe``: :func:`recipe_of`'s), probed on
+    :func:`.bigram.held_out_rows`."""
+    tokenizer, seed, length = build_tokenizer(), recipe["seed"], recipe["length"]
     chain = world_chain(tokenizer, seed)
     rows = held_out_rows(chain, tokenizer.bos_token_id, length, seed)
     return train_and_probe(
         build_model(tokenizer, seed=seed, lm=lm),
         rows,
-        lambda step: bb_batch(chain, tokenizer.bos_token_id, step, batch, length, seed),
+        lambda step: bb_batch(chain, tokenizer.bos_token_id, step, recipe["batch"], length, seed),
         "bigram-backcopy (LM)",
-        steps,
-        lr,
-        wd,
-        seed,
+        recipe,
         every,
         checkpoint,
         copy=chain.copy_positions(rows["input_ids"]),
@@ -241,11 +235,7 @@ def main(argv=None) -> None:
         return
     torch.set_num_threads(args.threads)
     lm, recipe = recipe_of(args)
-    logged_run(
-        args,
-        recipe,
-        lambda checkpoint: run(lm, **{k: recipe[k] for k in TRAINING}, every=args.every, checkpoint=checkpoint),
-    )
+    logged_run(args, recipe, lambda checkpoint: run(lm, recipe, args.every, checkpoint))
 
 
 if __name__ == "__main__":

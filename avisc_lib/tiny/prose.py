@@ -35,7 +35,7 @@ from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
 from ..world.scenes import make_scene
-from .backcopy import TRAINING, describe, even_share, logged_run, probe_parser, recipe_of, top_bos_head, train_and_probe
+from .backcopy import describe, even_share, logged_run, probe_parser, recipe_of, top_bos_head, train_and_probe
 from .build import SPECIAL_TOKENS, LMSize, build_model, named_specials
 from .search import log_rows
 from .train import STAGE_OFFSET, text_document
@@ -113,31 +113,18 @@ def split(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids[:cut], ids[cut:]
 
 
-def run(
-    lm: LMSize,
-    text: str,
-    steps: int,
-    batch: int,
-    length: int,
-    lr: float,
-    wd: float,
-    seed: int,
-    every: int,
-    checkpoint: Path,
-) -> list[dict]:
-    """Train language model ``lm`` on corpus ``text`` from scratch, probed on :data:`VALIDATION_ROWS` held-out rows."""
-    tokenizer = byte_tokenizer()
+def run(lm: LMSize, text: str, recipe: dict, every: int, checkpoint: Path) -> list[dict]:
+    """Train language model ``lm`` on corpus ``text`` from scratch (``recipe``: :func:`.backcopy.recipe_of`'s),
+    probed on :data:`VALIDATION_ROWS` held-out rows."""
+    tokenizer, seed, length = byte_tokenizer(), recipe["seed"], recipe["length"]
     train, held_out = split(corpus_ids(text))
     bos = tokenizer.bos_token_id
     return train_and_probe(
         build_model(tokenizer, seed=seed, lm=lm),
         prose_rows(held_out, bos, VALIDATION_ROWS, length, np.random.default_rng([seed, 1])),
-        lambda step: prose_rows(train, bos, batch, length, np.random.default_rng([seed, 0, step])),
+        lambda step: prose_rows(train, bos, recipe["batch"], length, np.random.default_rng([seed, 0, step])),
         "prose (LM)",
-        steps,
-        lr,
-        wd,
-        seed,
+        recipe,
         every,
         checkpoint,
     )
@@ -185,13 +172,7 @@ def main(argv=None) -> None:
         "sha256": hashlib.sha256(corpus(args.corpus).encode()).hexdigest(),
         "train_tokens": len(split(corpus_ids(args.corpus))[0]),
     }
-    training = {k: recipe[k] for k in TRAINING}
-    logged_run(
-        args,
-        recipe,
-        lambda checkpoint: run(lm, args.corpus, **training, every=args.every, checkpoint=checkpoint),
-        corpus=source,
-    )
+    logged_run(args, recipe, lambda checkpoint: run(lm, args.corpus, recipe, args.every, checkpoint), corpus=source)
 
 
 if __name__ == "__main__":

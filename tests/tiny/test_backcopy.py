@@ -189,7 +189,8 @@ def test_a_probe_resumes_from_its_checkpoint_instead_of_training_again(tmp_path,
 
     def train(batch_fn):
         model = build_model(tokenizer, lm=LMSize(1, 32, 2, "gpt2"))
-        return backcopy.train_and_probe(model, rows, batch_fn, "probe", 4, 1e-3, 0.0, 0, 2, checkpoint)
+        recipe = {"steps": 4, "lr": 1e-3, "wd": 0.0, "seed": 0}
+        return backcopy.train_and_probe(model, rows, batch_fn, "probe", recipe, 2, checkpoint)
 
     history = train(lambda step: bigram.bb_batch(chain, tokenizer.bos_token_id, step, 2, 16, 0))
     assert checkpoint.exists() and [h["step"] for h in history] == [2, 4]
