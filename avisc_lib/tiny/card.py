@@ -147,10 +147,10 @@ NOTES = """## Reading the numbers
   only about 0.57 patch-class accuracy (12 classes) in 1500 steps on this world.
 - **AvisC's premise does not hold for this model.** High-attention ("blind") tokens lie almost all
   on object patches, not on background, and the masking ablation cannot tell blind tokens from a
-  random set of the same size. Earlier prototypes of this project tried a
-  global-objective SigLIP-style tower and a constant image frame to grow background sink tokens;
-  neither produced them at this scale. Nothing here plants attention or weights by hand; notebooks
-  01-03 show the controls next to the method.
+  random set of the same size. A search for a training recipe that grows visual sinks at this
+  scale (towers, language models, text stages; the log is `results/organism/` in the repository)
+  has not found one. Nothing here plants attention or weights by hand; notebooks 01-03 show the
+  controls next to the method.
 - The training minutes above were measured with other jobs sharing the two cores; a short run with
   the machine to itself went at about 3.4 steps/s in stages 0 and 2, i.e. about 18 minutes in all.
 """

@@ -58,3 +58,14 @@ def test_card_organism_rows_reproduce(tiny):
     fresh = attention_rows(*tiny, CHECK_SCENES)
     for row in ("top5_share", "blind_on_background", "sink_images", "sink_blind_jaccard", "tau"):
         assert fresh[row] == pytest.approx(card[row], abs=1e-6), row
+
+
+def test_card_readme_is_rendered_from_card_json():
+    """The shipped model card (README.md) is what `card --render-only` makes of card.json."""
+    import json
+
+    from avisc_lib.models.loading import tiny_model_path
+    from avisc_lib.tiny.card import render_card
+
+    folder = tiny_model_path()
+    assert (folder / "README.md").read_text() == render_card(json.loads((folder / "card.json").read_text()))
