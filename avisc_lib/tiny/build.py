@@ -7,6 +7,7 @@ projector, Llama language model), only small: 1.13 M parameters (1,133,568), 64x
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,9 +49,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A lower-casing word-level fast tokenizer over the synthetic world's vocabulary."""
+def build_tokenizer(extra_words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """A lower-casing word-level fast tokenizer over the synthetic world's vocabulary, then any of
+    ``extra_words`` it lacks (after it, so that the world's words keep their ids)."""
     words = SPECIAL_TOKENS + PUNCTUATION + ROLE_WORDS + vocabulary()
+    words += [w for w in dict.fromkeys(extra_words) if w not in words]
     tk = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tk.normalizer = normalizers.Lowercase()
     tk.pre_tokenizer = pre_tokenizers.Whitespace()  # splits words from punctuation

@@ -2,6 +2,7 @@
 
     python -m avisc_lib.tiny.prose --family gpt2 --dropout 0 --lr 3e-3 --wd 0.1
     python -m avisc_lib.tiny.prose --corpus world ...  # the control: the world's chats in the same bytes
+    python -m avisc_lib.tiny.prose --tokens words ...  # words, as the world tokenizer splits them
     python -m avisc_lib.tiny.prose --summary           # the log as a markdown table
 
 On the world's templated text no language model of the organism search has grown a BOS sink, while
@@ -16,7 +17,10 @@ The corpus (``--corpus stdlib``): the standard library's docstrings (every ``.py
 stdlib folder, tests and site-packages left out, in sorted path order) followed by
 ``pydoc_data.topics``. Its control (``--corpus world``): as many characters of the world's chats,
 the text stage's documents, in the same byte tokens, which tells the text's part from the
-tokenisation's. A corpus's last 5 % is held out; training rows are BOS plus a window of the rest at
+tokenisation's. ``--tokens words`` uses the world tokenizer instead, with the prose's
+:data:`PROSE_WORDS` most frequent words added (:func:`word_tokenizer`): the vocabulary a language side
+would need to read both, on which "<s>" and "</s>" in the text are BOS and EOS as in the text stage.
+A corpus's last 5 % is held out; training rows are BOS plus a window of the rest at
 a seeded random offset. Runs log and resume as :mod:`.backcopy`'s do (``--log``, ``--work``).
 """
 
@@ -27,6 +31,7 @@ import functools
 import hashlib
 import pydoc_data.topics
 import sysconfig
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +41,7 @@ from tokenizers.models import BPE
 
 from ..world.scenes import make_scene
 from .backcopy import describe, even_share, logged_run, probe_parser, recipe_of, top_bos_head, train_and_probe
-from .build import SPECIAL_TOKENS, LMSize, build_model, named_specials
+from .build import SPECIAL_TOKENS, LMSize, build_model, build_tokenizer, named_specials
 from .search import log_rows
 from .train import STAGE_OFFSET, text_document
 
@@ -44,6 +49,7 @@ LOG = Path("results/organism/prose_log.jsonl")  # relative to the repository roo
 HELD_OUT = 0.05  # the corpus's last share, for validation
 VALIDATION_ROWS = 64
 WORLD_DOCUMENTS = 10_500
+PROSE_WORDS = 4096  # 95 % of the stdlib corpus's words and punctuation runs
 
 
 def byte_tokenizer():
@@ -93,9 +99,20 @@ def corpus(name: str) -> str:
 
 
 @functools.cache
-def corpus_ids(name: str) -> np.ndarray:
-    """Corpus ``name`` as byte-token ids [N] (no BOS)."""
-    return np.asarray(byte_tokenizer()(corpus(name), add_special_tokens=False).input_ids, dtype=np.int64)
+def word_tokenizer():
+    """The world tokenizer (:func:`.build.build_tokenizer`) with the :data:`PROSE_WORDS` most frequent
+    words of the stdlib corpus added, split and lower-cased as it splits and lower-cases text."""
+    words = pre_tokenizers.Whitespace().pre_tokenize_str(corpus("stdlib").lower())
+    return build_tokenizer([word for word, _ in Counter(w for w, _ in words).most_common(PROSE_WORDS)])
+
+
+TOKENIZERS = {"bytes": byte_tokenizer, "words": word_tokenizer}
+
+
+@functools.cache
+def corpus_ids(name: str, tokens: str = "bytes") -> np.ndarray:
+    """Corpus ``name`` as ids [N] (no BOS) of the tokenizer ``tokens`` (a key of :data:`TOKENIZERS`)."""
+    return np.asarray(TOKENIZERS[tokens]()(corpus(name), add_special_tokens=False).input_ids, dtype=np.int64)
 
 
 def prose_rows(ids: np.ndarray, bos: int, bs: int, length: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -113,11 +130,11 @@ def split(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids[:cut], ids[cut:]
 
 
-def run(lm: LMSize, text: str, recipe: dict, every: int, checkpoint: Path) -> list[dict]:
-    """Train language model ``lm`` on corpus ``text`` from scratch (``recipe``: :func:`.backcopy.recipe_of`'s),
-    probed on :data:`VALIDATION_ROWS` held-out rows."""
-    tokenizer, seed, length = byte_tokenizer(), recipe["seed"], recipe["length"]
-    train, held_out = split(corpus_ids(text))
+def run(lm: LMSize, text: str, tokens: str, recipe: dict, every: int, checkpoint: Path) -> list[dict]:
+    """Train language model ``lm`` on corpus ``text`` in ``tokens`` from scratch (``recipe``:
+    :func:`.backcopy.recipe_of`'s), probed on :data:`VALIDATION_ROWS` held-out rows."""
+    tokenizer, seed, length = TOKENIZERS[tokens](), recipe["seed"], recipe["length"]
+    train, held_out = split(corpus_ids(text, tokens))
     bos = tokenizer.bos_token_id
     return train_and_probe(
         build_model(tokenizer, seed=seed, lm=lm),
@@ -131,14 +148,13 @@ def run(lm: LMSize, text: str, recipe: dict, every: int, checkpoint: Path) -> li
 
 
 def summary(log: Path) -> str:
-    """A markdown table of the logged runs at their last probe: the held-out loss (nats per byte), the
+    """A markdown table of the logged runs at their last probe: the held-out loss (nats per token), the
     head that gives BOS the largest share against the even share, the largest share any head gives
     the previous token, and the largest |x / rms(x)| at BOS and elsewhere."""
     header = (
-        "| corpus | language model | steps | batch x length | tokens (epochs) | lr / wd | minutes | held-out loss "
-        "| top BOS head (layer.head): share (even) | top previous-token share | phi at BOS / elsewhere |\n"
-        + "|---" * 11
-        + "|"
+        "| corpus | tokens | language model | steps | batch x length | tokens (epochs) | lr / wd | minutes "
+        "| held-out loss | top BOS head (layer.head): share (even) | top previous-token share "
+        "| phi at BOS / elsewhere |\n" + "|---" * 12 + "|"
     )
     rows = [header]
     for row in log_rows(log):
@@ -146,8 +162,9 @@ def summary(log: Path) -> str:
         layer, head = top_bos_head(last)
         tokens = r["steps"] * r["batch"] * r["length"]
         name = row["corpus"].get("name", "stdlib")  # the first row was logged before --corpus existed
+        kind = row["corpus"].get("tokens", "bytes")  # and the first three before --tokens
         rows.append(
-            f"| {name} | {describe(r)} | {r['steps']} | {r['batch']} x {r['length']} "
+            f"| {name} | {kind} | {describe(r)} | {r['steps']} | {r['batch']} x {r['length']} "
             f"| {tokens / 1e6:.0f} M ({tokens / row['corpus']['train_tokens']:.0f}) | {r['lr']:g} / {r['wd']:g} "
             f"| {row['minutes']:.0f} | {last['validation_loss']:.3f} "
             f"| {layer}.{head}: {last['bos'][layer][head]:.3f} ({even_share(r['length']):.3f}) "
@@ -159,7 +176,8 @@ def summary(log: Path) -> str:
 
 def main(argv=None) -> None:
     ap = probe_parser(__doc__, LOG, length=256, lr=3e-3, wd=0.1)
-    ap.add_argument("--corpus", choices=CORPORA, default="stdlib", help="English prose, or the world's chats as bytes")
+    ap.add_argument("--corpus", choices=CORPORA, default="stdlib", help="English prose, or the world's chats")
+    ap.add_argument("--tokens", choices=TOKENIZERS, default="bytes", help="bytes, or words (see word_tokenizer)")
     args = ap.parse_args(argv)
     if args.summary:
         print(summary(args.log))
@@ -170,9 +188,15 @@ def main(argv=None) -> None:
         "name": args.corpus,
         "characters": len(corpus(args.corpus)),
         "sha256": hashlib.sha256(corpus(args.corpus).encode()).hexdigest(),
-        "train_tokens": len(split(corpus_ids(args.corpus))[0]),
+        "tokens": args.tokens,
+        "vocabulary": len(TOKENIZERS[args.tokens]()),
+        "train_tokens": len(split(corpus_ids(args.corpus, args.tokens))[0]),
     }
-    logged_run(args, recipe, lambda checkpoint: run(lm, args.corpus, recipe, args.every, checkpoint), corpus=source)
+
+    def train(checkpoint: Path) -> list[dict]:
+        return run(lm, args.corpus, args.tokens, recipe, args.every, checkpoint)
+
+    logged_run(args, recipe, train, corpus=source)
 
 
 if __name__ == "__main__":

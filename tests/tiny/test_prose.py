@@ -44,21 +44,38 @@ def test_the_held_out_part_is_the_corpus_tail():
     assert len(held_out) == 50 and train[-1] + 1 == held_out[0]
 
 
-@pytest.mark.parametrize(("corpus", "words"), [("stdlib", "the"), ("world", "ASSISTANT:")])
-def test_cli_trains_on_either_corpus_and_logs_one_row(tmp_path, corpus, words):
+def test_word_tokens_keep_the_world_tokenizers_ids_and_add_the_prose_words():
+    from avisc_lib.tiny.build import build_tokenizer
+
+    words, world = prose.word_tokenizer(), build_tokenizer()
+    assert all(words.convert_tokens_to_ids(token) == i for token, i in world.get_vocab().items())
+    assert len(world) < len(words) <= len(world) + prose.PROSE_WORDS
+    ids = prose.corpus_ids("stdlib", "words")
+    assert (ids == words.unk_token_id).mean() < 0.1  # the added words cover most of the prose
+    assert words.decode(words("The Sequence is empty.", add_special_tokens=False).input_ids) == "the sequence is empty."
+
+
+@pytest.mark.parametrize(
+    ("corpus", "tokens", "words"),
+    [("stdlib", "bytes", "the"), ("world", "bytes", "ASSISTANT:"), ("stdlib", "words", "the")],
+)
+def test_cli_trains_on_either_corpus_and_logs_one_row(tmp_path, corpus, tokens, words):
     log = tmp_path / "prose.jsonl"
     command = [sys.executable, "-m", "avisc_lib.tiny.prose", "--layers", "1", "--width", "64", "--heads", "2"]
     command += ["--family", "gpt2", "--steps", "4", "--every", "2", "--batch", "4", "--length", "32", "--log", str(log)]
-    subprocess.run([*command, "--corpus", corpus, "--work", str(tmp_path)], check=True, capture_output=True, text=True)
+    command += ["--corpus", corpus, "--tokens", tokens, "--work", str(tmp_path)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
     assert not list(tmp_path.glob("*.pt"))  # the checkpoint goes once the row is logged
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["recipe"]["family"] == "gpt2" and row["recipe"]["length"] == 32
     assert row["corpus"]["name"] == corpus and row["corpus"]["characters"] > 2_000_000
+    assert row["corpus"]["tokens"] == tokens and row["corpus"]["vocabulary"] == len(prose.TOKENIZERS[tokens]())
+    assert row["corpus"]["train_tokens"] == len(prose.split(prose.corpus_ids(corpus, tokens))[0])
     assert row["corpus"]["sha256"] == hashlib.sha256(prose.corpus(corpus).encode()).hexdigest()
     assert words in prose.corpus(corpus)
     assert [h["step"] for h in row["history"]] == [2, 4]
     assert len(row["history"][-1]["bos"]) == 1 and len(row["history"][-1]["bos"][0]) == 2
     table = subprocess.run([*command[:3], "--summary", "--log", str(log)], check=True, capture_output=True, text=True)
     lines = table.stdout.strip().splitlines()
-    assert len(lines) == 3 and lines[2].startswith(f"| {corpus} | 1 x 64, 2 heads, gpt2 | 4 | 4 x 32 |")
+    assert len(lines) == 3 and lines[2].startswith(f"| {corpus} | {tokens} | 1 x 64, 2 heads, gpt2 | 4 | 4 x 32 |")
     assert lines[2].count("|") == lines[0].count("|")
