@@ -17,66 +17,31 @@ The corpus (``--corpus stdlib``): the standard library's docstrings (every ``.py
 stdlib folder, tests and site-packages left out, in sorted path order) followed by
 ``pydoc_data.topics``. Its control (``--corpus world``): as many characters of the world's chats,
 the text stage's documents, in the same byte tokens, which tells the text's part from the
-tokenisation's. ``--tokens words`` uses the world tokenizer instead, with the prose's
-:data:`PROSE_WORDS` most frequent words added (:func:`word_tokenizer`): the vocabulary a language side
-would need to read both, on which "<s>" and "</s>" in the text are BOS and EOS as in the text stage.
-A corpus's last 5 % is held out; training rows are BOS plus a window of the rest at
-a seeded random offset. Runs log and resume as :mod:`.backcopy`'s do (``--log``, ``--work``).
+tokenisation's. ``--tokens words`` uses the world tokenizer instead, with the prose's most frequent
+words added (:func:`.corpora.word_tokenizer`): the vocabulary a language side needs to read both.
+A corpus's last 5 % is held out; training rows are BOS plus a window of the rest at a seeded random
+offset. Runs log and resume as :mod:`.backcopy`'s do (``--log``, ``--work``).
 """
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
-import pydoc_data.topics
-import sysconfig
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
-from tokenizers.models import BPE
 
 from ..world.scenes import make_scene
 from .backcopy import describe, even_share, logged_run, probe_parser, recipe_of, top_bos_head, train_and_probe
-from .build import SPECIAL_TOKENS, LMSize, build_model, build_tokenizer, named_specials
+from .build import LMSize, build_model
+from .corpora import TOKENIZERS, encode, prose_rows, split, stdlib_text
 from .search import log_rows
 from .train import STAGE_OFFSET, text_document
 
 LOG = Path("results/organism/prose_log.jsonl")  # relative to the repository root
-HELD_OUT = 0.05  # the corpus's last share, for validation
 VALIDATION_ROWS = 64
 WORLD_DOCUMENTS = 10_500
-PROSE_WORDS = 4096  # 95 % of the stdlib corpus's words and punctuation runs
-
-
-def byte_tokenizer():
-    """One token per byte (GPT-2's byte alphabet, no merges) after the world tokenizer's special
-    tokens, with BOS prepended as the world tokenizer does."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + sorted(alphabet))}
-    tk = Tokenizer(BPE(vocab, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return named_specials(tk, split_special_tokens=True)  # "<s>" in a docstring is four bytes, not BOS
-
-
-def stdlib_text() -> str:
-    """The standard library's docstrings, then the pydoc topics (about 2.3 M characters on 3.11)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    docs = []
-    for path in sorted(root.rglob("*.py")):
-        parts = path.relative_to(root).parts
-        if "site-packages" in parts or any(p.startswith("test") for p in parts):
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))  # the broken fixtures live in tests
-        kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-        docs += [doc for node in ast.walk(tree) if isinstance(node, kinds) and (doc := ast.get_docstring(node))]
-    topics = pydoc_data.topics.topics
-    return "\n\n".join(docs + [topics[key] for key in sorted(topics)])
 
 
 def world_text() -> str:
@@ -98,36 +63,9 @@ def corpus(name: str) -> str:
     return CORPORA[name]()
 
 
-@functools.cache
-def word_tokenizer():
-    """The world tokenizer (:func:`.build.build_tokenizer`) with the :data:`PROSE_WORDS` most frequent
-    words of the stdlib corpus added, split and lower-cased as it splits and lower-cases text."""
-    words = pre_tokenizers.Whitespace().pre_tokenize_str(corpus("stdlib").lower())
-    return build_tokenizer([word for word, _ in Counter(w for w, _ in words).most_common(PROSE_WORDS)])
-
-
-TOKENIZERS = {"bytes": byte_tokenizer, "words": word_tokenizer}
-
-
-@functools.cache
 def corpus_ids(name: str, tokens: str = "bytes") -> np.ndarray:
-    """Corpus ``name`` as ids [N] (no BOS) of the tokenizer ``tokens`` (a key of :data:`TOKENIZERS`)."""
-    return np.asarray(TOKENIZERS[tokens]()(corpus(name), add_special_tokens=False).input_ids, dtype=np.int64)
-
-
-def prose_rows(ids: np.ndarray, bos: int, bs: int, length: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """``bs`` rows of BOS + ``length - 1`` consecutive tokens of ``ids`` from random offsets; every
-    token a label."""
-    starts = rng.integers(0, len(ids) - length, bs)
-    windows = np.stack([ids[s : s + length - 1] for s in starts])
-    rows = torch.tensor(np.concatenate([np.full((bs, 1), bos), windows], axis=1))
-    return {"input_ids": rows, "attention_mask": torch.ones_like(rows), "labels": rows}
-
-
-def split(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) parts of ``ids``: the held-out part is the last :data:`HELD_OUT` share."""
-    cut = int(len(ids) * (1 - HELD_OUT))
-    return ids[:cut], ids[cut:]
+    """Corpus ``name`` as ids [N] (no BOS) of the tokenizer ``tokens`` (a key of :data:`.corpora.TOKENIZERS`)."""
+    return encode(corpus(name), tokens)
 
 
 def run(lm: LMSize, text: str, tokens: str, recipe: dict, every: int, checkpoint: Path) -> list[dict]:

@@ -51,10 +51,19 @@ from transformers import (
 
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, IMAGE_SIZE, WorldConfig, make_scene, object_tokens, patch_labels
-from .build import EMBEDDED_LM, LM_FAMILIES, LMSize, build_model, build_processor
+from .build import EMBEDDED_LM, LM_FAMILIES, LMSize, build_model
 from .data import pixel_values
 from .organism import background_share, language_profile, organism_table
-from .train import NO_TEXT, Checkpoint, TextStage, TowerHeads, optimise, run_lm_stage, run_text_stage
+from .train import (
+    NO_TEXT,
+    Checkpoint,
+    TextStage,
+    TowerHeads,
+    optimise,
+    run_lm_stage,
+    run_text_stage,
+    text_processor,
+)
 
 LOG = Path("results/organism/tower_log.jsonl")  # relative to the repository root
 LM_LOG = Path("results/organism/lm_log.jsonl")
@@ -324,7 +333,7 @@ def train_language_side(
             f"{tower_dir} holds a {recipe.tower} tower with {recipe.registers} registers"
         )
     tower = tower_class[recipe.tower].from_pretrained(tower_dir)
-    processor = build_processor(cls_token=recipe.tower == "clip")
+    processor = text_processor(text, cls_token=recipe.tower == "clip")
     model = build_model(processor.tokenizer, seed=seed, vision=tower.config, lm=lm)
     model.model.vision_tower.load_state_dict(tower.state_dict())
     settings = argparse.Namespace(steps1=steps1, steps2=steps2, bs=32, seed=seed, texture=recipe.texture)

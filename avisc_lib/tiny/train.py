@@ -37,6 +37,7 @@ from ..models.compat import text_attention
 from ..tokens.sinks import activation
 from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, WorldConfig, make_scene, patch_labels
+from . import corpora
 from .bigram import bb_batch, held_out_rows, world_chain
 from .build import PATCH_SIZE, build_model, build_processor
 from .data import existence_report, pixel_values, training_batch, yes_no_margin
@@ -254,24 +255,36 @@ def text_batch(
     pack: int = 0,
     noise: int = 0,
     backcopy: float = 0.0,
+    prose: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Text-only documents (BOS first, as always), with every real token a label.
 
     ``pack`` = 0: one document per row, right-padded. ``pack`` > 0: each row is a stream of documents
     cut at ``pack`` tokens (BOS only at its start), as language models are pretrained on packed text,
-    with up to ``noise`` random words before each document (:func:`packed_text`); the last
-    ``round(backcopy * bs)`` rows are then Bigram-Backcopy rows of ``pack`` tokens over the world's
-    vocabulary instead (:func:`.bigram.bb_batch`, chain seeded by ``seed``).
+    with up to ``noise`` random words before each document (:func:`packed_text`); of its ``bs`` rows,
+    ``round(backcopy * bs)`` are then Bigram-Backcopy rows of ``pack`` tokens over the world's
+    vocabulary instead (:func:`.bigram.bb_batch`, chain seeded by ``seed``), and the last
+    ``round(prose * bs)`` rows of English prose (:func:`prose_batch`).
     """
-    n_bb = round(backcopy * bs)
+    n_bb, n_prose = round(backcopy * bs), round(prose * bs)
+    if (n_bb or n_prose) and not pack:
+        raise ValueError("Bigram-Backcopy and prose rows are mixed into packed text: set a text pack length too")
+    if n_bb + n_prose > bs:
+        raise ValueError(f"{n_bb} Bigram-Backcopy and {n_prose} prose rows do not fit a batch of {bs}")
+    parts = []
+    if n_bb + n_prose < bs:
+        parts.append(document_batch(tokenizer, step, bs - n_bb - n_prose, seed, split, pack, noise))
     if n_bb:
-        if not pack:
-            raise ValueError("Bigram-Backcopy rows are mixed into packed text: set a text pack length too")
-        bb = bb_batch(world_chain(tokenizer, seed), tokenizer.bos_token_id, step, n_bb, pack, seed)
-        if n_bb == bs:
-            return bb
-        text = text_batch(tokenizer, step, bs - n_bb, seed, split, pack, noise)
-        return {key: torch.cat([text[key], bb[key]]) for key in bb}
+        parts.append(bb_batch(world_chain(tokenizer, seed), tokenizer.bos_token_id, step, n_bb, pack, seed))
+    if n_prose:
+        parts.append(prose_batch(tokenizer, step, n_prose, pack, seed, split))
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+
+def document_batch(
+    tokenizer, step: int, bs: int, seed: int, split: str = "train", pack: int = 0, noise: int = 0
+) -> dict[str, torch.Tensor]:
+    """:func:`text_batch`'s rows of the world's documents alone."""
     rng = np.random.default_rng([seed, 3, step])
     if not pack:
         scenes = [make_scene(split, STAGE_OFFSET["text"] + step * bs + i) for i in range(bs)]
@@ -288,6 +301,17 @@ def text_batch(
     )
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+
+
+def prose_batch(tokenizer, step: int, bs: int, length: int, seed: int, split: str = "train") -> dict[str, torch.Tensor]:
+    """``bs`` rows of BOS + ``length - 1`` tokens of English prose (:func:`.corpora.stdlib_text`) in
+    ``tokenizer``'s words, which must be :func:`.corpora.word_tokenizer`'s: from the corpus's training
+    part, or for ``split`` "validation" from its held-out tail."""
+    if tokenizer.get_vocab() != corpora.word_tokenizer().get_vocab():
+        raise ValueError("prose rows need the world tokenizer with the prose words (corpora.word_tokenizer)")
+    train, held_out = corpora.split(corpora.encode(corpora.stdlib_text(), "words"))
+    ids = train if split == "train" else held_out
+    return corpora.prose_rows(ids, tokenizer.bos_token_id, bs, length, np.random.default_rng([seed, 4, step]))
 
 
 def packed_text(tokenizer, split: str, row: int, pack: int, rng: np.random.Generator, noise: int = 0) -> str:
@@ -341,7 +365,9 @@ class TextStage:
     """The text-only pretraining stage (``steps`` = 0: none); ``pack``, ``noise`` and ``backcopy`` (the
     share of each batch's rows that are Bigram-Backcopy rows) as in :func:`text_batch`; ``decay`` off
     keeps the learning rate constant after the warm-up; the first ``backcopy_first`` steps are all
-    Bigram-Backcopy rows (a curriculum: a model that has grown a sink, then text)."""
+    Bigram-Backcopy rows (a curriculum: a model that has grown a sink, then text); ``prose``: the share
+    of each batch's rows that are English prose (:func:`prose_batch`; the model then reads the words
+    of :func:`.corpora.word_tokenizer`, see :func:`text_processor`)."""
 
     steps: int = 0
     pack: int = 0
@@ -351,6 +377,7 @@ class TextStage:
     backcopy: float = 0.0
     decay: bool = True
     backcopy_first: int = 0
+    prose: float = 0.0
 
     @staticmethod
     def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -384,6 +411,12 @@ class TextStage:
             default=TextStage.backcopy_first,
             help="the text stage's first steps whose rows are all Bigram-Backcopy rows (packed text only)",
         )
+        ap.add_argument(
+            "--text-prose",
+            type=float,
+            default=TextStage.prose,
+            help="the share of the text stage's rows that are English prose (packed text only; adds the prose's words)",
+        )
 
     @classmethod
     def from_args(cls, args) -> TextStage:
@@ -396,13 +429,15 @@ class TextStage:
             args.text_backcopy,
             not args.text_constant_lr,
             args.text_backcopy_first,
+            args.text_prose,
         )
 
     def __post_init__(self):
-        if (self.noise or self.has_backcopy) and not self.pack:
-            raise ValueError("text noise and Bigram-Backcopy rows go with packed text: set a text pack length too")
-        if not 0 <= self.backcopy <= 1:
-            raise ValueError(f"the Bigram-Backcopy share is a fraction of the rows, not {self.backcopy}")
+        if (self.noise or self.has_backcopy or self.prose) and not self.pack:
+            raise ValueError("text noise, Bigram-Backcopy and prose rows go with packed text: set a text pack length")
+        if not (0 <= self.backcopy <= 1 and 0 <= self.prose <= 1 - self.backcopy):
+            shares = f"{self.backcopy} and {self.prose}"
+            raise ValueError(f"Bigram-Backcopy and prose shares are fractions of the rows, 1 at most in all: {shares}")
         if not 0 <= self.backcopy_first <= self.steps:
             raise ValueError(f"{self.backcopy_first} Bigram-Backcopy steps do not fit a {self.steps}-step text stage")
 
@@ -417,6 +452,7 @@ class TextStage:
             ("wd", "weight_decay"),
             ("bb", "backcopy"),
             ("bbfirst", "backcopy_first"),
+            ("prose", "prose"),
         )
         numbers = [f"{short}{getattr(self, f):g}" for short, f in fields if getattr(self, f) != getattr(default, f)]
         return numbers + ([] if self.decay else ["constant"])
@@ -435,8 +471,18 @@ class TextStage:
         """The share of ``step``'s rows that are Bigram-Backcopy rows."""
         return 1.0 if step < self.backcopy_first else self.backcopy
 
+    def prose_share(self, step: int) -> float:
+        """The share of ``step``'s rows that are English prose (none while they are all Bigram-Backcopy rows)."""
+        return 0.0 if step < self.backcopy_first else self.prose
+
 
 NO_TEXT = TextStage()
+
+
+def text_processor(text: TextStage, cls_token: bool = True):
+    """The processor of a model whose text stage is ``text`` (:func:`.build.build_processor`): its
+    tokenizer knows the prose's words when the stage has prose rows."""
+    return build_processor(cls_token, extra_words=corpora.prose_words() if text.prose else ())
 
 
 def train_language_model_only(model) -> None:
@@ -449,14 +495,17 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int, checkp
     """Pretrain the language model (and its head) on text alone, as LLaVA's LM is pretrained before it sees images.
 
     Every 1000 steps: the held-out loss and :func:`text_probe` on held-out documents (text only, so
-    that runs with and without Bigram-Backcopy rows compare), and where the stage has Bigram-Backcopy
-    rows also :func:`text_probe` on 64 held-out ones (keys prefixed ``bb_``).
+    that runs with and without Bigram-Backcopy or prose rows compare), and where the stage has
+    Bigram-Backcopy rows also :func:`text_probe` on 64 held-out ones (keys prefixed ``bb_``), where it
+    has prose rows on 64 rows of the prose's held-out tail (keys prefixed ``prose_``).
     """
     train_language_model_only(model)
     tokenizer = processor.tokenizer
     held_out = text_batch(tokenizer, 0, 64 if text.pack else 256, seed, "validation", text.pack, text.noise)
     if text.has_backcopy:
         held_out_bb = held_out_rows(world_chain(tokenizer, seed), tokenizer.bos_token_id, text.pack, seed)
+    if text.prose:
+        held_out_prose = prose_batch(tokenizer, 0, 64, text.pack, seed, "validation")
 
     @torch.no_grad()
     def validation() -> dict:
@@ -465,12 +514,14 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int, checkp
         probe = text_probe(model, held_out)
         if text.has_backcopy:
             probe |= {f"bb_{key}": value for key, value in text_probe(model, held_out_bb).items()}
+        if text.prose:
+            probe |= {f"prose_{key}": value for key, value in text_probe(model, held_out_prose).items()}
         model.train()
         return {"validation_loss": round(loss, 4), **probe}
 
     def batch(step: int) -> dict[str, torch.Tensor]:
-        share = text.backcopy_share(step)
-        return text_batch(tokenizer, step, bs, seed, pack=text.pack, noise=text.noise, backcopy=share)
+        shares = {"backcopy": text.backcopy_share(step), "prose": text.prose_share(step)}
+        return text_batch(tokenizer, step, bs, seed, pack=text.pack, noise=text.noise, **shares)
 
     torch.manual_seed(seed + 3)
     model.train()
@@ -537,7 +588,7 @@ def main(argv=None) -> None:
     log = json.loads(log_path.read_text()) if log_path.exists() else {"args": {}, "stages": {}}
     log["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
-    processor = build_processor()
+    processor = text_processor(TextStage.from_args(args))
     model = build_model(processor.tokenizer, seed=args.seed)
     items = Q.existence_set("validation", 300, world=world(args))
     for stage in (0, "text", 1, 2) if args.steps_text else (0, 1, 2):

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from avisc_lib.tiny import search
-from avisc_lib.tiny.train import TextStage
+from avisc_lib.tiny.train import TextStage, text_processor
 
 SMALL = search.Recipe("smoke", width=64, depth=2, steps=2, batch=4)
 
@@ -96,14 +96,15 @@ def test_cli_logs_one_row_per_variant_and_skips_done_ones(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("tower", "steps_text", "text_pack", "lm", "folder"),
+    ("tower", "text", "lm", "folder"),
     [
-        ("clip", 0, 0, search.LMSize(), "model"),
-        ("siglip", 1, 48, search.LMSize(2, 64, heads=1), "model-text1-pack48-lm2x64h1"),
-        ("clip", 1, 48, search.LMSize(2, 64, family="gpt2"), "model-text1-pack48-lm2x64-gpt2"),
+        ("clip", TextStage(), search.LMSize(), "model"),
+        ("siglip", TextStage(1, 48), search.LMSize(2, 64, heads=1), "model-text1-pack48-lm2x64h1"),
+        ("clip", TextStage(1, 48), search.LMSize(2, 64, family="gpt2"), "model-text1-pack48-lm2x64-gpt2"),
+        ("clip", TextStage(1, 48, prose=0.5), search.LMSize(2, 64, heads=1), "model-text1-pack48-prose0.5-lm2x64h1"),
     ],
 )
-def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, text_pack, lm, folder):
+def test_language_side_trains_on_a_searched_tower(tmp_path, tower, text, lm, folder):
     search.train(replace(SMALL, tower=tower, texture=40), tmp_path / "t", every=2, measure_n=4)
     row = search.train_language_side(
         tmp_path / "t" / "tower",
@@ -111,11 +112,12 @@ def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, t
         steps1=1,
         steps2=1,
         scenes=2,
-        text=TextStage(steps_text, text_pack),
+        text=text,
         lm=lm,
     )
     assert row["tower"] == "smoke" and [h["step"] for h in row["stage2"]] == [1]
-    assert row["steps_text"] == steps_text and len(row["text"]) == steps_text
+    assert row["steps_text"] == text.steps and len(row["text"]) == text.steps
+    assert all(("prose_bos_attention" in h) == bool(text.prose) for h in row["text"])
     assert all(len(h["phi_bos"]) == lm.layers for h in row["text"])
     assert [layer["layer"] for layer in row["profile"]] == list(range(lm.layers))
     assert search.LMSize(**row["lm"]) == lm
@@ -125,6 +127,8 @@ def test_language_side_trains_on_a_searched_tower(tmp_path, tower, steps_text, t
     assert model.config.text_config.num_attention_heads == lm.heads
     image_tokens = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
     processor = AutoProcessor.from_pretrained(saved)
+    assert processor.tokenizer.get_vocab() == text_processor(text).tokenizer.get_vocab()  # prose words if any
+    assert model.config.text_config.vocab_size == len(processor.tokenizer)
     inputs = processor(
         images=[search.make_scene("test", 0).image], text=["USER: <image>\nhi ASSISTANT:"], return_tensors="pt"
     )

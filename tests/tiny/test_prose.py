@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from avisc_lib.tiny import prose
+from avisc_lib.tiny import corpora, prose
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return prose.byte_tokenizer()
+    return corpora.byte_tokenizer()
 
 
 def test_byte_tokens_round_trip_any_text_and_only_bos_is_added(tokenizer):
@@ -28,7 +28,7 @@ def test_byte_tokens_round_trip_any_text_and_only_bos_is_added(tokenizer):
 
 def test_rows_are_bos_then_consecutive_corpus_tokens():
     ids = np.arange(100, 400)
-    rows = prose.prose_rows(ids, 1, 8, 16, np.random.default_rng(0))
+    rows = corpora.prose_rows(ids, 1, 8, 16, np.random.default_rng(0))
     assert rows["input_ids"].shape == (8, 16) and (rows["labels"] == rows["input_ids"]).all()
     assert (rows["input_ids"][:, 0] == 1).all() and rows["attention_mask"].all()
     assert (rows["input_ids"][:, 2:] - rows["input_ids"][:, 1:-1] == 1).all()  # one window each
@@ -40,16 +40,16 @@ def test_an_unknown_corpus_is_named_in_the_error():
 
 
 def test_the_held_out_part_is_the_corpus_tail():
-    train, held_out = prose.split(np.arange(1000))
+    train, held_out = corpora.split(np.arange(1000))
     assert len(held_out) == 50 and train[-1] + 1 == held_out[0]
 
 
 def test_word_tokens_keep_the_world_tokenizers_ids_and_add_the_prose_words():
     from avisc_lib.tiny.build import build_tokenizer
 
-    words, world = prose.word_tokenizer(), build_tokenizer()
+    words, world = corpora.word_tokenizer(), build_tokenizer()
     assert all(words.convert_tokens_to_ids(token) == i for token, i in world.get_vocab().items())
-    assert len(world) < len(words) <= len(world) + prose.PROSE_WORDS
+    assert len(world) < len(words) <= len(world) + corpora.PROSE_WORDS
     ids = prose.corpus_ids("stdlib", "words")
     assert (ids == words.unk_token_id).mean() < 0.1  # the added words cover most of the prose
     assert words.decode(words("The Sequence is empty.", add_special_tokens=False).input_ids) == "the sequence is empty."
@@ -69,8 +69,8 @@ def test_cli_trains_on_either_corpus_and_logs_one_row(tmp_path, corpus, tokens, 
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["recipe"]["family"] == "gpt2" and row["recipe"]["length"] == 32
     assert row["corpus"]["name"] == corpus and row["corpus"]["characters"] > 2_000_000
-    assert row["corpus"]["tokens"] == tokens and row["corpus"]["vocabulary"] == len(prose.TOKENIZERS[tokens]())
-    assert row["corpus"]["train_tokens"] == len(prose.split(prose.corpus_ids(corpus, tokens))[0])
+    assert row["corpus"]["tokens"] == tokens and row["corpus"]["vocabulary"] == len(corpora.TOKENIZERS[tokens]())
+    assert row["corpus"]["train_tokens"] == len(corpora.split(prose.corpus_ids(corpus, tokens))[0])
     assert row["corpus"]["sha256"] == hashlib.sha256(prose.corpus(corpus).encode()).hexdigest()
     assert words in prose.corpus(corpus)
     assert [h["step"] for h in row["history"]] == [2, 4]

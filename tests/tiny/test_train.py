@@ -3,6 +3,7 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -93,9 +94,14 @@ def test_text_stage_names_its_settings_off_their_defaults():
     assert train.TextStage(1, pack=64, backcopy=0.25).name == "text1-pack64-bb0.25"
     assert train.TextStage(1, lr=3e-3, decay=False).name == "text1-lr0.003-constant"
     assert train.TextStage(9, pack=64, backcopy_first=4).name == "text9-pack64-bbfirst4"
+    assert train.TextStage(9, pack=64, prose=0.5).name == "text9-pack64-prose0.5"
+    with pytest.raises(ValueError, match="packed text"):
+        train.TextStage(1, prose=0.5)
+    with pytest.raises(ValueError, match="1 at most in all: 0.5 and 0.75"):
+        train.TextStage(1, pack=64, backcopy=0.5, prose=0.75)
     with pytest.raises(ValueError, match="packed text"):
         train.TextStage(1, backcopy=0.25)
-    with pytest.raises(ValueError, match="a fraction of the rows, not 1.5"):
+    with pytest.raises(ValueError, match="fractions of the rows, 1 at most in all: 1.5 and 0.0"):
         train.TextStage(1, pack=64, backcopy=1.5)
     with pytest.raises(ValueError, match="packed text"):
         train.TextStage(9, backcopy_first=4)
@@ -120,9 +126,11 @@ def test_text_flags_make_the_text_stage():
             "--text-constant-lr",
             "--text-backcopy-first",
             "10",
+            "--text-prose",
+            "0.5",
         ]
     )
-    expected = train.TextStage(30, pack=64, lr=3e-3, backcopy=0.25, decay=False, backcopy_first=10)
+    expected = train.TextStage(30, pack=64, lr=3e-3, backcopy=0.25, decay=False, backcopy_first=10, prose=0.5)
     assert train.TextStage.from_args(args) == expected
 
 
@@ -192,6 +200,42 @@ def test_text_stage_trains_only_the_language_model(tmp_path):
     stage0, text = (torch.load(tmp_path / f"stage{s}.pt", weights_only=True) for s in (0, "text"))
     changed = {k.split(".")[0] + "." + k.split(".")[1] for k in text if not torch.equal(text[k], stage0[k])}
     assert changed == {"model.language_model", "lm_head.weight"}
+
+
+def test_prose_rows_are_the_last_rows_of_a_packed_batch_in_the_prose_words():
+    from avisc_lib.tiny import corpora
+    from avisc_lib.tiny.build import build_tokenizer
+
+    tokenizer = corpora.word_tokenizer()
+    plain = train.text_batch(tokenizer, 2, 2, seed=0, pack=64)
+    mixed = train.text_batch(tokenizer, 2, 4, seed=0, pack=64, backcopy=0.25, prose=0.25)
+    assert all(mixed[k].shape == (4, 64) for k in ("input_ids", "attention_mask", "labels"))
+    assert torch.equal(mixed["input_ids"][:2], plain["input_ids"])  # the documents of a 2-row batch
+    prose = mixed["input_ids"][3]
+    assert prose[0] == tokenizer.bos_token_id and tokenizer.eos_token_id not in prose
+    training, held_out = corpora.split(corpora.encode(corpora.stdlib_text(), "words"))
+    windows = np.lib.stride_tricks.sliding_window_view(training, 63)
+    assert (windows == prose[1:].numpy()).all(1).any()  # one window of the prose's training part
+    validation = train.prose_batch(tokenizer, 0, 2, 64, seed=0, split="validation")["input_ids"]
+    assert set(validation[:, 1:].flatten().tolist()) <= set(held_out.tolist())
+    with pytest.raises(ValueError, match="word_tokenizer"):
+        train.text_batch(build_tokenizer(), 0, 4, seed=0, pack=64, prose=0.5)
+    with pytest.raises(ValueError, match="3 Bigram-Backcopy and 2 prose rows do not fit a batch of 4"):
+        train.text_batch(tokenizer, 0, 4, seed=0, pack=64, backcopy=0.75, prose=0.5)
+
+
+def test_text_stage_with_prose_rows_reads_the_prose_words_and_probes_them():
+    from avisc_lib.tiny import corpora
+    from avisc_lib.tiny.build import build_model
+
+    stage = train.TextStage(2, pack=48, prose=0.5, backcopy_first=1)
+    assert [stage.prose_share(step) for step in range(2)] == [0.0, 0.5]  # Bigram-Backcopy rows alone first
+    processor = train.text_processor(stage)
+    assert processor.tokenizer.get_vocab() == corpora.word_tokenizer().get_vocab()
+    assert len(train.text_processor(train.TextStage(2, pack=48)).tokenizer) < len(processor.tokenizer)
+    (last,) = train.run_text_stage(build_model(processor.tokenizer), processor, stage, bs=4, seed=0)
+    assert len(last["prose_bos_attention"]) == len(last["bos_attention"]) == 4
+    assert last["prose_bos_attention"] != last["bos_attention"]  # measured on other rows
 
 
 def test_text_stage_with_backcopy_rows_probes_both_kinds_of_row():
