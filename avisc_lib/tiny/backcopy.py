@@ -190,6 +190,11 @@ def probe_parser(doc: str, log: Path, **defaults) -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=Path, default=log)
     ap.add_argument("--work", type=Path, default=WORK, help="where an unfinished run keeps its checkpoint")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="move the finished run's checkpoint here (a language model for search --text-init) instead of deleting it",
+    )
     ap.add_argument("--summary", action="store_true", help="print the log as a markdown table, then stop")
     ap.set_defaults(**defaults)
     return ap
@@ -205,13 +210,17 @@ def logged_run(args: argparse.Namespace, recipe: dict, train, **extra) -> None:
     """Run ``train(checkpoint)`` (the history) and log its row to ``args.log``: ``recipe``, ``extra``,
     the minutes of training (summed over resumed sessions) and the history. An interrupted run resumes
     from its checkpoint under ``args.work`` (named by the log and the recipe) when rerun; the
-    checkpoint goes once the row is logged."""
+    checkpoint goes once the row is logged, to ``args.keep`` if set."""
     key = hashlib.sha256(json.dumps(recipe | extra, sort_keys=True).encode()).hexdigest()[:12]
     checkpoint = args.work / f"{args.log.stem}-{key}.pt"
     history = train(checkpoint)
     row = {"recipe": recipe, **extra, "minutes": round(history[-1]["seconds"] / 60, 1), "history": history}
     log_row(args.log, row)
-    checkpoint.unlink()
+    if args.keep:
+        args.keep.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.replace(args.keep)
+    else:
+        checkpoint.unlink()
     print(f"logged to {args.log}")
 
 

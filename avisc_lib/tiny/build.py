@@ -76,11 +76,11 @@ def named_specials(tk: Tokenizer, **kwargs) -> PreTrainedTokenizerFast:
     )
 
 
-def build_processor(cls_token: bool = True, extra_words: Sequence[str] = ()) -> LlavaProcessor:
+def build_processor(cls_token: bool = True, tokenizer: PreTrainedTokenizerFast | None = None) -> LlavaProcessor:
     """``LlavaProcessor`` with a CLIP image processor at 64 px and the llava-1.5 chat template.
 
     ``cls_token=False`` for a tower without one (SigLIP): every tower token is an image token;
-    ``extra_words`` go to the tokenizer (:func:`build_tokenizer`).
+    ``tokenizer``: another than the world's (:func:`build_tokenizer`), with the same special tokens.
     """
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": IMAGE_SIZE},
@@ -90,7 +90,7 @@ def build_processor(cls_token: bool = True, extra_words: Sequence[str] = ()) -> 
     )
     return LlavaProcessor(
         image_processor=image_processor,
-        tokenizer=build_tokenizer(extra_words),
+        tokenizer=tokenizer or build_tokenizer(),
         patch_size=PATCH_SIZE,
         vision_feature_select_strategy=feature_strategy(cls_token),
         num_additional_image_tokens=int(cls_token),  # the CLS token that the "default" strategy drops

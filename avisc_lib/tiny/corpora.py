@@ -1,8 +1,9 @@
-"""English prose for the organism's language model: the text, its two tokenizers, and rows cut from it.
+"""English prose for the organism's language model: the text, its tokenizers, and rows cut from it.
 
 Every Python install carries the same prose: the standard library's docstrings and the pydoc topics
 (:func:`stdlib_text`). :mod:`.prose` trains a language model on it alone; a text stage with prose rows
-(:class:`.train.TextStage` ``prose``) mixes it into the world's chats, in :func:`word_tokenizer`'s words.
+(:class:`.train.TextStage` ``prose``) mixes it into the world's chats, in :func:`word_tokenizer`'s words
+or in the bytes of :func:`byte_tokenizer` ``chat``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
 from .build import SPECIAL_TOKENS, build_tokenizer, named_specials
@@ -42,16 +43,28 @@ def stdlib_text() -> str:
     return "\n\n".join(docs + [topics[key] for key in sorted(topics)])
 
 
-def byte_tokenizer():
-    """One token per byte (GPT-2's byte alphabet, no merges) after the world tokenizer's special
-    tokens, with BOS prepended as the world tokenizer does."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + sorted(alphabet))}
-    tk = Tokenizer(BPE(vocab, merges=[]))
+ANSWER_MERGES = [("Ġ", "y"), ("Ġy", "e"), ("Ġye", "s"), ("Ġ", "n"), ("Ġn", "o")]  # " yes", " no"
+
+
+def byte_tokenizer(chat: bool = False, split_special_tokens: bool = True):
+    """One token per byte (GPT-2's byte alphabet) after the world tokenizer's special tokens, with BOS
+    prepended as the world tokenizer does.
+
+    ``chat``: the byte tokenizer a language side can read, lower-casing as the world tokenizer does and
+    merging " yes" and " no" (:data:`ANSWER_MERGES`, tokens appended after the bytes, whose ids stay) so
+    that each answer starts with a token of its own after "ASSISTANT:", as "▁Yes" and "▁No" do for
+    LLaVA's tokenizer. ``split_special_tokens``: "<s>" in a text is four bytes, not BOS (a processor
+    needs it off, to find "<image>").
+    """
+    merges = ANSWER_MERGES if chat else []
+    vocab = SPECIAL_TOKENS + sorted(pre_tokenizers.ByteLevel.alphabet()) + ["".join(pair) for pair in merges]
+    tk = Tokenizer(BPE({t: i for i, t in enumerate(vocab)}, merges=merges))
+    if chat:
+        tk.normalizer = normalizers.Lowercase()
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tk.decoder = decoders.ByteLevel()
     tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return named_specials(tk, split_special_tokens=True)  # "<s>" in a docstring is four bytes, not BOS
+    return named_specials(tk, split_special_tokens=split_special_tokens)
 
 
 @functools.cache
@@ -69,7 +82,11 @@ def word_tokenizer():
     return build_tokenizer(prose_words())
 
 
-TOKENIZERS = {"bytes": byte_tokenizer, "words": word_tokenizer}
+TOKENIZERS = {
+    "bytes": byte_tokenizer,
+    "words": word_tokenizer,
+    "chat-bytes": functools.partial(byte_tokenizer, chat=True),  # a corpus's "<s>" still split into bytes
+}
 
 
 @functools.cache

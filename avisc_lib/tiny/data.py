@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..generation import answer_logits, candidate_token_ids
+from ..generation import answer_logits, answer_token_ids
 from ..models.batching import batches
 from ..models.inputs import encode
 from ..world import questions as Q
@@ -47,7 +47,7 @@ def training_batch(tokenizer, scenes: list[Scene], qs: list[dict]) -> dict[str, 
 
 def yes_no_margin(model, processor, items, batch_size: int = 100) -> torch.Tensor:
     """``float[N]``: logit(yes) - logit(no) at the answer position for (scene, question) items."""
-    yes_no = candidate_token_ids(processor, ["yes", "no"])
+    yes_no = answer_token_ids(model, processor, ["yes", "no"])  # as they start after "ASSISTANT:"
     margins = []
     for _, rows in batches(len(items), batch_size):
         chunk = items[rows]

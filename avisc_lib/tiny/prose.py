@@ -3,6 +3,7 @@
     python -m avisc_lib.tiny.prose --family gpt2 --dropout 0 --lr 3e-3 --wd 0.1
     python -m avisc_lib.tiny.prose --corpus world ...  # the control: the world's chats in the same bytes
     python -m avisc_lib.tiny.prose --tokens words ...  # words, as the world tokenizer splits them
+    python -m avisc_lib.tiny.prose --tokens chat-bytes --keep LM.pt ...  # a language model for search --text-init
     python -m avisc_lib.tiny.prose --summary           # the log as a markdown table
 
 On the world's templated text no language model of the organism search has grown a BOS sink, while
@@ -18,7 +19,9 @@ stdlib folder, tests and site-packages left out, in sorted path order) followed 
 ``pydoc_data.topics``. Its control (``--corpus world``): as many characters of the world's chats,
 the text stage's documents, in the same byte tokens, which tells the text's part from the
 tokenisation's. ``--tokens words`` uses the world tokenizer instead, with the prose's most frequent
-words added (:func:`.corpora.word_tokenizer`): the vocabulary a language side needs to read both.
+words added (:func:`.corpora.word_tokenizer`): the vocabulary a language side needs to read both;
+``--tokens chat-bytes`` the lower-cased bytes a byte language side reads (:func:`.corpora.byte_tokenizer`
+``chat``), and ``--keep`` saves the trained model for it to start from (``search --text-init``).
 A corpus's last 5 % is held out; training rows are BOS plus a window of the rest at a seeded random
 offset. Runs log and resume as :mod:`.backcopy`'s do (``--log``, ``--work``).
 """
@@ -115,7 +118,7 @@ def summary(log: Path) -> str:
 def main(argv=None) -> None:
     ap = probe_parser(__doc__, LOG, length=256, lr=3e-3, wd=0.1)
     ap.add_argument("--corpus", choices=CORPORA, default="stdlib", help="English prose, or the world's chats")
-    ap.add_argument("--tokens", choices=TOKENIZERS, default="bytes", help="bytes, or words (see word_tokenizer)")
+    ap.add_argument("--tokens", choices=TOKENIZERS, default="bytes", help="bytes, words or chat-bytes (see corpora)")
     args = ap.parse_args(argv)
     if args.summary:
         print(summary(args.log))

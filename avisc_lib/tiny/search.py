@@ -13,7 +13,8 @@ and LLaVA's visual sink tokens descend from them (Kang et al., ICLR 2025). The t
 train alone, so each variant trains only the tower and measures, per layer and at checkpoints
 during training, whether outliers appear and where they sit. Towers that grow background outliers
 go on to the language-model stages of :mod:`.train`: ``--language`` trains them on a searched
-tower (optionally after a text-only stage and at another language-model size) and logs the
+tower (optionally after a text-only stage, in words or bytes, from scratch or from a language model
+pretrained on prose by :mod:`.prose`, and at another language-model size) and logs the
 organism table and a per-layer language profile to ``--lm-log``.
 
 Only pressures the literature names are varied: the objective (per-patch labels, which tie each

@@ -39,7 +39,7 @@ from ..world import questions as Q
 from ..world.scenes import CATEGORIES, CATEGORY_ID, WorldConfig, make_scene, patch_labels
 from . import corpora
 from .bigram import bb_batch, held_out_rows, world_chain
-from .build import PATCH_SIZE, build_model, build_processor
+from .build import PATCH_SIZE, build_model, build_processor, build_tokenizer
 from .data import existence_report, pixel_values, training_batch, yes_no_margin
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
@@ -48,6 +48,7 @@ STAGE2_MIX = {"existence": 0.45, "caption": 0.15, "colour": 0.1, "shape": 0.1, "
 STAGE_OFFSET = {0: 0, 1: 10_000_000, 2: 20_000_000, "text": 30_000_000}
 TEXT_TURNS = 3  # question turns per text-only document
 PACK_DOCS = 64  # scene indices reserved per packed text row
+TEXT_TOKENS = ("words", "chat-bytes")  # what a language side can read (keys of corpora.TOKENIZERS)
 
 
 def lr_schedule(step: int, total: int, warmup: int = 100, decay: bool = True) -> float:
@@ -305,13 +306,23 @@ def document_batch(
 
 def prose_batch(tokenizer, step: int, bs: int, length: int, seed: int, split: str = "train") -> dict[str, torch.Tensor]:
     """``bs`` rows of BOS + ``length - 1`` tokens of English prose (:func:`.corpora.stdlib_text`) in
-    ``tokenizer``'s words, which must be :func:`.corpora.word_tokenizer`'s: from the corpus's training
-    part, or for ``split`` "validation" from its held-out tail."""
-    if tokenizer.get_vocab() != corpora.word_tokenizer().get_vocab():
-        raise ValueError("prose rows need the world tokenizer with the prose words (corpora.word_tokenizer)")
-    train, held_out = corpora.split(corpora.encode(corpora.stdlib_text(), "words"))
+    ``tokenizer``'s tokens (:func:`prose_tokens`): from the corpus's training part, or for ``split``
+    "validation" from its held-out tail."""
+    train, held_out = corpora.split(corpora.encode(corpora.stdlib_text(), prose_tokens(tokenizer)))
     ids = train if split == "train" else held_out
     return corpora.prose_rows(ids, tokenizer.bos_token_id, bs, length, np.random.default_rng([seed, 4, step]))
+
+
+def prose_tokens(tokenizer) -> str:
+    """Which of :data:`TEXT_TOKENS` ``tokenizer`` is, by its vocabulary: the tokens prose rows are cut in."""
+    vocab = tokenizer.get_vocab()
+    for tokens in TEXT_TOKENS:
+        if vocab == corpora.TOKENIZERS[tokens]().get_vocab():
+            return tokens
+    raise ValueError(
+        "prose rows need the world tokenizer with the prose words (corpora.word_tokenizer) "
+        "or the chat byte tokenizer (corpora.byte_tokenizer(chat=True))"
+    )
 
 
 def packed_text(tokenizer, split: str, row: int, pack: int, rng: np.random.Generator, noise: int = 0) -> str:
@@ -367,7 +378,11 @@ class TextStage:
     keeps the learning rate constant after the warm-up; the first ``backcopy_first`` steps are all
     Bigram-Backcopy rows (a curriculum: a model that has grown a sink, then text); ``prose``: the share
     of each batch's rows that are English prose (:func:`prose_batch`; the model then reads the words
-    of :func:`.corpora.word_tokenizer`, see :func:`text_processor`)."""
+    of :func:`.corpora.word_tokenizer`, see :func:`text_processor`); ``tokens``: one of
+    :data:`TEXT_TOKENS`, what the language side reads ("chat-bytes": bytes, with its answers' own
+    tokens, :func:`.corpora.byte_tokenizer`); ``init``: a checkpoint whose language model the stage starts
+    from (:func:`load_language_model`), e.g. one of :mod:`.prose`'s runs, as LLaVA starts from a
+    language model pretrained on natural text."""
 
     steps: int = 0
     pack: int = 0
@@ -378,6 +393,8 @@ class TextStage:
     decay: bool = True
     backcopy_first: int = 0
     prose: float = 0.0
+    tokens: str = "words"
+    init: str = ""
 
     @staticmethod
     def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -417,6 +434,17 @@ class TextStage:
             default=TextStage.prose,
             help="the share of the text stage's rows that are English prose (packed text only; adds the prose's words)",
         )
+        ap.add_argument(
+            "--text-tokens",
+            choices=TEXT_TOKENS,
+            default=TextStage.tokens,
+            help="what the language side reads: the world's words, or bytes (packed text only)",
+        )
+        ap.add_argument(
+            "--text-init",
+            default=TextStage.init,
+            help="a checkpoint (e.g. a prose run's) whose language model the text stage starts from",
+        )
 
     @classmethod
     def from_args(cls, args) -> TextStage:
@@ -430,11 +458,19 @@ class TextStage:
             not args.text_constant_lr,
             args.text_backcopy_first,
             args.text_prose,
+            args.text_tokens,
+            args.text_init,
         )
 
     def __post_init__(self):
-        if (self.noise or self.has_backcopy or self.prose) and not self.pack:
-            raise ValueError("text noise, Bigram-Backcopy and prose rows go with packed text: set a text pack length")
+        if (self.noise or self.has_backcopy or self.prose or self.tokens != "words") and not self.pack:
+            raise ValueError(
+                "text noise, Bigram-Backcopy and prose rows, and bytes go with packed text: set a text pack length"
+            )
+        if self.tokens not in TEXT_TOKENS:
+            raise ValueError(f"unknown text tokens {self.tokens!r}; choose one of {', '.join(TEXT_TOKENS)}")
+        if self.init and not self.steps:
+            raise ValueError("a language model to start from goes with a text stage: set its steps")
         if not (0 <= self.backcopy <= 1 and 0 <= self.prose <= 1 - self.backcopy):
             shares = f"{self.backcopy} and {self.prose}"
             raise ValueError(f"Bigram-Backcopy and prose shares are fractions of the rows, 1 at most in all: {shares}")
@@ -443,7 +479,8 @@ class TextStage:
 
     @property
     def settings(self) -> list[str]:
-        """Each setting that differs from its default, e.g. ``["pack256", "lr0.003", "bbfirst1000", "constant"]``."""
+        """Each setting that differs from its default, e.g. ``["pack256", "lr0.003", "bbfirst1000", "constant",
+        "chat-bytes", "init-prose9000"]``."""
         default = TextStage()
         fields = (
             ("pack", "pack"),
@@ -455,7 +492,9 @@ class TextStage:
             ("prose", "prose"),
         )
         numbers = [f"{short}{getattr(self, f):g}" for short, f in fields if getattr(self, f) != getattr(default, f)]
-        return numbers + ([] if self.decay else ["constant"])
+        tokens = [self.tokens] if self.tokens != default.tokens else []
+        init = [f"init-{Path(self.init).stem}"] if self.init else []
+        return numbers + ([] if self.decay else ["constant"]) + tokens + init
 
     @property
     def name(self) -> str:
@@ -481,8 +520,37 @@ NO_TEXT = TextStage()
 
 def text_processor(text: TextStage, cls_token: bool = True):
     """The processor of a model whose text stage is ``text`` (:func:`.build.build_processor`): its
-    tokenizer knows the prose's words when the stage has prose rows."""
-    return build_processor(cls_token, extra_words=corpora.prose_words() if text.prose else ())
+    tokenizer reads ``text.tokens``, words knowing the prose's words when the stage has prose rows."""
+    if text.tokens == "chat-bytes":
+        tokenizer = corpora.byte_tokenizer(chat=True, split_special_tokens=False)  # "<image>" is one token
+    else:
+        tokenizer = build_tokenizer(corpora.prose_words() if text.prose else ())
+    return build_processor(cls_token, tokenizer)
+
+
+@torch.no_grad()
+def load_language_model(model, path: Path) -> None:
+    """Start ``model``'s language model and head from those saved in ``path``: a :class:`Checkpoint` (or a
+    state dict) of a model with the same language model, e.g. a :mod:`.prose` run's. Where the
+    vocabulary has grown since (tokens appended, as ``chat-bytes`` appends its answers' to the bytes),
+    the new rows of the embedding and head start at the mean of the saved rows."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no language model to start from at {path}")
+    saved = torch.load(path, weights_only=True)
+    saved = saved.get("module", saved)
+    for key, own in model.state_dict().items():
+        if not key.startswith(("model.language_model.", "lm_head.")):
+            continue
+        if key not in saved:
+            raise ValueError(f"{path} holds no {key}: not a checkpoint of this language model")
+        old = saved[key]
+        if old.shape == own.shape:
+            own.copy_(old)
+        elif old.shape[1:] == own.shape[1:] and len(old) < len(own):  # token rows appended since
+            own[: len(old)] = old
+            own[len(old) :] = old.mean(0)
+        else:
+            raise ValueError(f"{key} is {tuple(old.shape)} in {path} and {tuple(own.shape)} here")
 
 
 def train_language_model_only(model) -> None:
@@ -500,6 +568,8 @@ def run_text_stage(model, processor, text: TextStage, bs: int, seed: int, checkp
     has prose rows on 64 rows of the prose's held-out tail (keys prefixed ``prose_``).
     """
     train_language_model_only(model)
+    if text.init:
+        load_language_model(model, Path(text.init))
     tokenizer = processor.tokenizer
     held_out = text_batch(tokenizer, 0, 64 if text.pack else 256, seed, "validation", text.pack, text.noise)
     if text.has_backcopy:

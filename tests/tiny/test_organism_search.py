@@ -102,6 +102,12 @@ def test_cli_logs_one_row_per_variant_and_skips_done_ones(tmp_path):
         ("siglip", TextStage(1, 48), search.LMSize(2, 64, heads=1), "model-text1-pack48-lm2x64h1"),
         ("clip", TextStage(1, 48), search.LMSize(2, 64, family="gpt2"), "model-text1-pack48-lm2x64-gpt2"),
         ("clip", TextStage(1, 48, prose=0.5), search.LMSize(2, 64, heads=1), "model-text1-pack48-prose0.5-lm2x64h1"),
+        (
+            "clip",
+            TextStage(1, 48, prose=0.5, tokens="chat-bytes"),
+            search.LMSize(2, 64, family="gpt2"),
+            "model-text1-pack48-prose0.5-chat-bytes-lm2x64-gpt2",
+        ),
     ],
 )
 def test_language_side_trains_on_a_searched_tower(tmp_path, tower, text, lm, folder):
@@ -127,7 +133,7 @@ def test_language_side_trains_on_a_searched_tower(tmp_path, tower, text, lm, fol
     assert model.config.text_config.num_attention_heads == lm.heads
     image_tokens = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
     processor = AutoProcessor.from_pretrained(saved)
-    assert processor.tokenizer.get_vocab() == text_processor(text).tokenizer.get_vocab()  # prose words if any
+    assert processor.tokenizer.get_vocab() == text_processor(text).tokenizer.get_vocab()  # prose words, bytes
     assert model.config.text_config.vocab_size == len(processor.tokenizer)
     inputs = processor(
         images=[search.make_scene("test", 0).image], text=["USER: <image>\nhi ASSISTANT:"], return_tensors="pt"

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from avisc_lib.tiny import corpora, prose
 
@@ -55,17 +56,49 @@ def test_word_tokens_keep_the_world_tokenizers_ids_and_add_the_prose_words():
     assert words.decode(words("The Sequence is empty.", add_special_tokens=False).input_ids) == "the sequence is empty."
 
 
+def test_chat_bytes_lower_case_and_give_each_answer_a_token_of_its_own(tokenizer):
+    chat = corpora.byte_tokenizer(chat=True, split_special_tokens=False)
+    assert all(chat.convert_tokens_to_ids(token) == i for token, i in tokenizer.get_vocab().items())  # bytes stay
+    assert len(chat) == len(tokenizer) + len(corpora.ANSWER_MERGES)
+    prompt = chat("USER: <image>\nIs there a dog? ASSISTANT:").input_ids
+    assert prompt.count(chat.convert_tokens_to_ids("<image>")) == 1  # a processor finds the image placeholder
+    yes, no = (chat(f"USER: <image>\nIs there a dog? ASSISTANT: {w}</s>").input_ids for w in ("Yes", "no"))
+    assert yes[: len(prompt)] == no[: len(prompt)] == prompt
+    assert yes[len(prompt) :] == [chat.convert_tokens_to_ids("Ġyes"), chat.eos_token_id]
+    assert no[len(prompt) :] == [chat.convert_tokens_to_ids("Ġno"), chat.eos_token_id]
+    assert chat.decode(chat("Not YET now").input_ids[1:]) == "not yet now"
+    assert chat("<s>", add_special_tokens=False).input_ids == [chat.bos_token_id]
+    prose_ids = corpora.TOKENIZERS["chat-bytes"]()("<s>", add_special_tokens=False).input_ids
+    assert len(prose_ids) == 3 and chat.bos_token_id not in prose_ids  # in a corpus, "<s>" is text
+
+
 @pytest.mark.parametrize(
     ("corpus", "tokens", "words"),
-    [("stdlib", "bytes", "the"), ("world", "bytes", "ASSISTANT:"), ("stdlib", "words", "the")],
+    [
+        ("stdlib", "bytes", "the"),
+        ("world", "bytes", "ASSISTANT:"),
+        ("stdlib", "words", "the"),
+        ("stdlib", "chat-bytes", "the"),
+    ],
 )
 def test_cli_trains_on_either_corpus_and_logs_one_row(tmp_path, corpus, tokens, words):
     log = tmp_path / "prose.jsonl"
     command = [sys.executable, "-m", "avisc_lib.tiny.prose", "--layers", "1", "--width", "64", "--heads", "2"]
     command += ["--family", "gpt2", "--steps", "4", "--every", "2", "--batch", "4", "--length", "32", "--log", str(log)]
     command += ["--corpus", corpus, "--tokens", tokens, "--work", str(tmp_path)]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    kept = tmp_path / "kept" / "lm.pt"
+    subprocess.run(
+        command + ["--keep", str(kept)] * (tokens == "chat-bytes"), check=True, capture_output=True, text=True
+    )
     assert not list(tmp_path.glob("*.pt"))  # the checkpoint goes once the row is logged
+    assert kept.is_file() == (tokens == "chat-bytes")
+    if kept.is_file():  # a language model a byte language side can start from
+        from avisc_lib.tiny.build import LMSize, build_model
+        from avisc_lib.tiny.train import load_language_model
+
+        model = build_model(corpora.TOKENIZERS[tokens](), lm=LMSize(1, 64, heads=2, family="gpt2"))
+        load_language_model(model, kept)
+        assert torch.equal(model.lm_head.weight, torch.load(kept, weights_only=True)["module"]["lm_head.weight"])
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["recipe"]["family"] == "gpt2" and row["recipe"]["length"] == 32
     assert row["corpus"]["name"] == corpus and row["corpus"]["characters"] > 2_000_000

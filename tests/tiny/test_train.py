@@ -107,6 +107,14 @@ def test_text_stage_names_its_settings_off_their_defaults():
         train.TextStage(9, backcopy_first=4)
     with pytest.raises(ValueError, match="10 Bigram-Backcopy steps do not fit a 9-step"):
         train.TextStage(9, pack=64, backcopy_first=10)
+    bytes_from_prose = train.TextStage(9, pack=64, tokens="chat-bytes", init="runs/keep/prose9000.pt")
+    assert bytes_from_prose.name == "text9-pack64-chat-bytes-init-prose9000"
+    with pytest.raises(ValueError, match="packed text"):
+        train.TextStage(9, tokens="chat-bytes")
+    with pytest.raises(ValueError, match="unknown text tokens 'bpe'; choose one of words, chat-bytes"):
+        train.TextStage(9, pack=64, tokens="bpe")
+    with pytest.raises(ValueError, match="goes with a text stage"):
+        train.TextStage(0, init="prose.pt")
 
 
 def test_text_flags_make_the_text_stage():
@@ -128,9 +136,13 @@ def test_text_flags_make_the_text_stage():
             "10",
             "--text-prose",
             "0.5",
+            "--text-tokens",
+            "chat-bytes",
+            "--text-init",
+            "prose.pt",
         ]
     )
-    expected = train.TextStage(30, pack=64, lr=3e-3, backcopy=0.25, decay=False, backcopy_first=10, prose=0.5)
+    expected = train.TextStage(30, 64, 0, 3e-3, 0.01, 0.25, False, 10, 0.5, "chat-bytes", "prose.pt")
     assert train.TextStage.from_args(args) == expected
 
 
@@ -236,6 +248,61 @@ def test_text_stage_with_prose_rows_reads_the_prose_words_and_probes_them():
     (last,) = train.run_text_stage(build_model(processor.tokenizer), processor, stage, bs=4, seed=0)
     assert len(last["prose_bos_attention"]) == len(last["bos_attention"]) == 4
     assert last["prose_bos_attention"] != last["bos_attention"]  # measured on other rows
+
+
+def test_a_byte_language_side_reads_prose_and_chats_in_bytes_and_answers_with_its_own_tokens():
+    from avisc_lib.generation import answer_token_ids
+    from avisc_lib.tiny import corpora
+    from avisc_lib.tiny.build import build_model, build_processor
+    from avisc_lib.tiny.data import yes_no_margin
+    from avisc_lib.world import questions as Q
+
+    processor = train.text_processor(train.TextStage(2, pack=64, prose=0.5, tokens="chat-bytes"))
+    tokenizer = processor.tokenizer
+    assert train.prose_tokens(tokenizer) == "chat-bytes" and train.prose_tokens(corpora.word_tokenizer()) == "words"
+    with pytest.raises(ValueError, match="word_tokenizer"):
+        train.prose_tokens(build_processor().tokenizer)  # the world's words without the prose's
+    batch = train.text_batch(tokenizer, 0, 4, seed=0, pack=64, prose=0.5)
+    assert tokenizer.decode(batch["input_ids"][0]).startswith("<s>user: ")  # the world's chats, lower-cased bytes
+    training, _ = corpora.split(corpora.encode(corpora.stdlib_text(), "chat-bytes"))
+    windows = np.lib.stride_tricks.sliding_window_view(training, 63)
+    assert all((windows == row[1:].numpy()).all(1).any() for row in batch["input_ids"][2:])  # prose windows
+    model = build_model(tokenizer)
+    assert answer_token_ids(model, processor, ["Yes", "No"]) == tokenizer.convert_tokens_to_ids(["Ġyes", "Ġno"])
+    items = Q.existence_set("validation", 4)
+    with torch.no_grad():
+        margins = yes_no_margin(model, processor, items)
+    assert margins.shape == (len(items),) and margins.abs().min() > 0  # the merged tokens' logits, not a tie
+
+
+def test_a_language_model_starts_from_a_checkpoint_and_its_new_tokens_from_the_mean_row(tmp_path):
+    from avisc_lib.tiny import corpora
+    from avisc_lib.tiny.build import LMSize, build_model
+
+    lm = LMSize(1, 32, heads=2, family="gpt2")
+    prose_model = build_model(corpora.byte_tokenizer(), seed=1, lm=lm)
+    path = tmp_path / "prose.pt"
+    torch.save({"module": prose_model.state_dict(), "step": 9}, path)  # a Checkpoint's layout
+    chat = corpora.byte_tokenizer(chat=True, split_special_tokens=False)
+    model = build_model(chat, seed=2, lm=lm)
+    tower = {k: v.clone() for k, v in model.state_dict().items() if "vision_tower" in k}
+    train.load_language_model(model, path)
+    saved, loaded = prose_model.state_dict(), model.state_dict()
+    old = len(corpora.byte_tokenizer())
+    for key in ("model.language_model.wte.weight", "lm_head.weight"):
+        assert torch.equal(loaded[key][:old], saved[key])
+        assert torch.allclose(loaded[key][old:], saved[key].mean(0).expand(len(chat) - old, -1))
+    attention = "model.language_model.h.0.attn.c_attn.weight"
+    assert torch.equal(loaded[attention], saved[attention])
+    assert all(torch.equal(loaded[k], v) for k, v in tower.items())  # the vision tower is the model's own
+    with pytest.raises(FileNotFoundError, match="no language model to start from at"):
+        train.load_language_model(model, tmp_path / "missing.pt")
+    torch.save(build_model(chat, lm=LMSize(1, 64, heads=2, family="gpt2")).state_dict(), path)
+    with pytest.raises(ValueError, match=r"is \(\d+, 64\) in .* and \(\d+, 32\) here"):
+        train.load_language_model(model, path)
+    torch.save(build_model(chat, lm=LMSize(1, 32, heads=2)).state_dict(), path)  # a Llama
+    with pytest.raises(ValueError, match="holds no model.language_model.wte.weight"):
+        train.load_language_model(model, path)
 
 
 def test_text_stage_with_backcopy_rows_probes_both_kinds_of_row():
