@@ -432,7 +432,7 @@ class TextStage:
             "--text-prose",
             type=float,
             default=TextStage.prose,
-            help="the share of the text stage's rows that are English prose (packed text only; adds the prose's words)",
+            help="the share of the text stage's rows that are English prose (packed text only; words for a word side)",
         )
         ap.add_argument(
             "--text-tokens",
