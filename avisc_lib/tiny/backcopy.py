@@ -35,7 +35,7 @@ from ..tokens.sinks import activation
 from .bigram import bb_batch, held_out_rows, ideal_loss, world_chain
 from .build import LM_FAMILIES, LMSize, build_model, build_tokenizer
 from .search import log_row, log_rows
-from .train import Checkpoint, optimise, train_language_model_only
+from .train import Checkpoint, optimise, save_language_model, train_language_model_only
 
 LOG = Path("results/organism/backcopy_log.jsonl")  # relative to the repository root
 WORK = Path("runs/organism/probes")
@@ -193,7 +193,7 @@ def probe_parser(doc: str, log: Path, **defaults) -> argparse.ArgumentParser:
     ap.add_argument(
         "--keep",
         type=Path,
-        help="move the finished run's checkpoint here (a language model for search --text-init) instead of deleting it",
+        help="save the finished run's language model here (safetensors, for search --text-init)",
     )
     ap.add_argument("--summary", action="store_true", help="print the log as a markdown table, then stop")
     ap.set_defaults(**defaults)
@@ -210,17 +210,15 @@ def logged_run(args: argparse.Namespace, recipe: dict, train, **extra) -> None:
     """Run ``train(checkpoint)`` (the history) and log its row to ``args.log``: ``recipe``, ``extra``,
     the minutes of training (summed over resumed sessions) and the history. An interrupted run resumes
     from its checkpoint under ``args.work`` (named by the log and the recipe) when rerun; the
-    checkpoint goes once the row is logged, to ``args.keep`` if set."""
+    checkpoint goes once the row is logged, its language model saved to ``args.keep`` first if set."""
     key = hashlib.sha256(json.dumps(recipe | extra, sort_keys=True).encode()).hexdigest()[:12]
     checkpoint = args.work / f"{args.log.stem}-{key}.pt"
     history = train(checkpoint)
     row = {"recipe": recipe, **extra, "minutes": round(history[-1]["seconds"] / 60, 1), "history": history}
     log_row(args.log, row)
     if args.keep:
-        args.keep.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.replace(args.keep)
-    else:
-        checkpoint.unlink()
+        save_language_model(torch.load(checkpoint, weights_only=True)["module"], args.keep)
+    checkpoint.unlink()
     print(f"logged to {args.log}")
 
 

@@ -3,7 +3,7 @@
     python -m avisc_lib.tiny.prose --family gpt2 --dropout 0 --lr 3e-3 --wd 0.1
     python -m avisc_lib.tiny.prose --corpus world ...  # the control: the world's chats in the same bytes
     python -m avisc_lib.tiny.prose --tokens words ...  # words, as the world tokenizer splits them
-    python -m avisc_lib.tiny.prose --tokens chat-bytes --keep LM.pt ...  # a language model for search --text-init
+    python -m avisc_lib.tiny.prose --tokens chat-bytes --keep LM.safetensors ...  # for search --text-init
     python -m avisc_lib.tiny.prose --summary           # the log as a markdown table
 
 On the world's templated text no language model of the organism search has grown a BOS sink, while

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -380,8 +381,8 @@ class TextStage:
     of each batch's rows that are English prose (:func:`prose_batch`; the model then reads the words
     of :func:`.corpora.word_tokenizer`, see :func:`text_processor`); ``tokens``: one of
     :data:`TEXT_TOKENS`, what the language side reads ("chat-bytes": bytes, with its answers' own
-    tokens, :func:`.corpora.byte_tokenizer`); ``init``: a checkpoint whose language model the stage starts
-    from (:func:`load_language_model`), e.g. one of :mod:`.prose`'s runs, as LLaVA starts from a
+    tokens, :func:`.corpora.byte_tokenizer`); ``init``: a safetensors file of a language model the stage
+    starts from (:func:`load_language_model`), e.g. one of :mod:`.prose`'s runs, as LLaVA starts from a
     language model pretrained on natural text."""
 
     steps: int = 0
@@ -443,7 +444,7 @@ class TextStage:
         ap.add_argument(
             "--text-init",
             default=TextStage.init,
-            help="a checkpoint (e.g. a prose run's) whose language model the text stage starts from",
+            help="a language model (safetensors, e.g. from prose --keep) the text stage starts from",
         )
 
     @classmethod
@@ -528,18 +529,20 @@ def text_processor(text: TextStage, cls_token: bool = True):
     return build_processor(cls_token, tokenizer)
 
 
+LANGUAGE_MODEL_KEYS = ("model.language_model.", "lm_head.")  # a LLaVA state dict's language model and head
+
+
 @torch.no_grad()
 def load_language_model(model, path: Path) -> None:
-    """Start ``model``'s language model and head from those saved in ``path``: a :class:`Checkpoint` (or a
-    state dict) of a model with the same language model, e.g. a :mod:`.prose` run's. Where the
-    vocabulary has grown since (tokens appended, as ``chat-bytes`` appends its answers' to the bytes),
-    the new rows of the embedding and head start at the mean of the saved rows."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no language model to start from at {path}")
-    saved = torch.load(path, weights_only=True)
-    saved = saved.get("module", saved)
+    """Start ``model``'s language model and head from the safetensors file ``path`` (``prose --keep``
+    writes one) of a model with the same language model. Where the vocabulary has grown since (tokens
+    appended, as ``chat-bytes`` appends its answers' to the bytes), the new rows of the embedding and
+    head start at the mean of the saved rows."""
+    if Path(path).suffix != ".safetensors" or not Path(path).is_file():
+        raise FileNotFoundError(f"no safetensors file to start the language model from at {path}")
+    saved = load_file(path)
     for key, own in model.state_dict().items():
-        if not key.startswith(("model.language_model.", "lm_head.")):
+        if not key.startswith(LANGUAGE_MODEL_KEYS):
             continue
         if key not in saved:
             raise ValueError(f"{path} holds no {key}: not a checkpoint of this language model")
@@ -551,6 +554,13 @@ def load_language_model(model, path: Path) -> None:
             own[len(old) :] = old.mean(0)
         else:
             raise ValueError(f"{key} is {tuple(old.shape)} in {path} and {tuple(own.shape)} here")
+
+
+def save_language_model(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write the language model and head of LLaVA state dict ``state`` to the safetensors file ``path``
+    (what :func:`load_language_model` reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items() if k.startswith(LANGUAGE_MODEL_KEYS)}, path)
 
 
 def train_language_model_only(model) -> None:

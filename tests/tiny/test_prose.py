@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from avisc_lib.tiny import corpora, prose
 
@@ -86,7 +87,7 @@ def test_cli_trains_on_either_corpus_and_logs_one_row(tmp_path, corpus, tokens, 
     command = [sys.executable, "-m", "avisc_lib.tiny.prose", "--layers", "1", "--width", "64", "--heads", "2"]
     command += ["--family", "gpt2", "--steps", "4", "--every", "2", "--batch", "4", "--length", "32", "--log", str(log)]
     command += ["--corpus", corpus, "--tokens", tokens, "--work", str(tmp_path)]
-    kept = tmp_path / "kept" / "lm.pt"
+    kept = tmp_path / "kept" / "lm.safetensors"
     subprocess.run(
         command + ["--keep", str(kept)] * (tokens == "chat-bytes"), check=True, capture_output=True, text=True
     )
@@ -98,7 +99,7 @@ def test_cli_trains_on_either_corpus_and_logs_one_row(tmp_path, corpus, tokens, 
 
         model = build_model(corpora.TOKENIZERS[tokens](), lm=LMSize(1, 64, heads=2, family="gpt2"))
         load_language_model(model, kept)
-        assert torch.equal(model.lm_head.weight, torch.load(kept, weights_only=True)["module"]["lm_head.weight"])
+        assert torch.equal(model.lm_head.weight, load_file(kept)["lm_head.weight"])
     (row,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert row["recipe"]["family"] == "gpt2" and row["recipe"]["length"] == 32
     assert row["corpus"]["name"] == corpus and row["corpus"]["characters"] > 2_000_000

@@ -107,14 +107,14 @@ def test_text_stage_names_its_settings_off_their_defaults():
         train.TextStage(9, backcopy_first=4)
     with pytest.raises(ValueError, match="10 Bigram-Backcopy steps do not fit a 9-step"):
         train.TextStage(9, pack=64, backcopy_first=10)
-    bytes_from_prose = train.TextStage(9, pack=64, tokens="chat-bytes", init="runs/keep/prose9000.pt")
+    bytes_from_prose = train.TextStage(9, pack=64, tokens="chat-bytes", init="runs/keep/prose9000.safetensors")
     assert bytes_from_prose.name == "text9-pack64-chat-bytes-init-prose9000"
     with pytest.raises(ValueError, match="packed text"):
         train.TextStage(9, tokens="chat-bytes")
     with pytest.raises(ValueError, match="unknown text tokens 'bpe'; choose one of words, chat-bytes"):
         train.TextStage(9, pack=64, tokens="bpe")
     with pytest.raises(ValueError, match="goes with a text stage"):
-        train.TextStage(0, init="prose.pt")
+        train.TextStage(0, init="prose.safetensors")
 
 
 def test_text_flags_make_the_text_stage():
@@ -139,10 +139,10 @@ def test_text_flags_make_the_text_stage():
             "--text-tokens",
             "chat-bytes",
             "--text-init",
-            "prose.pt",
+            "prose.safetensors",
         ]
     )
-    expected = train.TextStage(30, 64, 0, 3e-3, 0.01, 0.25, False, 10, 0.5, "chat-bytes", "prose.pt")
+    expected = train.TextStage(30, 64, 0, 3e-3, 0.01, 0.25, False, 10, 0.5, "chat-bytes", "prose.safetensors")
     assert train.TextStage.from_args(args) == expected
 
 
@@ -275,14 +275,15 @@ def test_a_byte_language_side_reads_prose_and_chats_in_bytes_and_answers_with_it
     assert margins.shape == (len(items),) and margins.abs().min() > 0  # the merged tokens' logits, not a tie
 
 
-def test_a_language_model_starts_from_a_checkpoint_and_its_new_tokens_from_the_mean_row(tmp_path):
+def test_a_language_model_starts_from_a_saved_one_and_its_new_tokens_from_the_mean_row(tmp_path):
     from avisc_lib.tiny import corpora
     from avisc_lib.tiny.build import LMSize, build_model
 
     lm = LMSize(1, 32, heads=2, family="gpt2")
     prose_model = build_model(corpora.byte_tokenizer(), seed=1, lm=lm)
-    path = tmp_path / "prose.pt"
-    torch.save({"module": prose_model.state_dict(), "step": 9}, path)  # a Checkpoint's layout
+    path = tmp_path / "prose.safetensors"
+    train.save_language_model(prose_model.state_dict(), path)
+    assert not any("vision_tower" in key for key in load_file(path))  # the language model and head alone
     chat = corpora.byte_tokenizer(chat=True, split_special_tokens=False)
     model = build_model(chat, seed=2, lm=lm)
     tower = {k: v.clone() for k, v in model.state_dict().items() if "vision_tower" in k}
@@ -295,12 +296,14 @@ def test_a_language_model_starts_from_a_checkpoint_and_its_new_tokens_from_the_m
     attention = "model.language_model.h.0.attn.c_attn.weight"
     assert torch.equal(loaded[attention], saved[attention])
     assert all(torch.equal(loaded[k], v) for k, v in tower.items())  # the vision tower is the model's own
-    with pytest.raises(FileNotFoundError, match="no language model to start from at"):
-        train.load_language_model(model, tmp_path / "missing.pt")
-    torch.save(build_model(chat, lm=LMSize(1, 64, heads=2, family="gpt2")).state_dict(), path)
+    torch.save(prose_model.state_dict(), tmp_path / "prose.pt")  # weights, but not in safetensors
+    for missing in (tmp_path / "missing.safetensors", tmp_path / "prose.pt"):
+        with pytest.raises(FileNotFoundError, match="no safetensors file to start the language model from at"):
+            train.load_language_model(model, missing)
+    train.save_language_model(build_model(chat, lm=LMSize(1, 64, heads=2, family="gpt2")).state_dict(), path)
     with pytest.raises(ValueError, match=r"is \(\d+, 64\) in .* and \(\d+, 32\) here"):
         train.load_language_model(model, path)
-    torch.save(build_model(chat, lm=LMSize(1, 32, heads=2)).state_dict(), path)  # a Llama
+    train.save_language_model(build_model(chat, lm=LMSize(1, 32, heads=2)).state_dict(), path)  # a Llama
     with pytest.raises(ValueError, match="holds no model.language_model.wte.weight"):
         train.load_language_model(model, path)
 
